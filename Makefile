@@ -1,0 +1,48 @@
+# slicewise: `make run` sets up and runs the demo; `make test` sets up and runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test test-unit test-fast lint format bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: `torch==2.13.0` resolves to the CPU wheel on disk here (a looser pin pulls CUDA).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,demo,bench]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install everything
+
+run: setup  ## train the demo model, then serve and monitor it (see README)
+	$(VENV)/bin/slicewise demo-run
+
+test: setup  ## run the whole test suite (unit, model, service, integration)
+	$(PY) -m pytest -q --timeout=900
+
+test-fast: setup  ## unit + model tests only
+	$(PY) -m pytest -q -m "not integration and not slow" --timeout=300
+
+lint: setup  ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup  ## run every benchmark in bench/ (slow; writes bench/results/)
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .slicewise build *.egg-info

@@ -1,0 +1,1 @@
+"""Monitoring side of slicewise: per-slice drift, its Prometheus exporter, alerting, retraining."""

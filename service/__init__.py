@@ -1,0 +1,1 @@
+"""The slicewise BentoML service. Never imports torch or `training`."""

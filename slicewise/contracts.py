@@ -1,0 +1,282 @@
+"""Contracts shared by training (writer), service and monitoring (readers).
+
+This module fixes the artifact bundle layout, the manifest schema, the reference-profile
+columns, the Redis prediction-log record and the Redis keys (DESIGN.md §5, §7). It imports
+neither torch nor pandas, so the serving image can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+MODEL_NAME = "slicewise-classifier"
+
+# Files of the artifact bundle.
+MODEL_ONNX = "model.onnx"
+MODEL_INT8_ONNX = "model.int8.onnx"
+TOKENIZER_DIR = "tokenizer"
+MANIFEST_JSON = "manifest.json"
+REFERENCE_PARQUET = "reference.parquet"
+EVAL_JSON = "eval.json"
+REQUIRED_FILES = (MODEL_ONNX, TOKENIZER_DIR, MANIFEST_JSON)
+
+# ONNX graph I/O names.
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAMES = ("probabilities", "slice_membership", "slice_attention")
+BASE_SLICE = "base"
+
+# Redis keys (DESIGN §7, §9).
+PREDICTIONS_STREAM = "slicewise:predictions"
+FEEDBACK_STREAM = "slicewise:feedback"
+PRODUCTION_VERSION_KEY = "slicewise:production_version"
+RETRAIN_QUEUE = "slicewise:retrain:queue"
+ALERT_DEDUP_PREFIX = "slicewise:alert:"
+
+
+class BundleError(ValueError):
+    """The artifact bundle is missing, incomplete or inconsistent."""
+
+
+class SliceInfo(BaseModel):
+    """One user slice as the service and monitor see it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    monitored: bool = False
+
+
+class Manifest(BaseModel):
+    """`manifest.json` of an artifact bundle."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    schema_version: int = SCHEMA_VERSION
+    name: str = MODEL_NAME
+    version: str
+    created_at: str
+    labels: list[str] = Field(min_length=2)
+    slices: list[SliceInfo]
+    max_length: int = Field(gt=0)
+    backbone: str
+    model_kind: str = "moa"
+    inputs: list[str] = Field(default_factory=lambda: list(INPUT_NAMES))
+    outputs: list[str] = Field(default_factory=lambda: list(OUTPUT_NAMES))
+    training: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+    dataset_fingerprint: str = ""
+
+    @property
+    def slice_names(self) -> list[str]:
+        """User slice names in model-output order (no `base`)."""
+        return [s.name for s in self.slices]
+
+    @property
+    def monitored_slices(self) -> list[str]:
+        """Names of the slices the monitor and the promotion gate watch."""
+        return [s.name for s in self.slices if s.monitored]
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Membership threshold per slice name."""
+        return {s.name: s.threshold for s in self.slices}
+
+
+def new_version() -> str:
+    """A sortable, unique model version: UTC timestamp plus a short random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def utc_now_iso() -> str:
+    """The current UTC time in ISO 8601, seconds precision."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated artifact bundle directory (DESIGN §5)."""
+
+    path: Path
+    manifest: Manifest
+
+    @classmethod
+    def load(cls, path: str | Path) -> Bundle:
+        """Open and validate a bundle directory.
+
+        Raises:
+            BundleError: naming the missing file or the invalid manifest field.
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise BundleError(f"model bundle {root} does not exist or is not a directory")
+        for name in REQUIRED_FILES:
+            if not (root / name).exists():
+                raise BundleError(f"model bundle {root} is incomplete: {name} is missing")
+        try:
+            raw = json.loads((root / MANIFEST_JSON).read_text())
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{root / MANIFEST_JSON} is not valid JSON: {exc}") from exc
+        try:
+            manifest = Manifest.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise BundleError(f"{root / MANIFEST_JSON}: field {where!r}: {first['msg']}") from exc
+        if manifest.schema_version != SCHEMA_VERSION:
+            raise BundleError(
+                f"{root / MANIFEST_JSON} has schema_version {manifest.schema_version}; "
+                f"this slicewise reads {SCHEMA_VERSION}"
+            )
+        return cls(root, manifest)
+
+    def model_file(self, prefer_int8: bool = False) -> Path:
+        """The ONNX file to serve: the int8 variant when asked for and present."""
+        int8 = self.path / MODEL_INT8_ONNX
+        return int8 if prefer_int8 and int8.exists() else self.path / MODEL_ONNX
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """Directory holding the tokenizer files."""
+        return self.path / TOKENIZER_DIR
+
+    @property
+    def reference_file(self) -> Path:
+        """Path of the reference profile (may not exist)."""
+        return self.path / REFERENCE_PARQUET
+
+    def reference(self) -> Any:
+        """The reference profile as a pandas DataFrame.
+
+        Raises:
+            BundleError: when the bundle has no reference profile.
+        """
+        if not self.reference_file.exists():
+            raise BundleError(
+                f"model bundle {self.path} has no {REFERENCE_PARQUET}; "
+                "re-export it with `slicewise export` to get a reference profile"
+            )
+        import pandas as pd  # lazy: the serving image does not need pandas
+
+        return pd.read_parquet(self.reference_file)
+
+    def evaluation(self) -> dict[str, Any]:
+        """The per-slice evaluation table (`eval.json`), or {} when absent."""
+        f = self.path / EVAL_JSON
+        return json.loads(f.read_text()) if f.exists() else {}
+
+
+# Reference-profile column names (reference.parquet). Production windows read from the
+# prediction log are converted to the same columns so the monitor compares like with like.
+def prob_column(label: str) -> str:
+    """Column with the predicted probability of `label`."""
+    return f"prob_{label}"
+
+
+def slice_score_column(slice_name: str) -> str:
+    """Column with the predicted membership score of a slice."""
+    return f"slice_{slice_name}"
+
+
+def slice_fn_column(slice_name: str) -> str:
+    """Column with the slicing function's 0/1 membership (reference data only)."""
+    return f"sf_{slice_name}"
+
+
+PREDICTED_LABEL_COLUMN = "predicted_label"
+CONFIDENCE_COLUMN = "confidence"
+TEXT_LENGTH_COLUMN = "text_length"
+TRUE_LABEL_COLUMN = "true_label"
+
+
+@dataclass
+class PredictionRecord:
+    """One entry of the `slicewise:predictions` Redis stream (DESIGN §7)."""
+
+    model_version: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    slices: dict[str, float]
+    text_length: int
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    ts: float = field(default_factory=time.time)
+    text: str | None = None
+
+    def to_fields(self) -> dict[str, str]:
+        """Flat string fields for `XADD`."""
+        out = {
+            "id": self.id,
+            "ts": repr(self.ts),
+            "model_version": self.model_version,
+            "label": self.label,
+            "confidence": repr(float(self.confidence)),
+            "probabilities": json.dumps(self.probabilities, separators=(",", ":")),
+            "slices": json.dumps(self.slices, separators=(",", ":")),
+            "text_length": str(int(self.text_length)),
+        }
+        if self.text is not None:
+            out["text"] = self.text
+        return out
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str | bytes, str | bytes]) -> PredictionRecord:
+        """Parse a stream entry (bytes or str keys and values)."""
+        f = {_s(k): _s(v) for k, v in fields.items()}
+        confidence = float(f["confidence"])
+        if not math.isfinite(confidence):
+            raise ValueError(f"prediction {f.get('id')} has a non-finite confidence")
+        return cls(
+            id=f["id"],
+            ts=float(f["ts"]),
+            model_version=f["model_version"],
+            label=f["label"],
+            confidence=confidence,
+            probabilities=json.loads(f["probabilities"]),
+            slices=json.loads(f["slices"]),
+            text_length=int(f["text_length"]),
+            text=f.get("text"),
+        )
+
+
+def _s(x: str | bytes) -> str:
+    return x.decode() if isinstance(x, bytes) else x
+
+
+# Prometheus metric names (DESIGN §8). Service and monitor declare their metrics with these;
+# alert rules and dashboards in monitoring/ query them.
+class MetricNames:
+    """Names of every slicewise metric (Prometheus client names, without `_total` suffixes
+    that the client adds for counters)."""
+
+    # service
+    PREDICTIONS = "slicewise_predictions"  # counter -> slicewise_predictions_total
+    SLICE_PREDICTIONS = "slicewise_slice_predictions"  # counter
+    SLICE_MEMBERSHIP_SCORE = "slicewise_slice_membership_score"  # histogram
+    PREDICTION_CONFIDENCE = "slicewise_prediction_confidence"  # histogram
+    INFERENCE_SECONDS = "slicewise_inference_seconds"  # histogram {stage}
+    PREDICTION_LOG_DROPPED = "slicewise_prediction_log_dropped"  # counter
+    MODEL_INFO = "slicewise_model_info"  # gauge {model_version, provider}
+    # monitor
+    SLICE_DRIFT_SCORE = "slicewise_slice_drift_score"
+    SLICE_DRIFT_DETECTED = "slicewise_slice_drift_detected"
+    SLICE_DRIFTED_COLUMNS_SHARE = "slicewise_slice_drifted_columns_share"
+    SLICE_ROWS = "slicewise_slice_rows"
+    SLICE_TRAFFIC_SHARE = "slicewise_slice_traffic_share"
+    SLICE_ACCURACY = "slicewise_slice_accuracy"
+    SLICE_ESTIMATED_ACCURACY = "slicewise_slice_estimated_accuracy"
+    MONITOR_LAST_RUN = "slicewise_monitor_last_run_timestamp_seconds"
+    MONITOR_RUN_DURATION = "slicewise_monitor_run_duration_seconds"
+    RETRAIN_RUNS = "slicewise_retrain_runs"  # counter {outcome}

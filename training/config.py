@@ -160,6 +160,7 @@ class TrainConfig(_Section):
     )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int = Field(30, gt=0)
+    finetune_epochs: int = Field(3, gt=0, description="epochs in finetune mode")
     batch_size: int = Field(256, gt=0)
     lr: float = Field(1e-3, gt=0)
     finetune_lr: float = Field(2e-5, gt=0)

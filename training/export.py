@@ -1,0 +1,250 @@
+"""Export a trained classifier as the artifact bundle of DESIGN §5.
+
+Steps: TorchScript-based ONNX export with dynamic batch and sequence axes (it gives a graph
+that ONNX Runtime's BERT optimizer fuses into `Attention` / `SkipLayerNormalization`; the
+dynamo exporter's graph does not fuse) → transformer optimisation → int8 dynamic quantisation
+of the *unfused* graph (quantising the fused one fails) → parity against torch on fresh
+inputs (fails loudly above the tolerance) → slice thresholds tuned on validation (indicator
+F1) → reference profile, evaluation, manifest → atomic rename into place → registration in
+the BentoML model store.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slicewise import contracts as c
+from training.backbone import load_tokenizer
+from training.config import ProjectConfig
+from training.evaluate import slice_metrics
+from training.train import PreparedData, TrainedModel
+
+PARITY_TEXTS = [
+    "I would not fly with them again, never.",
+    "Is the flight delayed?",
+    "ok",
+    "What a wonderful day for a drive with the new car, I love it so much!!! http://t.co/x",
+    "@united lost my bag again... no response from customer service #fail",
+]
+
+
+class ExportError(RuntimeError):
+    """The export failed a check (e.g. ONNX/torch parity); nothing was written."""
+
+
+@dataclass
+class OnnxRunner:
+    """Tokenizer + ONNX Runtime session: runs texts through an exported model."""
+
+    session: Any
+    tokenizer: Any
+    max_length: int
+
+    @classmethod
+    def open(cls, model_path: Path, tokenizer: Any, max_length: int) -> OnnxRunner:
+        """Open `model_path` on the CPU provider."""
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return cls(ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"]),
+                   tokenizer, max_length)
+
+    def run(self, texts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Outputs for `texts`, batched (length-sorted to limit padding), in input order."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in c.OUTPUT_NAMES}
+        for s in range(0, len(texts), batch_size):
+            idx = order[s : s + batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="np")
+            feeds = {n: enc[n].astype(np.int64) for n in c.INPUT_NAMES}
+            for name, arr in zip(c.OUTPUT_NAMES, self.session.run(list(c.OUTPUT_NAMES), feeds), strict=True):
+                parts[name].append((idx, arr))
+        out = {}
+        for name, chunks in parts.items():
+            width = chunks[0][1].shape[1]
+            full = np.zeros((len(texts), width), dtype=np.float32)
+            for idx, arr in chunks:
+                full[idx] = arr
+            out[name] = full
+        return out
+
+
+def export_onnx(model: torch.nn.Module, tokenizer: Any, path: Path, opset: int) -> None:
+    """TorchScript-based ONNX export with dynamic batch and sequence axes."""
+    enc = tokenizer(PARITY_TEXTS[:2], padding=True, return_tensors="pt")
+    axes = {n: {0: "batch", 1: "sequence"} for n in c.INPUT_NAMES}
+    axes.update({n: {0: "batch"} for n in c.OUTPUT_NAMES})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but fuses best
+        torch.onnx.export(model.eval(), (enc["input_ids"], enc["attention_mask"]), str(path),
+                          input_names=list(c.INPUT_NAMES), output_names=list(c.OUTPUT_NAMES),
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+
+
+def optimize_onnx(src: Path, dst: Path, encoder_config: Any) -> dict[str, int]:
+    """ONNX Runtime transformer optimisation (BERT fusions); returns fused-op counts."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    opt = optimize_model(str(src), model_type="bert", num_heads=encoder_config.num_attention_heads,
+                         hidden_size=encoder_config.hidden_size)
+    opt.save_model_to_file(str(dst))
+    counts = collections.Counter(n.op_type for n in opt.model.graph.node)
+    fused = ("Attention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "FastGelu")
+    return {k: counts[k] for k in fused if counts[k]}
+
+
+def quantize_onnx(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantisation (weights int8, activations quantised at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+
+
+def check_parity(model: torch.nn.Module, runner: OnnxRunner, tolerance: float) -> dict[str, float]:
+    """Max abs difference ORT vs torch per output on fresh inputs (batch 1 and a mixed batch).
+
+    Raises:
+        ExportError: when any output differs by more than `tolerance`.
+    """
+    worst = dict.fromkeys(c.OUTPUT_NAMES, 0.0)
+    for texts in ([PARITY_TEXTS[3]], PARITY_TEXTS):
+        enc = runner.tokenizer(texts, padding=True, truncation=True, max_length=runner.max_length,
+                               return_tensors="pt")
+        with torch.inference_mode():
+            expected = model(enc["input_ids"], enc["attention_mask"])
+        got = runner.run(texts, batch_size=len(texts)) if len(texts) > 1 else runner.run(texts)
+        for name, e in zip(c.OUTPUT_NAMES, expected, strict=True):
+            worst[name] = max(worst[name], float(np.abs(got[name] - e.numpy()).max()))
+    bad = {k: v for k, v in worst.items() if v > tolerance}
+    if bad:
+        raise ExportError(f"ONNX/torch parity check failed: max abs diff {bad} exceeds {tolerance}")
+    return worst
+
+
+def tune_thresholds(scores: np.ndarray, membership: np.ndarray) -> list[float]:
+    """Per slice, the threshold on the membership score that maximises indicator F1."""
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    out = []
+    for j in range(scores.shape[1]):
+        truth = membership[:, j].astype(bool)
+        f1s = []
+        for t in grid:
+            pred = scores[:, j] >= t
+            tp = float((pred & truth).sum())
+            denom = float(pred.sum() + truth.sum())
+            f1s.append(2 * tp / denom if denom else 0.0)
+        best = max(f1s)
+        # among equally good thresholds take the one closest to 0.5
+        candidates = [t for t, f in zip(grid, f1s, strict=True) if f >= best - 1e-12]
+        out.append(float(min(candidates, key=lambda t: abs(t - 0.5))))
+    return out
+
+
+def reference_profile(cfg: ProjectConfig, outputs: dict[str, np.ndarray], texts: list[str],
+                      labels: np.ndarray, membership: np.ndarray) -> Any:
+    """The model's outputs on the reference split, in the columns of `slicewise.contracts`."""
+    import pandas as pd
+
+    probs = outputs["probabilities"]
+    cols: dict[str, Any] = {c.prob_column(lab): probs[:, i] for i, lab in enumerate(cfg.labels)}
+    cols[c.PREDICTED_LABEL_COLUMN] = [cfg.labels[i] for i in probs.argmax(1)]
+    cols[c.CONFIDENCE_COLUMN] = probs.max(1)
+    for j, name in enumerate(cfg.slice_names):
+        cols[c.slice_score_column(name)] = outputs["slice_membership"][:, j]
+        cols[c.slice_fn_column(name)] = membership[:, j].astype(np.int8)
+    cols[c.TEXT_LENGTH_COLUMN] = np.array([len(t) for t in texts], dtype=np.int64)
+    cols[c.TRUE_LABEL_COLUMN] = [cfg.labels[i] for i in labels]
+    return pd.DataFrame(cols)
+
+
+def export_bundle(cfg: ProjectConfig, trained: TrainedModel, prepared: PreparedData,
+                  out_dir: str | Path | None = None, register: bool | None = None,
+                  progress: bool = True) -> c.Bundle:
+    """Write the artifact bundle atomically into `out_dir` and (optionally) register it.
+
+    Raises:
+        ExportError: parity failure or another failed check; `out_dir` is left as it was.
+    """
+    out = Path(out_dir or cfg.export.output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        bundle = _write_bundle(cfg, trained, prepared, tmp, progress)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{trained.version}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    bundle = c.Bundle.load(out)
+    if cfg.export.register_model if register is None else register:
+        from training.registry import register_bundle
+
+        register_bundle(bundle)
+    return bundle
+
+
+def _write_bundle(cfg: ProjectConfig, trained: TrainedModel, prepared: PreparedData, dst: Path,
+                  progress: bool) -> c.Bundle:
+    model = trained.model.eval()
+    tokenizer = load_tokenizer(cfg.backbone)
+    tokenizer.save_pretrained(str(dst / c.TOKENIZER_DIR))
+    raw = dst / "model.unfused.onnx"
+    export_onnx(model, tokenizer, raw, cfg.export.opset)
+    fused = optimize_onnx(raw, dst / c.MODEL_ONNX, model.encoder.config)
+    if cfg.export.quantize:
+        quantize_onnx(raw, dst / c.MODEL_INT8_ONNX)
+    raw.unlink()
+    for extra in dst.glob("*.onnx.data"):
+        extra.unlink()
+    runner = OnnxRunner.open(dst / c.MODEL_ONNX, tokenizer, cfg.backbone.max_length)
+    parity = check_parity(model, runner, cfg.export.parity_tolerance)
+
+    val, test, ref = (prepared.splits[s] for s in ("validation", "test", "reference"))
+    assert val.texts is not None and test.texts is not None and ref.texts is not None
+    val_out = runner.run(val.texts)
+    thresholds = tune_thresholds(val_out["slice_membership"], val.membership)
+    test_out = runner.run(test.texts)
+    evaluation = {"split": "test", "model_kind": trained.kind, "runtime": "onnxruntime fp32",
+                  "slices": slice_metrics(test.labels, test_out["probabilities"].argmax(1),
+                                          test.membership, cfg.slice_names, cfg.labels)}
+    if cfg.export.quantize:
+        int8 = OnnxRunner.open(dst / c.MODEL_INT8_ONNX, tokenizer, cfg.backbone.max_length)
+        evaluation["int8_slices"] = slice_metrics(test.labels, int8.run(test.texts)["probabilities"].argmax(1),
+                                                  test.membership, cfg.slice_names, cfg.labels)
+    (dst / c.EVAL_JSON).write_text(json.dumps(evaluation, indent=2))
+    reference_profile(cfg, runner.run(ref.texts), ref.texts, ref.labels, ref.membership).to_parquet(
+        dst / c.REFERENCE_PARQUET, index=False)
+
+    slices = [c.SliceInfo(name=s.name, description=s.description, threshold=t, monitored=s.monitored)
+              for s, t in zip(cfg.slices, thresholds, strict=True)]
+    manifest = c.Manifest(
+        version=trained.version, created_at=c.utc_now_iso(), labels=cfg.labels, slices=slices,
+        max_length=cfg.backbone.max_length, backbone=cfg.backbone.name, model_kind=trained.kind,
+        training={"mode": trained.mode, "seed": trained.seed, "best_epoch": trained.best_epoch,
+                  "val_macro_f1": trained.val_macro_f1, "project": cfg.name,
+                  "hyperparameters": cfg.train.model_dump(mode="json")},
+        evaluation={"overall_macro_f1": evaluation["slices"]["overall"]["macro_f1"],
+                    "overall_accuracy": evaluation["slices"]["overall"]["accuracy"],
+                    "parity_max_abs_diff": parity, "fused_ops": fused,
+                    "has_int8": bool(cfg.export.quantize)},
+        dataset_fingerprint=prepared.fingerprint,
+    )
+    (dst / c.MANIFEST_JSON).write_text(manifest.model_dump_json(indent=2))
+    return c.Bundle.load(dst)

@@ -1,0 +1,43 @@
+"""Registration of artifact bundles in the BentoML model store (DESIGN §5).
+
+The bundle directory's files are copied into a store model named `slicewise-classifier`
+whose version is the bundle's version; the evaluation summary goes into its metadata.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from slicewise import contracts as c
+
+
+def register_bundle(bundle: c.Bundle) -> str:
+    """Copy `bundle` into the BentoML model store; return the tag `slicewise-classifier:<version>`."""
+    import bentoml
+
+    m = bundle.manifest
+    summary = {k: v for k, v in m.evaluation.items() if isinstance(v, int | float | str | bool)}
+    metadata = {"labels": m.labels, "slices": m.slice_names, "monitored": m.monitored_slices,
+                "model_kind": m.model_kind, "dataset_fingerprint": m.dataset_fingerprint, **summary}
+    tag = f"{c.MODEL_NAME}:{m.version}"
+    with bentoml.models.create(tag, labels={"project": str(m.training.get("project", ""))},
+                               metadata=metadata) as model:
+        for item in Path(bundle.path).iterdir():
+            dst = Path(model.path) / item.name
+            if item.is_dir():
+                shutil.copytree(item, dst)
+            else:
+                shutil.copy2(item, dst)
+    return tag
+
+
+def bundle_from_store(tag: str = f"{c.MODEL_NAME}:latest") -> c.Bundle:
+    """The bundle of a registered model (`slicewise-classifier:<version>` or `:latest`)."""
+    import bentoml
+
+    try:
+        model = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound as exc:
+        raise c.BundleError(f"no model {tag} in the BentoML model store; run `slicewise export`") from exc
+    return c.Bundle.load(model.path)

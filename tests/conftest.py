@@ -54,3 +54,79 @@ def redis_url() -> Iterator[str]:
     server = LocalRedis().start()
     yield server.url
     server.stop()
+
+
+# A tiny synthetic 3-class project: sentiment words decide the label, except inside the
+# `negation` slice, where "not" flips positive and negative (a planted slice-specific rule).
+WORDS = {"negative": ["bad", "awful", "hate", "terrible"], "neutral": ["table", "chair", "paper", "window"],
+         "positive": ["good", "great", "love", "nice"]}
+FLIP = {"negative": "positive", "positive": "negative", "neutral": "neutral"}
+
+
+def make_tiny_dataset(n: int = 600, seed: int = 0):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        base = str(rng.choice(list(WORDS)))
+        text = " ".join(rng.choice(WORDS[base], 3))
+        label = base
+        if i % 4 == 0:
+            text, label = "not " + text, FLIP[base]
+        if i % 5 == 0:
+            text += " ?"
+        rows.append({"text": text, "label": label})
+    return pd.DataFrame(rows)
+
+
+def tiny_config_dict(backbone: Path, data: Path, work: Path) -> dict:
+    return {
+        "name": "tiny",
+        "labels": ["negative", "neutral", "positive"],
+        "dataset": {"source": "file", "path": str(data)},
+        "backbone": {"name": "tiny-bert", "path": str(backbone), "max_length": 16},
+        "slices": [
+            {"name": "negation", "keywords": ["not"], "monitored": True},
+            {"name": "question", "regex": r"\?", "monitored": True},
+            {"name": "short", "word_count": {"max": 3}},
+        ],
+        "train": {"epochs": 20, "lr": 3e-3, "seeds": [0], "cache_dir": str(work / "cache"),
+                  "checkpoint_dir": str(work / "checkpoints")},
+        "export": {"output_dir": str(work / "bundle")},
+    }
+
+
+@pytest.fixture(scope="session")
+def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("bentoml-home")
+    os.environ["BENTOML_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    from training.config import parse_config
+
+    work = tmp_path_factory.mktemp("tiny-project")
+    data = work / "data.csv"
+    make_tiny_dataset().to_csv(data, index=False)
+    return parse_config(tiny_config_dict(tiny_backbone_dir, data, work), "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_config):
+    from training.train import prepare_data
+
+    return prepare_data(tiny_config, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_config, tiny_prepared, bentoml_home: Path) -> Path:
+    """A real exported bundle (MoA on the tiny BERT), registered in a temp BentoML store."""
+    from training.export import export_bundle
+    from training.train import train_model
+
+    trained = train_model(tiny_config, "moa", seed=0, prepared=tiny_prepared, progress=False)
+    return export_bundle(tiny_config, trained, tiny_prepared, register=True, progress=False).path

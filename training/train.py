@@ -153,7 +153,7 @@ def train_head(cfg: ProjectConfig, kind: Kind, train: EncodedSplit, validation: 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         f1 = macro_f1(validation.labels, predict_head(head, validation.embeddings)["probabilities"].argmax(1), len(cfg.labels))
         history.append({"epoch": epoch, "loss": total / len(x), "val_macro_f1": f1})
         bar.set_postfix(loss=f"{total / len(x):.3f}", val_f1=f"{f1:.3f}")

@@ -1,0 +1,100 @@
+"""The artifact bundle: files, manifest, ONNX parity on fresh inputs, int8, atomicity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+import torch
+
+from slicewise import contracts as c
+from training.backbone import load_tokenizer
+from training.export import ExportError, OnnxRunner, export_bundle, tune_thresholds
+from training.train import load_checkpoint, train_model
+
+FRESH = ["never seen before: not bad at all", "what?", "x", "great great great love it a lot " * 3]
+
+
+def test_bundle_has_every_file_and_a_valid_manifest(tiny_bundle, tiny_config) -> None:
+    names = {p.name for p in tiny_bundle.iterdir()}
+    assert names == {"model.onnx", "model.int8.onnx", "tokenizer", "manifest.json", "reference.parquet", "eval.json"}
+    b = c.Bundle.load(tiny_bundle)
+    m = b.manifest
+    assert m.labels == tiny_config.labels and m.slice_names == tiny_config.slice_names
+    assert m.monitored_slices == ["negation", "question"]
+    assert all(0.05 <= s.threshold <= 0.95 for s in m.slices)
+    assert m.model_kind == "moa" and m.max_length == 16
+    assert m.dataset_fingerprint and m.evaluation["fused_ops"].get("Attention") == 2
+    assert max(m.evaluation["parity_max_abs_diff"].values()) <= 1e-4
+    ev = json.loads((tiny_bundle / "eval.json").read_text())
+    assert ev["slices"]["overall"]["size"] == 60 and "negation" in ev["slices"]
+
+
+def test_onnx_io_names_and_dynamic_axes(tiny_bundle) -> None:
+    s = ort.InferenceSession(str(tiny_bundle / "model.onnx"))
+    assert [i.name for i in s.get_inputs()] == ["input_ids", "attention_mask"]
+    assert all(i.type == "tensor(int64)" for i in s.get_inputs())
+    assert all(isinstance(d, str) for i in s.get_inputs() for d in i.shape)  # batch + sequence dynamic
+    assert [o.name for o in s.get_outputs()] == ["probabilities", "slice_membership", "slice_attention"]
+
+
+def test_onnx_matches_torch_on_fresh_inputs(tiny_bundle, tiny_config) -> None:
+    ckpt = sorted((tiny_config.train.checkpoint_dir).glob("tiny-moa-*.pt"))[-1]
+    _, trained = load_checkpoint(ckpt)
+    tok = load_tokenizer(tiny_config.backbone)
+    got = OnnxRunner.open(tiny_bundle / "model.onnx", tok, 16).run(FRESH, batch_size=3)
+    enc = tok(FRESH, padding=True, truncation=True, max_length=16, return_tensors="pt")
+    with torch.inference_mode():
+        want = trained.model(enc["input_ids"], enc["attention_mask"])
+    for name, w in zip(c.OUTPUT_NAMES, want, strict=True):
+        np.testing.assert_allclose(got[name], w.numpy(), atol=1e-4)
+
+
+def test_int8_model_agrees_on_most_predictions(tiny_bundle, tiny_config) -> None:
+    tok = load_tokenizer(tiny_config.backbone)
+    texts = pd.read_csv(tiny_config.dataset.path)["text"].tolist()[:200]
+    fp32 = OnnxRunner.open(tiny_bundle / "model.onnx", tok, 16).run(texts)["probabilities"]
+    int8 = OnnxRunner.open(tiny_bundle / "model.int8.onnx", tok, 16).run(texts)["probabilities"]
+    assert (fp32.argmax(1) == int8.argmax(1)).mean() > 0.9
+    assert np.abs(fp32 - int8).max() < 0.2
+
+
+def test_reference_profile_columns_follow_the_contract(tiny_bundle, tiny_config) -> None:
+    ref = c.Bundle.load(tiny_bundle).reference()
+    expected = [c.prob_column(x) for x in tiny_config.labels] + [c.PREDICTED_LABEL_COLUMN, c.CONFIDENCE_COLUMN]
+    for s in tiny_config.slice_names:
+        expected += [c.slice_score_column(s), c.slice_fn_column(s)]
+    expected += [c.TEXT_LENGTH_COLUMN, c.TRUE_LABEL_COLUMN]
+    assert list(ref.columns) == expected and len(ref) == 61  # 10% of 600 after the stratified split
+    probs = ref[[c.prob_column(x) for x in tiny_config.labels]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(ref[c.CONFIDENCE_COLUMN], probs.max(1), atol=1e-6)
+    assert set(ref[c.slice_fn_column("negation")]) <= {0, 1}
+
+
+def test_bundle_is_registered_in_the_model_store(tiny_bundle, bentoml_home) -> None:
+    import bentoml
+
+    version = c.Bundle.load(tiny_bundle).manifest.version
+    model = bentoml.models.get(f"{c.MODEL_NAME}:{version}")
+    assert model.info.metadata["monitored"] == ["negation", "question"]
+    assert c.Bundle.load(model.path).manifest.version == version
+
+
+def test_thresholds_maximise_indicator_f1() -> None:
+    scores = np.array([[0.1], [0.2], [0.7], [0.8], [0.35]])
+    truth = np.array([[0], [0], [1], [1], [1]])
+    assert tune_thresholds(scores, truth) == [0.35]
+
+
+def test_parity_failure_leaves_nothing_behind(tiny_config, tiny_prepared, tmp_path) -> None:
+    cfg = tiny_config.model_copy(deep=True)
+    cfg.export.parity_tolerance = 1e-12  # fp32 kernels differ by ~1e-8: must fail loudly
+    out = tmp_path / "bundle"
+    trained = train_model(cfg, "sbl", prepared=tiny_prepared, progress=False)
+    with pytest.raises(ExportError, match="parity check failed"):
+        export_bundle(cfg, trained, tiny_prepared, out, register=False, progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,134 @@
+"""Non-blocking prediction log: a bounded in-memory buffer flushed to Redis by a thread.
+
+`append` never blocks and never raises. A background thread drains the buffer into the
+`slicewise:predictions` stream (`XADD … MAXLEN ~ N`) in pipelined batches. While Redis is
+down, records wait in the buffer; when it is full the oldest are dropped and counted. Writing
+resumes by itself when Redis answers again.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from slicewise.contracts import FEEDBACK_STREAM, PREDICTIONS_STREAM, PredictionRecord
+
+log = logging.getLogger("slicewise.service")
+PREDICTION_KEY = "slicewise:prediction:"  # + id -> model version, for feedback lookups
+PREDICTION_TTL_S = 7 * 24 * 3600
+
+
+class PredictionLog:
+    """Buffer + background writer for one Redis URL."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        maxlen: int = 100_000,
+        buffer: int = 10_000,
+        on_drop: Callable[[int], None] | None = None,
+        flush_interval: float = 0.05,
+    ) -> None:
+        self.client = redis.Redis.from_url(
+            redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+        )
+        self.maxlen, self.flush_interval = maxlen, flush_interval
+        self.buffer: collections.deque[PredictionRecord] = collections.deque()
+        self.capacity = buffer
+        self.on_drop = on_drop or (lambda n: None)
+        self.dropped = self.written = 0
+        self.healthy = True
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def append(self, records: list[PredictionRecord]) -> None:
+        """Queue records for writing; drop (and count) the oldest when the buffer is full."""
+        with self._lock:
+            self.buffer.extend(records)
+            over = len(self.buffer) - self.capacity
+            for _ in range(max(0, over)):
+                self.buffer.popleft()
+        if over > 0:
+            self.dropped += over
+            self.on_drop(over)
+
+    def pending(self, prediction_id: str) -> bool:
+        """Whether a prediction id is still waiting in the buffer."""
+        with self._lock:
+            return any(r.id == prediction_id for r in self.buffer)
+
+    def _take(self, n: int = 500) -> list[PredictionRecord]:
+        with self._lock:
+            return [self.buffer.popleft() for _ in range(min(n, len(self.buffer)))]
+
+    def _requeue(self, batch: list[PredictionRecord]) -> None:
+        with self._lock:
+            self.buffer.extendleft(reversed(batch))
+            over = len(self.buffer) - self.capacity
+            for _ in range(max(0, over)):
+                self.buffer.pop()  # drop the newest: the requeued ones are older
+        if over > 0:
+            self.dropped += over
+            self.on_drop(over)
+
+    def flush_once(self) -> int:
+        """Write what is buffered; return how many were written (0 on a Redis error)."""
+        batch = self._take()
+        if not batch:
+            return 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for rec in batch:
+                pipe.xadd(PREDICTIONS_STREAM, rec.to_fields(), maxlen=self.maxlen, approximate=True)
+                pipe.set(PREDICTION_KEY + rec.id, rec.model_version, ex=PREDICTION_TTL_S)
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._requeue(batch)
+            if self.healthy:
+                log.warning("prediction log: Redis unavailable (%s); buffering", exc)
+            self.healthy = False
+            return 0
+        if not self.healthy:
+            log.info("prediction log: Redis is back; writing resumed")
+        self.healthy = True
+        self.written += len(batch)
+        return len(batch)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            wrote = self.flush_once()
+            if not self.healthy:
+                self._stop.wait(0.5)
+            elif not wrote:
+                self._stop.wait(self.flush_interval)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Flush what can be flushed within `timeout`, then stop the thread."""
+        deadline = time.monotonic() + timeout
+        while self.buffer and self.healthy and time.monotonic() < deadline:
+            self.flush_once()
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+    # feedback -----------------------------------------------------------------
+    def known_prediction(self, prediction_id: str) -> bool:
+        """Whether a prediction id was served (logged or still buffered)."""
+        return self.pending(prediction_id) or bool(
+            self.client.exists(PREDICTION_KEY + prediction_id)
+        )
+
+    def record_feedback(self, prediction_id: str, label: str) -> None:
+        """Append a true label to the `slicewise:feedback` stream."""
+        self.client.xadd(
+            FEEDBACK_STREAM,
+            {"id": prediction_id, "label": label, "ts": repr(time.time())},
+            maxlen=self.maxlen,
+            approximate=True,
+        )

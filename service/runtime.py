@@ -1,0 +1,116 @@
+"""Tokenizer + ONNX Runtime session for one bundle, and where bundles come from.
+
+CUDA is used when ONNX Runtime has the CUDA provider and a session on it starts; otherwise
+the CPU provider (with the int8 model when the bundle has one and the settings allow). The
+active provider is reported by `ModelRuntime.provider`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from slicewise import contracts as c
+
+log = logging.getLogger("slicewise.service")
+
+
+def resolve_bundle(model_dir: str | None, tag: str) -> c.Bundle:
+    """The bundle in `model_dir`, else the BentoML store model `tag`.
+
+    Raises:
+        BundleError: naming the folder or tag and what is wrong with it.
+    """
+    if model_dir:
+        return c.Bundle.load(model_dir)
+    import bentoml
+
+    try:
+        model = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise c.BundleError(
+            f"no model {tag} in the BentoML model store and SLICEWISE_MODEL_DIR is unset; "
+            "run `slicewise export` or point SLICEWISE_MODEL_DIR at a bundle"
+        ) from None
+    return c.Bundle.load(model.path)
+
+
+def load_tokenizer(bundle: c.Bundle) -> Tokenizer:
+    """The bundle's fast tokenizer with truncation to `max_length` and padding to the batch."""
+    path = bundle.tokenizer_dir / "tokenizer.json"
+    if not path.exists():
+        raise c.BundleError(f"model bundle {bundle.path} has no tokenizer/tokenizer.json")
+    tok = Tokenizer.from_file(str(path))
+    tok.enable_truncation(bundle.manifest.max_length)
+    pad_id = tok.token_to_id("[PAD]") or 0
+    tok.enable_padding(pad_id=pad_id, pad_token="[PAD]")
+    return tok
+
+
+def choose_providers(prefer_gpu: bool = True) -> list[str]:
+    """CUDA first when this onnxruntime build has it, CPU always as the fallback."""
+    available = ort.get_available_providers()
+    if prefer_gpu and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage in the last call."""
+
+    tokenize: float = 0.0
+    infer: float = 0.0
+
+
+@dataclass
+class ModelRuntime:
+    """One loaded bundle: tokenizer, ORT session, manifest and the provider actually used."""
+
+    bundle: c.Bundle
+    session: ort.InferenceSession
+    tokenizer: Tokenizer
+    provider: str
+    model_file: Path
+    last: Timings = field(default_factory=Timings)
+
+    @classmethod
+    def load(cls, bundle: c.Bundle, prefer_int8: bool = True) -> ModelRuntime:
+        """Open the bundle's model on the best provider and run one warm-up inference."""
+        providers = choose_providers()
+        on_gpu = providers[0] == "CUDAExecutionProvider"
+        model_file = bundle.model_file(prefer_int8=prefer_int8 and not on_gpu)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(model_file), opts, providers=providers)
+        provider = session.get_providers()[0]
+        if on_gpu and provider != "CUDAExecutionProvider":  # pragma: no cover - needs a GPU build
+            log.warning("CUDA provider is installed but did not start; serving on %s", provider)
+        runtime = cls(bundle, session, load_tokenizer(bundle), provider, model_file)
+        runtime.predict(["warm-up"])
+        log.info("loaded model %s (%s) on %s", bundle.manifest.version, model_file.name, provider)
+        return runtime
+
+    @property
+    def version(self) -> str:
+        """The served model version."""
+        return self.bundle.manifest.version
+
+    def predict(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Raw model outputs for a batch of texts."""
+        t0 = time.perf_counter()
+        enc = self.tokenizer.encode_batch(texts)
+        feeds = {
+            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+        }
+        t1 = time.perf_counter()
+        outs = self.session.run(list(c.OUTPUT_NAMES), feeds)
+        self.last = Timings(t1 - t0, time.perf_counter() - t1)
+        return dict(zip(c.OUTPUT_NAMES, outs, strict=True))

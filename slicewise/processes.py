@@ -1,0 +1,74 @@
+"""Start and stop `bentoml serve` as a child process (used by `make run`, tests, benches)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from slicewise.redis_server import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ServerError(RuntimeError):
+    """The service did not become ready."""
+
+
+class BentoServer:
+    """`bentoml serve service.service:Slicewise` on 127.0.0.1 with the given environment."""
+
+    def __init__(self, env: dict[str, str] | None = None, port: int | None = None,
+                 log_file: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.log_file = log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> BentoServer:
+        """Start the server and wait until `/readyz` answers 200."""
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        bentoml = str(Path(sys.executable).with_name("bentoml"))
+        self.proc = subprocess.Popen(
+            [bentoml, "serve", "service.service:Slicewise", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"bentoml serve exited with code {self.proc.returncode}"
+                                  + (f"; see {self.log_file}" if self.log_file else ""))
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise ServerError(f"bentoml serve was not ready within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        """Stop the server and its workers."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> BentoServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,140 @@
+"""The real service: `bentoml serve` in a subprocess, a real Redis, the tiny exported bundle."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import numpy as np
+import pytest
+import redis
+
+from service.prediction_log import PREDICTION_KEY
+from slicewise import contracts as c
+from slicewise.processes import BentoServer
+from slicewise.redis_server import LocalRedis
+from training.backbone import load_tokenizer
+from training.export import OnnxRunner
+
+pytestmark = pytest.mark.integration
+TEXTS = ["not good at all", "is this great?", "table chair paper"]
+
+
+@pytest.fixture(scope="module")
+def redis_srv():
+    srv = LocalRedis().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle, bentoml_home, redis_srv, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {"SLICEWISE_MODEL_DIR": str(tiny_bundle), "REDIS_URL": redis_srv.url, "BENTOML_HOME": str(bentoml_home),
+           "SLICEWISE_MAX_TEXTS": "8", "SLICEWISE_MAX_TEXT_CHARS": "200", "SLICEWISE_LOG_TEXT": "1",
+           "SLICEWISE_HOTSWAP_INTERVAL": "0.5", "SLICEWISE_PREFER_INT8": "0"}
+    srv = BentoServer(env, log_file=log).start()
+    yield srv
+    srv.stop()
+
+
+def predict(server, texts, **kw):
+    return httpx.post(server.url + "/predict", json={"texts": texts}, timeout=30, **kw)
+
+
+def test_predictions_carry_slice_scores_matching_the_onnx_model(server, tiny_bundle, tiny_config) -> None:
+    r = predict(server, TEXTS)
+    assert r.status_code == 200
+    body = r.json()
+    bundle = c.Bundle.load(tiny_bundle)
+    assert body["model_version"] == bundle.manifest.version
+    runner = OnnxRunner.open(tiny_bundle / "model.onnx", load_tokenizer(tiny_config.backbone), 16)
+    expected = runner.run(TEXTS)
+    for i, p in enumerate(body["predictions"]):
+        assert set(p) == {"id", "label", "confidence", "probabilities", "slices", "active_slices"}
+        probs = [p["probabilities"][lab] for lab in bundle.manifest.labels]
+        np.testing.assert_allclose(probs, expected["probabilities"][i], atol=1e-4)
+        scores = [p["slices"][s] for s in bundle.manifest.slice_names]
+        np.testing.assert_allclose(scores, expected["slice_membership"][i], atol=1e-4)
+        assert p["label"] == bundle.manifest.labels[int(np.argmax(probs))]
+        assert p["active_slices"] == [s.name for s in bundle.manifest.slices if p["slices"][s.name] >= s.threshold]
+
+
+def test_prediction_log_and_feedback_reach_redis(server, redis_srv) -> None:
+    r = redis.Redis.from_url(redis_srv.url, decode_responses=True)
+    before = r.xlen(c.PREDICTIONS_STREAM)
+    ids = [p["id"] for p in predict(server, TEXTS).json()["predictions"]]
+    deadline = time.time() + 5
+    while r.xlen(c.PREDICTIONS_STREAM) < before + 3 and time.time() < deadline:
+        time.sleep(0.05)
+    entries = r.xrange(c.PREDICTIONS_STREAM)[-3:]
+    records = [c.PredictionRecord.from_fields(f) for _, f in entries]
+    assert [rec.id for rec in records] == ids
+    assert [rec.text for rec in records] == TEXTS  # raw-text logging is on in this server
+    assert records[0].text_length == len(TEXTS[0])
+    assert r.exists(PREDICTION_KEY + ids[0])
+    fb = httpx.post(server.url + "/feedback", json={"id": ids[0], "label": "positive"}, timeout=10)
+    assert fb.status_code == 200 and fb.json() == {"id": ids[0], "label": "positive", "stored": True}
+    last = r.xrange(c.FEEDBACK_STREAM)[-1][1]
+    assert last["id"] == ids[0] and last["label"] == "positive"
+
+
+def _metric(server, line_start: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(line_start))
+
+
+def test_metrics_move_as_predictions_arrive(server) -> None:
+    before = _metric(server, "slicewise_predictions_total{")
+    conf_before = _metric(server, 'slicewise_prediction_confidence_count{slice="all"}')
+    predict(server, TEXTS)
+    assert _metric(server, "slicewise_predictions_total{") == before + 3
+    assert _metric(server, 'slicewise_prediction_confidence_count{slice="all"}') == conf_before + 3
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    assert 'slicewise_model_info{model_version="' in text and 'provider="CPUExecutionProvider"} 1.0' in text
+    for stage in ("tokenize", "infer", "postprocess"):
+        assert f'slicewise_inference_seconds_count{{stage="{stage}"}}' in text
+    assert "slicewise_slice_membership_score_bucket" in text
+
+
+BAD = [
+    ({"texts": []}, "`texts` is empty"),
+    ({"texts": [""]}, "texts[0] is empty"),
+    ({"texts": ["ok", 3]}, "Input should be a valid string"),
+    ({"texts": ["x"] * 9}, "too many texts: 9 > 8"),
+    ({"texts": ["x" * 201]}, "too long: 201 > 200"),
+    ({"text": ["x"]}, "Field required"),
+    ({"texts": "a string"}, "Input should be a valid array"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD)
+def test_bad_input_gets_a_4xx_naming_the_problem(server, body, message) -> None:
+    r = httpx.post(server.url + "/predict", json=body, timeout=10)
+    assert r.status_code == 400
+    assert message in r.text
+
+
+def test_invalid_json_and_wrong_content_type(server) -> None:
+    r = httpx.post(server.url + "/predict", content=b'{"texts": [', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "Invalid JSON" in r.text
+    r = httpx.post(server.url + "/predict", content=b"hello", headers={"content-type": "text/plain"})
+    assert r.status_code == 400
+    assert predict(server, ["still serving"]).status_code == 200
+
+
+def test_feedback_errors(server) -> None:
+    r = httpx.post(server.url + "/feedback", json={"id": "nope", "label": "positive"}, timeout=10)
+    assert r.status_code == 404 and "unknown prediction id 'nope'" in r.text
+    pid = predict(server, ["x"]).json()["predictions"][0]["id"]
+    r = httpx.post(server.url + "/feedback", json={"id": pid, "label": "meh"}, timeout=10)
+    assert r.status_code == 400 and "unknown label 'meh'" in r.text
+
+
+def test_liveness_readiness_and_openapi(server) -> None:
+    assert httpx.get(server.url + "/livez").status_code == 200
+    assert httpx.get(server.url + "/readyz").status_code == 200
+    spec = httpx.get(server.url + "/docs.json").json()
+    schema = json.dumps(spec)
+    assert "/predict" in spec["paths"] and "active_slices" in schema and "model_version" in schema

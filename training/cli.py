@@ -1,10 +1,121 @@
 """`slicewise` subcommands implemented by the training package.
 
-Each command only parses options and calls an importable function; torch is imported inside.
+Each command only parses options and calls an importable function; torch is imported inside,
+so `slicewise --help` stays fast. Domain errors exit with code 2 and a one-line message.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 app = typer.Typer()
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Project YAML. Default: the built-in tweets demo."),
+]
+
+
+@contextlib.contextmanager
+def domain_errors() -> Iterator[None]:
+    """Turn the project's validation errors into a one-line message and exit code 2."""
+    from slicewise.contracts import BundleError
+    from training.backbone import BackboneError
+    from training.config import ConfigError
+    from training.data import DataError
+    from training.export import ExportError
+    from training.slices import SliceError
+
+    try:
+        yield
+    except (ConfigError, DataError, SliceError, BackboneError, BundleError, ExportError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    kind: Annotated[str | None, typer.Option(help="baseline, sbl or moa (default: config's train.kind)")] = None,
+    mode: Annotated[str | None, typer.Option(help="frozen or finetune (default: config's train.mode)")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train the slice-aware model and save a checkpoint.
+
+    Example: `slicewise train --kind moa` (demo config, frozen MiniLM backbone).
+    """
+    with domain_errors():
+        from training.config import load_config
+        from training.train import train_model
+
+        cfg = load_config(config)
+        if mode:
+            cfg.train.mode = mode  # type: ignore[assignment]
+        trained = train_model(cfg, kind, seed)  # type: ignore[arg-type]
+        typer.echo(f"trained {trained.kind} ({trained.mode}) val macro-F1 {trained.val_macro_f1:.4f}")
+        typer.echo(f"checkpoint: {trained.checkpoint}")
+
+
+@app.command()
+def export(
+    config: ConfigOpt = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint from `slicewise train`; default: train now.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Bundle directory (default: config's export.output_dir).")] = None,
+    register: Annotated[bool, typer.Option(help="Register in the BentoML model store.")] = True,
+) -> None:
+    """Export the artifact bundle (ONNX fp32 + int8, tokenizer, manifest, reference profile).
+
+    Example: `slicewise export --out .slicewise/bundle`.
+    """
+    with domain_errors():
+        from training.config import load_config
+        from training.export import export_bundle
+        from training.train import load_checkpoint, prepare_data, train_model
+
+        if checkpoint is not None:
+            cfg, trained = load_checkpoint(checkpoint)
+            if config is not None:
+                cfg = load_config(config)
+            prepared = prepare_data(cfg)
+        else:
+            cfg = load_config(config)
+            prepared = prepare_data(cfg)
+            trained = train_model(cfg, prepared=prepared)
+        bundle = export_bundle(cfg, trained, prepared, out, register=register)
+        ev = bundle.manifest.evaluation
+        typer.echo(f"bundle: {bundle.path}  version: {bundle.manifest.version}")
+        typer.echo(f"test macro-F1 {ev['overall_macro_f1']:.4f}; parity max abs diff "
+                   f"{max(ev['parity_max_abs_diff'].values()):.1e}")
+        for s in bundle.manifest.slices:
+            typer.echo(f"  slice {s.name:<12} threshold {s.threshold:.2f}{'  (monitored)' if s.monitored else ''}")
+
+
+@app.command()
+def evaluate(
+    config: ConfigOpt = None,
+    out: Annotated[Path, typer.Option(help="Folder for evaluation.json / .md / .png.")] = Path(".slicewise/evaluation"),
+    kinds: Annotated[str | None, typer.Option(help="Comma-separated kinds (default: config's train.compare).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: config's train.seeds).")] = None,
+) -> None:
+    """Compare baseline / SBL / MoA per slice: mean ± std over seeds, JSON + markdown + PNG.
+
+    Example: `slicewise evaluate --kinds baseline,moa --seeds 0,1,2 --out eval/`.
+    """
+    with domain_errors():
+        from training.config import load_config
+        from training.evaluate import evaluate_project, markdown_table
+
+        cfg = load_config(config)
+        result = evaluate_project(
+            cfg,
+            kinds.split(",") if kinds else None,
+            [int(s) for s in seeds.split(",")] if seeds else None,
+            out,
+        )
+        typer.echo(markdown_table(result))
+        typer.echo(f"written: {out}/evaluation.json, evaluation.md, evaluation.png")

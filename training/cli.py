@@ -119,3 +119,31 @@ def evaluate(
         )
         typer.echo(markdown_table(result))
         typer.echo(f"written: {out}/evaluation.json, evaluation.md, evaluation.png")
+
+
+@app.command()
+def retrain(
+    config: ConfigOpt = None,
+    redis_url: Annotated[str, typer.Option(envvar="REDIS_URL", help="Redis with the prediction log.")] = "redis://127.0.0.1:6379/0",
+    production: Annotated[Path | None, typer.Option(help="Production bundle folder when Redis names no version.")] = None,
+    report_dir: Annotated[Path, typer.Option(help="Where the run report goes.")] = Path(".slicewise/reports"),
+    shuffle_labels: Annotated[bool, typer.Option(help="Train on shuffled labels (a deliberately worse candidate).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why this run started (the webhook passes the alert).")] = None,
+) -> None:
+    """Train a candidate on labelled + feedback data; promote it only if no watched slice gets worse.
+
+    Example: `slicewise retrain --redis-url redis://127.0.0.1:6379/0`.
+    """
+    import json
+
+    with domain_errors():
+        from training.config import load_config
+        from training.retrain import retrain as run
+
+        cfg = load_config(config)
+        report = run(cfg, redis_url, production, report_dir, shuffle_labels, reason=reason)
+        typer.echo(json.dumps({"outcome": report.outcome, "candidate": report.candidate_version,
+                               "production": report.production_version, "decision": report.decision,
+                               "error": report.error}, indent=2))
+        if report.outcome == "failed":
+            raise typer.Exit(1)

@@ -1,0 +1,72 @@
+"""Per-slice drift on constructed frames: drift in one slice is found there and nowhere else."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring.drift import column_drift, slice_drift
+from slicewise import contracts as c
+
+MANIFEST = c.Manifest(version="v", created_at="t", labels=["neg", "pos"], max_length=8, backbone="b",
+                      slices=[c.SliceInfo(name="a", threshold=0.5), c.SliceInfo(name="b", threshold=0.5)])
+
+
+def frame(n: int, seed: int, shift_a: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    u = rng.random(n)
+    a, b = u < 0.3, u > 0.7  # disjoint: a shift in a leaves b's rows untouched
+    p = np.clip(rng.beta(5, 2, n) - shift_a * a, 0.01, 0.99)
+    pred = np.where(rng.random(n) < 0.6, "neg", "pos")
+    length = rng.integers(10, 120, n) + (a * shift_a * 200).astype(int)
+    return pd.DataFrame({
+        c.prob_column("neg"): p, c.prob_column("pos"): 1 - p, c.PREDICTED_LABEL_COLUMN: pred,
+        c.CONFIDENCE_COLUMN: np.maximum(p, 1 - p),
+        c.slice_score_column("a"): np.where(a, 0.9, 0.1), c.slice_score_column("b"): np.where(b, 0.9, 0.1),
+        c.TEXT_LENGTH_COLUMN: length,
+    })
+
+
+def test_same_distribution_is_clean_everywhere() -> None:
+    res = slice_drift(frame(3000, 0), frame(3000, 1), MANIFEST, min_rows=50)
+    assert set(res) == {"all", "a", "b"}
+    assert not any(r.drift_detected for r in res.values())
+    assert all(r.columns for r in res.values())
+
+
+def test_shift_inside_one_slice_flags_that_slice_only() -> None:
+    res = slice_drift(frame(3000, 0), frame(3000, 1, shift_a=0.5), MANIFEST, min_rows=50)
+    assert res["a"].drift_detected and res["a"].drifted_share >= 0.5
+    assert not res["b"].drift_detected
+    # a's own score defines the slice and is not among a's columns; b's score is
+    cols = {col.column for col in res["a"].columns}
+    assert c.slice_score_column("a") not in cols and c.slice_score_column("b") in cols
+
+
+def test_small_slice_reports_insufficient_data_not_drift() -> None:
+    cur = frame(3000, 1, shift_a=0.5)
+    cur[c.slice_score_column("a")] = 0.0
+    cur.loc[:9, c.slice_score_column("a")] = 0.9
+    res = slice_drift(frame(3000, 0), cur, MANIFEST, min_rows=50)
+    assert res["a"].insufficient_data and not res["a"].drift_detected and res["a"].current_rows == 10
+    assert res["a"].columns == []
+
+
+def test_empty_window_is_insufficient_everywhere() -> None:
+    res = slice_drift(frame(500, 0), frame(500, 1).iloc[:0], MANIFEST, min_rows=50)
+    assert all(r.insufficient_data and not r.drift_detected for r in res.values())
+
+
+def test_missing_column_is_named() -> None:
+    with pytest.raises(ValueError, match=r"current data lacks columns \['text_length'\]"):
+        slice_drift(frame(100, 0), frame(100, 1).drop(columns=[c.TEXT_LENGTH_COLUMN]), MANIFEST)
+
+
+@pytest.mark.parametrize(("n", "method"), [(500, "ks"), (3000, "wasserstein")])
+def test_stat_test_follows_evidentlys_default_choice(n: int, method: str) -> None:
+    ref, cur = frame(n, 0), frame(n, 1)
+    from evidently.legacy.core import ColumnType
+
+    res = column_drift(ref[c.CONFIDENCE_COLUMN], cur[c.CONFIDENCE_COLUMN], ColumnType.Numerical, "confidence")
+    assert res.method == method and not res.drifted

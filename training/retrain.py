@@ -1,0 +1,175 @@
+"""`slicewise retrain`: train a candidate on fresh data, gate it per slice, promote or reject.
+
+Data = the project's labelled training split + feedback labels joined to logged texts (needs
+raw-text logging) + optionally weak labels for logged texts without feedback
+(`training.weak`). The candidate is exported to a scratch folder and compared with the
+production model on the same held-out test split (both through ONNX Runtime). Promotion
+registers the candidate and writes its version to the Redis key the service watches; the
+outcome is counted in Redis (exported by the monitor as `slicewise_retrain_runs_total`) and a
+run report is written. A crash midway leaves production untouched and counts as `failed`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from slicewise import contracts as c
+from training.config import ProjectConfig
+from training.promotion import GateDecision, promotion_gate
+
+log = logging.getLogger("slicewise.retrain")
+RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"
+RETRAIN_RUNS_KEY = "slicewise:retrain:runs"
+
+
+class RetrainError(RuntimeError):
+    """Retraining cannot start (no production model, mismatched labels or slices, …)."""
+
+
+@dataclass
+class RetrainReport:
+    """What one retrain run did."""
+
+    outcome: str  # promoted | rejected | failed
+    candidate_version: str | None
+    production_version: str | None
+    decision: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, int] = field(default_factory=dict)
+    candidate_metrics: dict[str, Any] = field(default_factory=dict)
+    production_metrics: dict[str, Any] = field(default_factory=dict)
+    reason: Any = None
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+
+
+def production_bundle(client: redis.Redis, fallback_dir: Path | None) -> c.Bundle:
+    """The model in production: the version named in Redis, else `fallback_dir`, else `:latest`."""
+    from training.registry import bundle_from_store
+
+    version = client.get(c.PRODUCTION_VERSION_KEY)
+    if version:
+        return bundle_from_store(f"{c.MODEL_NAME}:{version.decode()}")
+    if fallback_dir is not None:
+        return c.Bundle.load(fallback_dir)
+    return bundle_from_store()
+
+
+def feedback_examples(client: redis.Redis, labels: list[str], count: int = 100_000) -> tuple[list[str], list[str]]:
+    """(texts, labels) of logged predictions that received feedback and have their text logged."""
+    feedback = {f[b"id"].decode(): f[b"label"].decode()
+                for _, f in client.xrange(c.FEEDBACK_STREAM, count=count) if b"id" in f and b"label" in f}
+    texts, ys = [], []
+    for _, fields in client.xrevrange(c.PREDICTIONS_STREAM, count=count):
+        pid = fields.get(b"id", b"").decode()
+        if pid in feedback and b"text" in fields and feedback[pid] in labels:
+            texts.append(fields[b"text"].decode())
+            ys.append(feedback[pid])
+    return texts, ys
+
+
+def _append(split: Any, cfg: ProjectConfig, texts: list[str], labels: np.ndarray) -> Any:
+    from training.backbone import embed_texts
+    from training.slices import slice_membership
+    from training.train import EncodedSplit
+
+    emb = embed_texts(cfg.backbone, texts, cfg.train.embed_batch_size, cfg.train.cache_dir, progress=False)
+    return EncodedSplit(np.concatenate([split.embeddings, emb]), np.concatenate([split.labels, labels]),
+                        np.concatenate([split.membership, slice_membership(texts, cfg)]),
+                        (split.texts or []) + texts)
+
+
+def retrain(cfg: ProjectConfig, redis_url: str, production_dir: Path | None = None,
+            report_dir: Path = Path(".slicewise/reports"), shuffle_labels: bool = False,
+            use_feedback: bool = True, reason: Any = None, progress: bool = True) -> RetrainReport:
+    """Run one retrain: data, candidate, gate, promote or reject. Never raises after start-up;
+    a failure is reported (outcome `failed`) and production stays as it was."""
+    client = redis.Redis.from_url(redis_url)
+    report = RetrainReport("failed", None, None, reason=reason)
+    scratch = Path(tempfile.mkdtemp(prefix="slicewise-candidate-"))
+    try:
+        production = production_bundle(client, production_dir)
+        report.production_version = production.manifest.version
+        if production.manifest.labels != cfg.labels or production.manifest.slice_names != cfg.slice_names:
+            raise RetrainError(
+                f"production model {production.manifest.version} has labels {production.manifest.labels} and "
+                f"slices {production.manifest.slice_names}; the config has {cfg.labels} / {cfg.slice_names}"
+            )
+        report = _train_and_gate(cfg, client, production, scratch, report, shuffle_labels, use_feedback, progress)
+    except Exception as exc:  # recorded, production untouched
+        report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("retrain failed: %s", report.error)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        report.finished_at = time.time()
+        _record(client, report, report_dir)
+    return report
+
+
+def _train_and_gate(cfg: ProjectConfig, client: redis.Redis, production: c.Bundle, scratch: Path,
+                    report: RetrainReport, shuffle_labels: bool, use_feedback: bool, progress: bool) -> RetrainReport:
+    from training.backbone import load_tokenizer
+    from training.evaluate import slice_metrics
+    from training.export import OnnxRunner, export_bundle
+    from training.train import label_ids, prepare_data, train_model
+
+    prepared = prepare_data(cfg, progress)
+    train = prepared.splits["train"]
+    report.data["labelled"] = len(train)
+    if use_feedback:
+        texts, labels = feedback_examples(client, cfg.labels)
+        if texts:
+            train = _append(train, cfg, texts, label_ids(labels, cfg.labels))
+        report.data["feedback"] = len(texts)
+    if shuffle_labels:  # a deliberately worse candidate, for testing the gate
+        train.labels = np.random.default_rng(0).permutation(train.labels)
+        report.data["shuffled_labels"] = 1
+    prepared.splits["train"] = train
+    trained = train_model(cfg, prepared=prepared, progress=progress)
+    candidate = export_bundle(cfg, trained, prepared, scratch / "bundle", register=False, progress=progress)
+    report.candidate_version = candidate.manifest.version
+    report.candidate_metrics = json.loads((candidate.path / c.EVAL_JSON).read_text())["slices"]
+
+    test = prepared.splits["test"]
+    assert test.texts is not None
+    runner = OnnxRunner.open(production.model_file(), load_tokenizer(cfg.backbone), production.manifest.max_length)
+    prod_pred = runner.run(test.texts)["probabilities"].argmax(1)
+    report.production_metrics = slice_metrics(test.labels, prod_pred, test.membership, cfg.slice_names, cfg.labels)
+
+    decision: GateDecision = promotion_gate(report.candidate_metrics, report.production_metrics,
+                                            cfg.monitored_slices, cfg.promotion.max_overall_drop,
+                                            cfg.promotion.max_slice_drop)
+    report.decision = decision.as_dict()
+    if decision.promote:
+        from training.registry import register_bundle
+
+        register_bundle(candidate)
+        client.set(c.PRODUCTION_VERSION_KEY, candidate.manifest.version)
+        report.outcome = "promoted"
+    else:
+        report.outcome = "rejected"
+    log.info("retrain %s: %s", report.outcome, "; ".join(decision.reasons))
+    return report
+
+
+def _record(client: redis.Redis, report: RetrainReport, report_dir: Path) -> None:
+    data = json.dumps(vars(report), indent=2, default=str)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    name = report.candidate_version or time.strftime("%Y%m%d-%H%M%S")
+    (report_dir / f"retrain-{name}.json").write_text(data)
+    try:
+        client.hincrby(RETRAIN_OUTCOMES_KEY, report.outcome, 1)
+        client.lpush(RETRAIN_RUNS_KEY, data)
+        client.ltrim(RETRAIN_RUNS_KEY, 0, 99)
+    except redis.RedisError as exc:
+        log.error("could not record the retrain outcome in Redis: %s", exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from monitoring.cli import app as monitoring_app
+from slicewise.demo import app as demo_app
 from training.cli import app as training_app
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(training_app)
 app.add_typer(monitoring_app)
+app.add_typer(demo_app)
 
 
 def main() -> None:

@@ -92,7 +92,7 @@ def tiny_config_dict(backbone: Path, data: Path, work: Path) -> dict:
             {"name": "question", "regex": r"\?", "monitored": True},
             {"name": "short", "word_count": {"max": 3}},
         ],
-        "train": {"epochs": 20, "lr": 3e-3, "seeds": [0], "cache_dir": str(work / "cache"),
+        "train": {"epochs": 60, "lr": 1e-2, "patience": 60, "seeds": [0], "cache_dir": str(work / "cache"),
                   "checkpoint_dir": str(work / "checkpoints")},
         "export": {"output_dir": str(work / "bundle")},
     }

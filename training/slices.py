@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -98,7 +99,9 @@ def rule_mask(texts: pd.Series, rule: SliceConfig | object, registry: dict[str, 
     if keywords:
         return texts.str.contains(keyword_pattern(keywords), regex=True).to_numpy(bool)
     if regex:
-        return texts.str.contains(regex, regex=True).to_numpy(bool)
+        with warnings.catch_warnings():  # groups in a user's regex are fine: we only test for a match
+            warnings.filterwarnings("ignore", "This pattern is interpreted as a regular expression")
+            return texts.str.contains(regex, regex=True).to_numpy(bool)
     if word_count:
         n = texts.str.split().str.len().fillna(0)
         return ((n >= word_count.get("min", 0)) & (n <= word_count.get("max", 10**9))).to_numpy(bool)

@@ -1,0 +1,45 @@
+"""Hyper-parameter sweep for the demo heads, scored on the VALIDATION split (never test).
+
+Usage: python bench/tune_heads.py  -> bench/results/tune_heads.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from training.config import load_config  # noqa: E402
+from training.evaluate import monitored_mean, slice_metrics  # noqa: E402
+from training.train import predict_head, prepare_data, train_head  # noqa: E402
+
+GRID = {
+    "default": {},
+    "bs512": {"batch_size": 512, "lr": 2e-3},
+    "bs512_tau0.5": {"batch_size": 512, "lr": 2e-3, "temperature": 0.5},
+    "bs512_pred0.3": {"batch_size": 512, "lr": 2e-3, "lambda_pred": 0.3},
+    "bs512_drop0.3": {"batch_size": 512, "lr": 2e-3, "dropout": 0.3},
+    "bs512_ind0.3": {"batch_size": 512, "lr": 2e-3, "lambda_ind": 0.3},
+    "bs1024_wd1e-2": {"batch_size": 1024, "lr": 3e-3, "weight_decay": 1e-2},
+}
+
+cfg = load_config()
+prep = prepare_data(cfg, progress=False)
+tr, va = prep.splits["train"], prep.splits["validation"]
+out = {}
+for name, over in GRID.items():
+    for kind in ("baseline", "sbl", "moa"):
+        c2 = cfg.model_copy(deep=True)
+        for k, v in over.items():
+            setattr(c2.train, k, v)
+        t0 = time.perf_counter()
+        res = train_head(c2, kind, tr, va, seed=0, progress=False)
+        secs = time.perf_counter() - t0
+        m = slice_metrics(va.labels, predict_head(res.head, va.embeddings)["probabilities"].argmax(1), va.membership, cfg.slice_names, cfg.labels)
+        out[f"{name}/{kind}"] = {"overall": m["overall"]["macro_f1"], "monitored": monitored_mean(m, cfg.monitored_slices),
+                                 "seconds": secs, "best_epoch": res.best_epoch}
+        print(name, kind, json.dumps(out[f"{name}/{kind}"]), flush=True)
+Path("bench/results/tune_heads.json").write_text(json.dumps(out, indent=2))

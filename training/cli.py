@@ -147,3 +147,52 @@ def retrain(
                                "error": report.error}, indent=2))
         if report.outcome == "failed":
             raise typer.Exit(1)
+
+
+@app.command()
+def label(
+    config: ConfigOpt = None,
+    out: Annotated[Path, typer.Option(help="Parquet file for the probabilistic labels.")] = Path(".slicewise/weak_labels.parquet"),
+    extend: Annotated[bool, typer.Option(help="Extend LF votes through the embedding space (Epoxy).")] = True,
+    train_head_too: Annotated[bool, typer.Option("--train-head", help="Also train the slice-aware head on the weak labels and report test macro-F1.")] = False,
+) -> None:
+    """Weakly label the training split with the config's LFs (+ Epoxy extension, tuned on validation).
+
+    Example: `slicewise label --train-head` (demo LFs; prints the LF table and label accuracy).
+    """
+    with domain_errors():
+        import numpy as np
+        import pandas as pd
+
+        from training.config import load_config
+        from training.evaluate import slice_metrics
+        from training.train import EncodedSplit, predict_head, prepare_data, train_head
+        from training.weak import LFError, apply_lfs, lf_analysis
+        from training.weak.pipeline import weak_labels
+
+        cfg = load_config(config)
+        prepared = prepare_data(cfg)
+        tr, va = prepared.splits["train"], prepared.splits["validation"]
+        try:
+            L = np.concatenate([apply_lfs(tr.texts, cfg), apply_lfs(va.texts, cfg)])
+            typer.echo(lf_analysis(L[: len(tr)], [x.name for x in cfg.labeling_functions], cfg.labels, tr.labels).round(3).to_string())
+            dev_idx = np.arange(len(tr), len(tr) + len(va))
+            res = weak_labels(cfg, L, np.concatenate([tr.embeddings, va.embeddings]), va.labels, dev_idx, extend)
+        except LFError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        probs, covered = res.probs[: len(tr)], res.covered[: len(tr)]
+        acc = float((probs[covered].argmax(1) == tr.labels[covered]).mean())
+        typer.echo(f"coverage {covered.mean():.3f}, label accuracy on covered {acc:.3f} (vs the gold train labels)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame = pd.DataFrame(probs, columns=[f"p_{lab}" for lab in cfg.labels])
+        frame.insert(0, "text", tr.texts)
+        frame["covered"] = covered
+        frame.to_parquet(out, index=False)
+        typer.echo(f"written: {out}")
+        if train_head_too:
+            weak = EncodedSplit(tr.embeddings[covered], probs[covered].astype(np.float32), tr.membership[covered])
+            head = train_head(cfg, cfg.train.kind, weak, va).head
+            test = prepared.splits["test"]
+            m = slice_metrics(test.labels, predict_head(head, test.embeddings)["probabilities"].argmax(1), test.membership, cfg.slice_names, cfg.labels)
+            typer.echo(f"{cfg.train.kind} head on weak labels: test macro-F1 {m['overall']['macro_f1']:.4f}")

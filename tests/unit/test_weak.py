@@ -1,0 +1,126 @@
+"""Weak supervision: LF application and errors, the triplet label model, the Epoxy extension."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.config import parse_config
+from training.weak import ABSTAIN, LFError, TripletLabelModel, apply_lfs, labeling_function, lf_analysis
+from training.weak.epoxy import extend_votes, nearest_votes, prepare_embeddings, tune_thresholds
+
+LABELS = ["neg", "neu", "pos"]
+
+
+def synth(n: int, m: int, seed: int = 0, balance=(0.5, 0.3, 0.2)):
+    """Unipolar LFs with known sensitivity / false-fire rates; returns L, y, true accuracies."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(3, n, p=balance)
+    L = np.full((n, m), ABSTAIN)
+    acc = []
+    for j in range(m):
+        c = j % 3
+        fire = np.where(y == c, rng.random(n) < rng.uniform(0.2, 0.5), rng.random(n) < rng.uniform(0.01, 0.08))
+        L[fire, j] = c
+        acc.append((y[fire] == c).mean())
+    return L, y, np.array(acc)
+
+
+def test_recovers_known_lf_accuracies_and_class_balance() -> None:
+    L, y, acc = synth(60_000, 18)
+    model = TripletLabelModel(3).fit(L)
+    np.testing.assert_allclose(model.lf_accuracies(L), acc, atol=0.05)
+    np.testing.assert_allclose(model.balance, [0.5, 0.3, 0.2], atol=0.03)
+    probs = model.predict_proba(L)
+    covered = (L != ABSTAIN).any(1)
+    assert np.allclose(probs.sum(1), 1)
+    assert (probs[covered].argmax(1) == y[covered]).mean() > 0.9
+
+
+def test_abstain_everywhere_gets_the_class_balance() -> None:
+    L, _, _ = synth(20_000, 6)
+    model = TripletLabelModel(3, class_balance=np.array([0.5, 0.3, 0.2])).fit(L)
+    silent = model.predict_proba(np.full((2, 6), ABSTAIN))
+    assert silent[0].argmax() == 0 and np.allclose(silent[0], silent[1])
+
+
+@pytest.mark.parametrize(
+    ("L", "message"),
+    [
+        (np.zeros((10, 2), int), "at least 3 labeling functions; got 2"),
+        (np.full((10, 3), 7), r"holds \[7\], outside ABSTAIN"),
+        (np.full((10, 3), ABSTAIN), "every labeling function abstains on every point"),
+    ],
+)
+def test_label_model_rejects_bad_label_matrices(L, message) -> None:
+    with pytest.raises(LFError, match=message):
+        TripletLabelModel(3).fit(L)
+
+
+@labeling_function(name="lf_test_raises")
+def _raises(text: str) -> str | None:
+    raise RuntimeError("boom")
+
+
+@labeling_function(name="lf_test_unknown")
+def _unknown(text: str) -> str | None:
+    return "meh"
+
+
+def _cfg(lfs):
+    return parse_config({"labels": LABELS, "labeling_functions": lfs})
+
+
+def test_declarative_lfs_vote_and_analysis_counts() -> None:
+    cfg = _cfg([{"name": "good", "keywords": ["good"], "label": "pos"},
+                {"name": "bad", "regex": r"\bbad\b", "label": "neg"},
+                {"name": "short", "word_count": {"max": 1}, "label": "neu"}])
+    texts = ["good day", "bad day", "good or bad", "ok"]
+    L = apply_lfs(texts, cfg)
+    assert L.tolist() == [[2, -1, -1], [-1, 0, -1], [2, 0, -1], [-1, -1, 1]]
+    table = lf_analysis(L, ["good", "bad", "short"], LABELS, gold=np.array([2, 0, 0, 1]))
+    assert table.loc["good", "coverage"] == 0.5 and table.loc["good", "conflicts"] == 0.25
+    assert table.loc["good", "accuracy"] == 0.5 and table.loc["short", "polarity"] == ["neu"]
+
+
+def test_lf_that_raises_or_returns_unknown_label_is_named() -> None:
+    with pytest.raises(LFError, match=r"'r' raised on text 0 \('x'\)"):
+        apply_lfs(["x"], _cfg([{"name": "r", "function": "lf_test_raises"}]))
+    with pytest.raises(LFError, match="returned 'meh' on text 0, not one of"):
+        apply_lfs(["x"], _cfg([{"name": "u", "function": "lf_test_unknown"}]))
+
+
+def test_silent_lf_warns_by_name() -> None:
+    with pytest.warns(UserWarning, match="'never' never votes"):
+        apply_lfs(["a", "b"], _cfg([{"name": "never", "keywords": ["zzz"], "label": "pos"}]))
+
+
+def test_extension_copies_the_nearest_voters_vote_within_the_threshold() -> None:
+    # two tight clusters; the LF votes on part of each; a far point stays abstained
+    emb = np.array([[1, 0.00], [1, 0.05], [1, 0.10], [0, 1.00], [0.05, 1], [-1, -1]], dtype=np.float32)
+    L = np.array([[2], [ABSTAIN], [ABSTAIN], [0], [ABSTAIN], [ABSTAIN]])
+    sim, vote = nearest_votes(L, prepare_embeddings(emb), chunk=2, voter_chunk=1)
+    assert vote[1, 0] == 2 and vote[4, 0] == 0 and sim[0, 0] == np.inf
+    ext = extend_votes(L, sim, vote, [0.95])
+    assert ext[:, 0].tolist() == [2, 2, 2, 0, 0, ABSTAIN]
+    assert extend_votes(L, sim, vote, [1.01])[:, 0].tolist() == L[:, 0].tolist()
+
+
+def test_thresholds_are_tuned_to_keep_the_lf_accurate() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    emb = np.c_[y + rng.normal(0, 0.05, n), 1 - y + rng.normal(0, 0.05, n)].astype(np.float32)
+    L = np.where(rng.random((n, 1)) < 0.3, y[:, None], ABSTAIN)
+    sim, vote = nearest_votes(L, prepare_embeddings(emb))
+    (t,) = tune_thresholds(L, sim, vote, y, np.arange(n), [0.5, 0.9, 0.99, 1.01])
+    assert t <= 0.99
+    ext = extend_votes(L, sim, vote, [t])
+    assert (ext != ABSTAIN).mean() > 0.9 and (ext[ext != ABSTAIN] == y[(ext != ABSTAIN)[:, 0]]).mean() > 0.95
+
+
+def test_nan_embeddings_are_rejected() -> None:
+    emb = np.ones((3, 2), np.float32)
+    emb[1, 0] = np.nan
+    with pytest.raises(LFError, match="NaN or infinite values in 1 rows"):
+        prepare_embeddings(emb)

@@ -1,0 +1,169 @@
+"""A closed-form label model with the triplet method (FlyingSquid, Fu et al. 2020).
+
+Multi-class generalisation used here (documented in the README's weak-supervision section):
+one-vs-rest per class `c`, with `Y_c = +1` when the true class is `c`, else `−1`. Each LF `j`
+becomes two binary indicators, "votes c" and "votes another class" (abstaining is neither). If
+the LFs are conditionally independent given `Y_c`, every indicator has
+`E[I | Y_c] = m + d · Y_c`, so the covariance of two indicators of *different* LFs is rank one:
+
+    Cov(I_i, I_k) = σ_c² d_i d_k,      σ_c² = 4 p_c (1 − p_c),  p_c = P(Y = c).
+
+The triplet identity `|σ_c d_i| = sqrt(|Cov_ij Cov_ik / Cov_jk|)` gives every `|d_i|` in closed
+form (median over triplets, as FlyingSquid does for robustness); the sign follows the
+indicator's polarity ("votes c" is positive evidence for `c`). Means then give `m_i`, hence
+`P(I_i = 1 | Y_c = ±1)`, and the posterior of `Y_c` is a naive-Bayes product. The class
+balance is given, or estimated by a short fixed point (balance → posteriors → balance). The
+per-class posteriors are normalised across classes. No SGD anywhere.
+
+This works with unipolar LFs (the common case, each voting one class or abstaining), for which
+FlyingSquid's symmetric ±1 formulation has no signal in the second moments.
+
+NOTE: the one-vs-rest view assumes conditional independence given `Y_c`; LFs for two other
+classes are only approximately independent given "not c". Points where every LF abstains get
+the class balance as their label distribution; `covered` tells them apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.weak.labeling import ABSTAIN, LFError
+
+EPS = 1e-3
+
+
+@dataclass
+class _ClassModel:
+    p_fire_pos: np.ndarray  # P(I = 1 | Y_c = +1), per indicator
+    p_fire_neg: np.ndarray  # P(I = 1 | Y_c = −1)
+
+
+class TripletLabelModel:
+    """Fit on a label matrix `L [N, m]` (class indices, `ABSTAIN = -1`) in closed form."""
+
+    def __init__(self, num_classes: int, class_balance: np.ndarray | None = None, balance_iters: int = 10) -> None:
+        self.C = num_classes
+        self.fixed_balance = None if class_balance is None else np.asarray(class_balance, dtype=float)
+        self.balance_iters = balance_iters
+        self.models: list[_ClassModel] = []
+        self.balance = np.full(num_classes, 1.0 / num_classes)
+
+    def _onehot(self, L: np.ndarray) -> np.ndarray:
+        """[N, m·C] float32 one-hot votes (all zeros where the LF abstains)."""
+        n, m = L.shape
+        onehot = np.zeros((n, m * self.C), dtype=np.float32)
+        rows, cols = np.nonzero(L != ABSTAIN)
+        onehot[rows, cols * self.C + L[rows, cols]] = 1.0
+        return onehot
+
+    def _selector(self, m: int, c: int) -> np.ndarray:
+        """[m·C, 2m]: indicator 2j = LF j votes c, 2j+1 = LF j votes another class."""
+        A = np.zeros((m * self.C, 2 * m), dtype=np.float32)  # noqa: N806
+        for j in range(m):
+            A[j * self.C + c, 2 * j] = 1.0
+            A[[j * self.C + k for k in range(self.C) if k != c], 2 * j + 1] = 1.0
+        return A
+
+    def _check(self, L: np.ndarray) -> None:
+        if L.ndim != 2 or L.shape[1] < 3:
+            raise LFError(f"the label model needs at least 3 labeling functions; got {L.shape[1] if L.ndim == 2 else 0}")
+        bad = np.setdiff1d(np.unique(L), np.arange(-1, self.C))
+        if bad.size:
+            raise LFError(f"label matrix holds {bad.tolist()}, outside ABSTAIN (-1) and 0..{self.C - 1}")
+        if (L == ABSTAIN).all():
+            raise LFError("every labeling function abstains on every point: nothing to learn from")
+
+    @staticmethod
+    def _scaled_d(cov: np.ndarray, positive: np.ndarray) -> np.ndarray:
+        """|σ d| per indicator by the triplet identity, median over pairs (a, b) of other LFs.
+
+        Pairs are drawn from the positive indicators ("votes c") when at least two LFs vote c:
+        two LFs of the same *other* class are correlated given "not c", which would bias the
+        ratio; LFs voting c are the ones the one-vs-rest independence assumption fits.
+        """
+        k = cov.shape[0]
+        lf_of = np.arange(k) // 2
+        live = np.diag(cov) > 1e-12
+        pool = live & positive
+        if len(np.unique(lf_of[pool])) < 2:
+            pool = live
+        a_idx, b_idx = np.triu_indices(k, 1)
+        ok = pool[a_idx] & pool[b_idx] & (lf_of[a_idx] != lf_of[b_idx]) & (np.abs(cov[a_idx, b_idx]) > 1e-8)
+        a_idx, b_idx = a_idx[ok], b_idx[ok]
+        out = np.zeros(k)
+        for i in np.flatnonzero(live):
+            sel = (lf_of[a_idx] != lf_of[i]) & (lf_of[b_idx] != lf_of[i])
+            if sel.any():
+                a, b = a_idx[sel], b_idx[sel]
+                out[i] = float(np.median(np.sqrt(np.abs(cov[i, a] * cov[i, b] / cov[a, b]))))
+        return out
+
+    def fit(self, L: np.ndarray) -> TripletLabelModel:
+        """Estimate per-class indicator rates (and the class balance unless given)."""
+        L = np.asarray(L)
+        self._check(L)
+        m = L.shape[1]
+        onehot = self._onehot(L)
+        mu = onehot.mean(0, dtype=np.float64)
+        second = (onehot.T @ onehot).astype(np.float64) / len(L)
+        centred = second - np.outer(mu, mu)
+        self._selectors = [self._selector(m, c) for c in range(self.C)]
+        signs = np.tile([1.0, -1.0], m)
+        means = [mu @ A for A in self._selectors]
+        scaled = [self._scaled_d(A.T @ centred @ A, signs > 0) for A in self._selectors]
+        balance = self.fixed_balance if self.fixed_balance is not None else self._initial_balance(L)
+        for _ in range(1 if self.fixed_balance is not None else self.balance_iters):
+            self.models = []
+            for c in range(self.C):
+                p = float(np.clip(balance[c], EPS, 1 - EPS))
+                d = signs * scaled[c] / (2 * np.sqrt(p * (1 - p)))
+                mc = means[c] - d * (2 * p - 1)
+                self.models.append(_ClassModel(np.clip(mc + d, EPS, 1 - EPS), np.clip(mc - d, EPS, 1 - EPS)))
+            self.balance = balance
+            if self.fixed_balance is None:
+                balance = self._posterior(onehot).mean(0)
+        self.balance = balance
+        return self
+
+    def _initial_balance(self, L: np.ndarray) -> np.ndarray:
+        counts = np.array([(L == c).sum() for c in range(self.C)], dtype=float) + 1.0
+        return counts / counts.sum()
+
+    def _posterior(self, onehot: np.ndarray) -> np.ndarray:
+        logits = np.zeros((onehot.shape[0], self.C))
+        for c, (model, A) in enumerate(zip(self.models, self._selectors, strict=True)):
+            p = float(np.clip(self.balance[c], EPS, 1 - EPS))
+            # log P(λ, Y_c = ±1) = const± + I · w±, with I = onehot @ A
+            w_pos = np.log(model.p_fire_pos) - np.log(1 - model.p_fire_pos)
+            w_neg = np.log(model.p_fire_neg) - np.log(1 - model.p_fire_neg)
+            log_pos = np.log(p) + np.log(1 - model.p_fire_pos).sum() + onehot @ (A @ w_pos).astype(np.float32)
+            log_neg = np.log(1 - p) + np.log(1 - model.p_fire_neg).sum() + onehot @ (A @ w_neg).astype(np.float32)
+            logits[:, c] = log_pos - np.logaddexp(log_pos, log_neg)  # log P(Y_c = +1 | λ)
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        return probs / probs.sum(1, keepdims=True)
+
+    def predict_proba(self, L: np.ndarray) -> np.ndarray:
+        """Probabilistic labels `[N, C]`."""
+        if not self.models:
+            raise LFError("the label model is not fitted; call fit(L) first")
+        return self._posterior(self._onehot(np.asarray(L)))
+
+    def lf_accuracies(self, L: np.ndarray) -> np.ndarray:
+        """Estimated P(vote is right | LF votes) per LF, from the fitted model."""
+        L = np.asarray(L)
+        out = np.full(L.shape[1], np.nan)
+        for j in range(L.shape[1]):
+            voted = L[:, j] != ABSTAIN
+            if not voted.any():
+                continue
+            total = 0.0
+            for c in np.unique(L[voted, j]):
+                model, p = self.models[c], self.balance[c]
+                fire_pos, fire_neg = model.p_fire_pos[2 * j], model.p_fire_neg[2 * j]
+                p_right = fire_pos * p / (fire_pos * p + fire_neg * (1 - p))
+                total += p_right * (L[voted, j] == c).sum()
+            out[j] = total / voted.sum()
+        return out

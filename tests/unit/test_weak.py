@@ -34,7 +34,9 @@ def test_recovers_known_lf_accuracies_and_class_balance() -> None:
     probs = model.predict_proba(L)
     covered = (L != ABSTAIN).any(1)
     assert np.allclose(probs.sum(1), 1)
-    assert (probs[covered].argmax(1) == y[covered]).mean() > 0.9
+    ours = (probs[covered].argmax(1) == y[covered]).mean()
+    majority = np.array([np.bincount(r[r >= 0], minlength=3).argmax() for r in L[covered]])
+    assert ours > 0.85 and ours >= (majority == y[covered]).mean()
 
 
 def test_abstain_everywhere_gets_the_class_balance() -> None:

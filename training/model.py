@@ -94,7 +94,8 @@ class MoACombiner(SBLCombiner):
 
     def forward(self, h: torch.Tensor, r: torch.Tensor, q: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         a = self.slice_attention(q, c)
-        scores = torch.einsum("bd,bkd->bk", self.query(h), self.key(r)) * self.scale
+        # ⟨W_q h, W_k r_s⟩ = ⟨W_kᵀ W_q h, r_s⟩: one d×d product per example instead of K
+        scores = torch.einsum("bd,bkd->bk", self.query(h) @ self.key.weight, r) * self.scale
         b = torch.softmax(scores, dim=-1)
         g = torch.sigmoid(self.gate(h))  # [B, 1]
         mix = g * a + (1 - g) * b

@@ -98,7 +98,13 @@ def retrain(cfg: ProjectConfig, redis_url: str, production_dir: Path | None = No
     report = RetrainReport("failed", None, None, reason=reason)
     scratch = Path(tempfile.mkdtemp(prefix="slicewise-candidate-"))
     try:
-        production = production_bundle(client, production_dir)
+        try:
+            production: c.Bundle | None = production_bundle(client, production_dir)
+        except c.BundleError:
+            production = None  # first run on an empty store: the candidate becomes production
+        if production is None:
+            report = _train_and_gate(cfg, client, None, scratch, report, shuffle_labels, use_feedback, progress)
+            return report
         report.production_version = production.manifest.version
         if production.manifest.labels != cfg.labels or production.manifest.slice_names != cfg.slice_names:
             raise RetrainError(
@@ -116,7 +122,7 @@ def retrain(cfg: ProjectConfig, redis_url: str, production_dir: Path | None = No
     return report
 
 
-def _train_and_gate(cfg: ProjectConfig, client: redis.Redis, production: c.Bundle, scratch: Path,
+def _train_and_gate(cfg: ProjectConfig, client: redis.Redis, production: c.Bundle | None, scratch: Path,
                     report: RetrainReport, shuffle_labels: bool, use_feedback: bool, progress: bool) -> RetrainReport:
     from training.backbone import load_tokenizer
     from training.evaluate import slice_metrics
@@ -140,15 +146,16 @@ def _train_and_gate(cfg: ProjectConfig, client: redis.Redis, production: c.Bundl
     report.candidate_version = candidate.manifest.version
     report.candidate_metrics = json.loads((candidate.path / c.EVAL_JSON).read_text())["slices"]
 
-    test = prepared.splits["test"]
-    assert test.texts is not None
-    runner = OnnxRunner.open(production.model_file(), load_tokenizer(cfg.backbone), production.manifest.max_length)
-    prod_pred = runner.run(test.texts)["probabilities"].argmax(1)
-    report.production_metrics = slice_metrics(test.labels, prod_pred, test.membership, cfg.slice_names, cfg.labels)
-
-    decision: GateDecision = promotion_gate(report.candidate_metrics, report.production_metrics,
-                                            cfg.monitored_slices, cfg.promotion.max_overall_drop,
-                                            cfg.promotion.max_slice_drop)
+    if production is None:
+        decision = GateDecision(True, ["no production model yet: the first candidate is promoted"])
+    else:
+        test = prepared.splits["test"]
+        assert test.texts is not None
+        runner = OnnxRunner.open(production.model_file(), load_tokenizer(cfg.backbone), production.manifest.max_length)
+        prod_pred = runner.run(test.texts)["probabilities"].argmax(1)
+        report.production_metrics = slice_metrics(test.labels, prod_pred, test.membership, cfg.slice_names, cfg.labels)
+        decision = promotion_gate(report.candidate_metrics, report.production_metrics, cfg.monitored_slices,
+                                  cfg.promotion.max_overall_drop, cfg.promotion.max_slice_drop)
     report.decision = decision.as_dict()
     if decision.promote:
         from training.registry import register_bundle

@@ -17,7 +17,8 @@ The three kinds differ **only in the combiner**:
 - `moa`: SBL's `z_a` mixed per example with a dual attention of the base representation over
   the experts, `b = softmax_s(⟨W_q h, W_k r_s⟩ / √d)`, `z_b = Σ_s b_s r_s`, by a learned gate
   `g = sigmoid(w_gᵀ h)`: `z = g · z_a + (1 − g) · z_b`. The reported `slice_attention` is the
-  effective mixture `g · a + (1 − g) · b`.
+  effective mixture `g · a + (1 − g) · b`. The gate's bias starts at 2 (g ≈ 0.88), so training
+  starts from SBL rather than from an even mix with an untrained attention.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class MoACombiner(SBLCombiner):
         self.query = nn.Linear(d, d, bias=False)
         self.key = nn.Linear(d, d, bias=False)
         self.gate = nn.Linear(d, 1)
+        nn.init.constant_(self.gate.bias, 2.0)  # start close to SBL (g ≈ 0.88); the dual attention earns its share
         self.scale = 1.0 / math.sqrt(d)
 
     def forward(self, h: torch.Tensor, r: torch.Tensor, q: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102

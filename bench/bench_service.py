@@ -1,0 +1,182 @@
+"""Service benchmarks on the demo model (2 CPU cores):
+
+1. throughput and latency at concurrency 32 (one text per request), slicewise vs a naive PyTorch
+   eager service (one request at a time, no batching), interleaved rounds, medians;
+2. the raw ONNX Runtime batch throughput of the same model file (the ceiling);
+3. the cost of the slice heads: the MoA model vs a plain-head (baseline) model, same backbone;
+4. reliability: Redis stopped for 20 s under load, then restarted; a soak at half the peak rate.
+
+Needs the demo bundle (`slicewise export`). Run: .venv/bin/python bench/bench_service.py [--soak-seconds 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import psutil
+import redis
+from common import ROOT, write
+
+from slicewise import contracts as c
+from slicewise.processes import BentoServer
+from slicewise.redis_server import LocalRedis, free_port
+from training.backbone import load_tokenizer
+from training.config import load_config
+from training.data import load_dataset, split_dataset
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--seconds", type=float, default=20.0, help="length of one load round")
+parser.add_argument("--rounds", type=int, default=2)
+parser.add_argument("--soak-seconds", type=float, default=300.0)
+args = parser.parse_args()
+
+cfg = load_config()
+bundle = c.Bundle.load(ROOT / ".slicewise" / "bundle")
+texts = split_dataset(load_dataset(cfg), cfg.dataset.split).test["text"].tolist()
+ckpt = next((ROOT / ".slicewise" / "checkpoints").glob(f"*-{bundle.manifest.version}.pt"))
+
+
+async def load(url: str, seconds: float, concurrency: int = 32, rate: float | None = None) -> dict:
+    lat, errors, done = [], 0, 0
+    deadline = time.perf_counter() + seconds
+    rng = np.random.default_rng(0)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors, done
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(url + "/predict", json={"texts": [texts[rng.integers(len(texts))]]}, timeout=30)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            lat.append(time.perf_counter() - t0)
+            done += ok
+            errors += not ok
+            if rate:
+                await asyncio.sleep(max(0.0, concurrency / rate - (time.perf_counter() - t0)))
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    q = np.percentile(lat, [50, 95, 99]) * 1000 if lat else [np.nan] * 3
+    return {"rps": done / wall, "p50_ms": q[0], "p95_ms": q[1], "p99_ms": q[2], "errors": errors, "requests": done + errors}
+
+
+def raw_ort_throughput(model_file, batch: int = 64, n: int = 30) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    tok = load_tokenizer(cfg.backbone)
+    rng = np.random.default_rng(1)
+    feeds = []
+    for _ in range(n):
+        enc = tok([texts[i] for i in rng.integers(0, len(texts), batch)], padding=True, truncation=True,
+                  max_length=cfg.backbone.max_length, return_tensors="np")
+        feeds.append({k: enc[k].astype(np.int64) for k in c.INPUT_NAMES})
+    sess.run(None, feeds[0])
+    t0 = time.perf_counter()
+    for f in feeds:
+        sess.run(None, f)
+    return batch * n / (time.perf_counter() - t0)
+
+
+def median_latency(model_file, batch: int = 32, n: int = 40) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    tok = load_tokenizer(cfg.backbone)
+    enc = tok(texts[:batch], padding=True, truncation=True, max_length=cfg.backbone.max_length, return_tensors="np")
+    f = {k: enc[k].astype(np.int64) for k in c.INPUT_NAMES}
+    sess.run(None, f)
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        sess.run(None, f)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1000
+
+
+rds = LocalRedis().start()
+server = BentoServer({"SLICEWISE_MODEL_DIR": str(bundle.path), "REDIS_URL": rds.url}, log_file=ROOT / ".slicewise/bench_service.log").start()
+naive_port = free_port()
+naive = subprocess.Popen([sys.executable, str(ROOT / "bench/naive_service.py"), str(ckpt), str(naive_port)])
+naive_url = f"http://127.0.0.1:{naive_port}"
+for _ in range(120):
+    try:
+        httpx.post(naive_url + "/predict", json={"texts": ["warm up"]}, timeout=5)
+        break
+    except httpx.HTTPError:
+        time.sleep(1)
+served_file = bundle.model_file(prefer_int8=True)
+results: dict[str, list[dict]] = {"slicewise": [], "naive": []}
+try:
+    asyncio.run(load(server.url, 3))
+    for _ in range(args.rounds):  # interleaved
+        results["slicewise"].append(asyncio.run(load(server.url, args.seconds)))
+        results["naive"].append(asyncio.run(load(naive_url, args.seconds)))
+    naive.terminate()
+    med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
+    raw = raw_ort_throughput(served_file)
+
+    # reliability: Redis away for 20 s under load
+    client = redis.Redis.from_url(rds.url)
+    before = client.xlen(c.PREDICTIONS_STREAM)
+
+    def outage() -> None:
+        time.sleep(5)
+        rds.stop()
+        time.sleep(20)
+        rds.start()
+
+    t = threading.Thread(target=outage)
+    t.start()
+    during = asyncio.run(load(server.url, 35, concurrency=16))
+    t.join()
+    time.sleep(3)
+    metrics = httpx.get(server.url + "/metrics").text
+    dropped = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("slicewise_prediction_log_dropped_total"))
+    after = client.xlen(c.PREDICTIONS_STREAM)
+    asyncio.run(load(server.url, 3, concurrency=4))
+    time.sleep(1)
+    resumed = client.xlen(c.PREDICTIONS_STREAM) > after
+
+    # soak at half the peak rate: errors and resident memory
+    procs = [psutil.Process(server.proc.pid), *psutil.Process(server.proc.pid).children(recursive=True)]
+    rss0 = sum(p.memory_info().rss for p in procs if p.is_running())
+    soak = asyncio.run(load(server.url, args.soak_seconds, concurrency=8, rate=med["slicewise"]["rps"] / 2))
+    rss1 = sum(p.memory_info().rss for p in procs if p.is_running())
+finally:
+    naive.kill()
+    server.stop()
+    rds.stop()
+
+heads = {"moa_ms": median_latency(bundle.path / c.MODEL_ONNX)}
+baseline_dir = ROOT / ".slicewise" / "bundle-baseline"
+if baseline_dir.exists():
+    heads["baseline_ms"] = median_latency(baseline_dir / c.MODEL_ONNX)
+s, n = med["slicewise"], med["naive"]
+md = f"""| concurrency 32, 1 text/request, {args.rounds}×{args.seconds:.0f}s interleaved | req/s | p50 ms | p95 ms | p99 ms | errors |
+|---|---:|---:|---:|---:|---:|
+| slicewise (BentoML, adaptive batching, ONNX Runtime {served_file.name}) | {s['rps']:.1f} | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['p99_ms']:.0f} | {s['errors']:.0f} |
+| naive (PyTorch eager, one request at a time) | {n['rps']:.1f} | {n['p50_ms']:.0f} | {n['p95_ms']:.0f} | {n['p99_ms']:.0f} | {n['errors']:.0f} |
+
+- slicewise / naive throughput: **{s['rps'] / n['rps']:.2f}×**; raw ONNX Runtime throughput of the same file (batch 64, no HTTP): {raw:.0f} texts/s, the service reaches **{s['rps'] / raw:.0%}** of it.
+- slice heads cost (ONNX fp32, batch 32, median): MoA {heads['moa_ms']:.1f} ms""" + (
+    f" vs plain head {heads['baseline_ms']:.1f} ms: **{100 * (heads['moa_ms'] / heads['baseline_ms'] - 1):+.1f}%**" if "baseline_ms" in heads else " (no baseline bundle)") + f"""
+- Redis stopped 20 s under load (16 concurrent): {during['requests']} requests, **{during['errors']} failed**; dropped log entries counted: {dropped:.0f}; stream {before} → {after} entries, writing resumed: {resumed}.
+- Soak {args.soak_seconds:.0f}s at half the peak rate: {soak['requests']} requests, **{soak['errors']} errors**, p99 {soak['p99_ms']:.0f} ms; resident memory {rss0 / 2**20:.0f} → {rss1 / 2**20:.0f} MiB (**{100 * (rss1 / rss0 - 1):+.1f}%**).
+- GPU: no GPU machine was available to this task; the CUDA provider path is implemented but not measured."""
+write("service", {"load": results, "median": med, "raw_ort_texts_per_s": raw, "slice_heads": heads,
+                  "redis_outage": {**during, "dropped": dropped, "stream_before": before, "stream_after": after, "resumed": resumed},
+                  "soak": {**soak, "rss_start": rss0, "rss_end": rss1}}, md)

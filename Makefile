@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-unit test-fast lint format bench clean help
+.PHONY: setup run test test-fast lint typecheck format bench readme clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,17 +32,25 @@ test: setup  ## run the whole test suite (unit, model, service, integration)
 test-fast: setup  ## unit + model tests only
 	$(PY) -m pytest -q -m "not integration and not slow" --timeout=300
 
-lint: setup  ## ruff + mypy
+lint: setup  ## ruff (lint + format check)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+typecheck: setup  ## mypy on the packages (not clean yet: see README, "Known limits")
 	$(VENV)/bin/mypy
 
 format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: setup  ## run every benchmark in bench/ (slow; writes bench/results/)
-	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+bench: setup  ## run every benchmark in bench/ (slow; writes bench/results/), then refresh the README tables
+	$(PY) bench/bench_quality.py
+	$(VENV)/bin/slicewise export --out .slicewise/bundle
+	for b in onnx drift label_model service; do $(PY) bench/bench_$$b.py || exit 1; done
+	$(PY) bench/update_readme.py
+
+readme:  ## copy bench/results/*.md into the README's benchmark section
+	$(PY) bench/update_readme.py
 
 clean:
 	rm -rf $(VENV) .slicewise build *.egg-info

@@ -31,7 +31,9 @@ cfg = load_config()
 m = bundle.manifest
 reference = bundle.reference()
 test = prepare_data(cfg, progress=False, embed=False).splits["test"]
-outputs = OnnxRunner.open(bundle.model_file(), load_tokenizer(cfg.backbone), m.max_length).run(test.texts)
+outputs = OnnxRunner.open(bundle.model_file(), load_tokenizer(cfg.backbone), m.max_length).run(
+    test.texts
+)
 pool = reference_profile(cfg, outputs, test.texts, test.labels, test.membership)
 masks = slice_masks(pool, m)
 WINDOW, MIN_ROWS, SEEDS = 5000, 50, range(10)
@@ -43,7 +45,7 @@ def window(rng: np.random.Generator, target: str | None) -> pd.DataFrame:
     inside = np.flatnonzero(masks[target])
     skewed = inside[pool[c.TRUE_LABEL_COLUMN].to_numpy()[inside] == "negative"]
     outside = np.flatnonzero(~masks[target])
-    n_in = int(round(WINDOW * masks[target].mean()))
+    n_in = round(WINDOW * masks[target].mean())
     rows = np.concatenate([rng.choice(skewed, n_in), rng.choice(outside, WINDOW - n_in)])
     return pool.iloc[rng.permutation(rows)].reset_index(drop=True)
 
@@ -57,7 +59,14 @@ for target in m.slice_names:
             if name != target:
                 overlap = float((masks[target] & masks[name]).sum() / max(1, masks[name].sum()))
                 false_alarm.append(res[name].drift_detected)
-                rows.append({"target": target, "other": name, "overlap": overlap, "flagged": res[name].drift_detected})
+                rows.append(
+                    {
+                        "target": target,
+                        "other": name,
+                        "overlap": overlap,
+                        "flagged": res[name].drift_detected,
+                    }
+                )
 for seed in SEEDS:
     res = slice_drift(reference, window(np.random.default_rng(100 + seed), None), m, MIN_ROWS)
     null_alarm += [r.drift_detected for r in res.values()]
@@ -86,11 +95,20 @@ md = f"""| measure (10 seeds × {len(m.slice_names)} target slices, window {WIND
 
 | one monitor pass, 100k predictions, {len(m.slice_names) + 1} slices incl. `all` | median seconds |
 |---|---:|
-| slicewise (`monitoring.drift.slice_drift`, Evidently's stat tests) | {speed['slicewise_s']:.2f} |
-| plain loop: one Evidently `DataDriftPreset` report per slice | {speed['evidently_loop_s']:.2f} |
+| slicewise (`monitoring.drift.slice_drift`, Evidently's stat tests) | {speed["slicewise_s"]:.2f} |
+| plain loop: one Evidently `DataDriftPreset` report per slice | {speed["evidently_loop_s"]:.2f} |
 
 Untouched slices that share many rows with the shifted one really do shift (their overlap rows
 changed); the per-pair table in drift.json gives each pair's overlap and verdict."""
-write("drift", {"detection_rate": float(np.mean(detect)), "false_alarm_rate": float(np.mean(false_alarm)),
-                "false_alarm_rate_low_overlap": float(low_overlap.flagged.mean()), "null_false_alarm_rate": float(np.mean(null_alarm)),
-                "pairs": rows, "speed": speed}, md)
+write(
+    "drift",
+    {
+        "detection_rate": float(np.mean(detect)),
+        "false_alarm_rate": float(np.mean(false_alarm)),
+        "false_alarm_rate_low_overlap": float(low_overlap.flagged.mean()),
+        "null_false_alarm_rate": float(np.mean(null_alarm)),
+        "pairs": rows,
+        "speed": speed,
+    },
+    md,
+)

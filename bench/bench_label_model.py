@@ -27,7 +27,9 @@ def synth(n: int, m: int, seed: int = 0):
     L = np.full((n, m), ABSTAIN)
     for j in range(m):
         c = j % 3
-        fire = np.where(y == c, rng.random(n) < rng.uniform(0.2, 0.5), rng.random(n) < rng.uniform(0.01, 0.08))
+        fire = np.where(
+            y == c, rng.random(n) < rng.uniform(0.2, 0.5), rng.random(n) < rng.uniform(0.01, 0.08)
+        )
         L[fire, j] = c
     return L, y
 
@@ -44,9 +46,13 @@ def compare(L: np.ndarray, y: np.ndarray, rounds: int = 3) -> dict[str, float]:
         sn.fit(L, seed=0, progress_bar=False)  # Snorkel's defaults (100 epochs of SGD)
         snorkel_t.append(time.perf_counter() - t0)
     acc = lambda p: float((p[covered].argmax(1) == y[covered]).mean())  # noqa: E731
-    return {"ours_s": statistics.median(ours_t), "snorkel_s": statistics.median(snorkel_t),
-            "ours_acc": acc(ours.predict_proba(L)), "snorkel_acc": acc(sn.predict_proba(L)),
-            "coverage": float(covered.mean())}
+    return {
+        "ours_s": statistics.median(ours_t),
+        "snorkel_s": statistics.median(snorkel_t),
+        "ours_acc": acc(ours.predict_proba(L)),
+        "snorkel_acc": acc(sn.predict_proba(L)),
+        "coverage": float(covered.mean()),
+    }
 
 
 L_syn, y_syn = synth(100_000, 20)
@@ -72,12 +78,29 @@ for name, L in (("LFs only", L_tr), ("LFs + Epoxy extension", L_ext)):
     model = TripletLabelModel(3).fit(L)
     probs = model.predict_proba(L)
     cov = (L != ABSTAIN).any(1)
-    head = train_head(cfg, "moa", EncodedSplit(tr.embeddings[cov], probs[cov].astype(np.float32), tr.membership[cov]), va, progress=False).head
+    head = train_head(
+        cfg,
+        "moa",
+        EncodedSplit(tr.embeddings[cov], probs[cov].astype(np.float32), tr.membership[cov]),
+        va,
+        progress=False,
+    ).head
     pred = predict_head(head, te.embeddings)["probabilities"].argmax(1)
-    rows[name] = {"coverage": float(cov.mean()), "label_acc": float((probs[cov].argmax(1) == tr.labels[cov]).mean()),
-                  "head_test_macro_f1": slice_metrics(te.labels, pred, te.membership, cfg.slice_names, cfg.labels)["overall"]["macro_f1"]}
+    rows[name] = {
+        "coverage": float(cov.mean()),
+        "label_acc": float((probs[cov].argmax(1) == tr.labels[cov]).mean()),
+        "head_test_macro_f1": slice_metrics(
+            te.labels, pred, te.membership, cfg.slice_names, cfg.labels
+        )["overall"]["macro_f1"],
+    }
 gold_head = train_head(cfg, "moa", tr, va, progress=False).head
-gold_f1 = slice_metrics(te.labels, predict_head(gold_head, te.embeddings)["probabilities"].argmax(1), te.membership, cfg.slice_names, cfg.labels)["overall"]["macro_f1"]
+gold_f1 = slice_metrics(
+    te.labels,
+    predict_head(gold_head, te.embeddings)["probabilities"].argmax(1),
+    te.membership,
+    cfg.slice_names,
+    cfg.labels,
+)["overall"]["macro_f1"]
 
 # the whole loop on 30k precomputed embeddings: extend, fit, train the head (a short schedule)
 n = 30_000
@@ -91,21 +114,44 @@ t_ext = time.perf_counter() - t0
 probs30 = TripletLabelModel(3).fit(L30x).predict_proba(L30x)
 t_fit = time.perf_counter() - t0 - t_ext
 cov30 = (L30x != ABSTAIN).any(1)
-train_head(loop_cfg, "moa", EncodedSplit(emb30[cov30], probs30[cov30].astype(np.float32), tr.membership[:n][cov30]), va, progress=False)
+train_head(
+    loop_cfg,
+    "moa",
+    EncodedSplit(emb30[cov30], probs30[cov30].astype(np.float32), tr.membership[:n][cov30]),
+    va,
+    progress=False,
+)
 loop = {"extend_s": t_ext, "fit_s": t_fit, "total_s": time.perf_counter() - t0}
 
-md = f"""| label matrix | ours: fit (s) | Snorkel LabelModel: fit (s) | speed-up | ours: label acc | Snorkel: label acc |
+md = (
+    f"""| label matrix | ours: fit (s) | Snorkel LabelModel: fit (s) | speed-up | ours: label acc | Snorkel: label acc |
 |---|---:|---:|---:|---:|---:|
-| synthetic, n = 100k, m = 20 | {synthetic['ours_s']:.3f} | {synthetic['snorkel_s']:.2f} | {synthetic['snorkel_s'] / synthetic['ours_s']:.1f}× | {synthetic['ours_acc']:.4f} | {synthetic['snorkel_acc']:.4f} |
-| demo LFs on the train split (n = {len(L_tr)}, m = {L_tr.shape[1]}) | {demo['ours_s']:.3f} | {demo['snorkel_s']:.2f} | {demo['snorkel_s'] / demo['ours_s']:.1f}× | {demo['ours_acc']:.4f} | {demo['snorkel_acc']:.4f} |
+| synthetic, n = 100k, m = 20 | {synthetic["ours_s"]:.3f} | {synthetic["snorkel_s"]:.2f} | {synthetic["snorkel_s"] / synthetic["ours_s"]:.1f}× | {synthetic["ours_acc"]:.4f} | {synthetic["snorkel_acc"]:.4f} |
+| demo LFs on the train split (n = {len(L_tr)}, m = {L_tr.shape[1]}) | {demo["ours_s"]:.3f} | {demo["snorkel_s"]:.2f} | {demo["snorkel_s"] / demo["ours_s"]:.1f}× | {demo["ours_acc"]:.4f} | {demo["snorkel_acc"]:.4f} |
 
 | demo labels (train split) | coverage | label accuracy (covered) | MoA head on them: test macro-F1 |
 |---|---:|---:|---:|
-""" + "\n".join(f"| {k} | {v['coverage']:.3f} | {v['label_acc']:.3f} | {v['head_test_macro_f1']:.4f} |" for k, v in rows.items()) + f"""
+"""
+    + "\n".join(
+        f"| {k} | {v['coverage']:.3f} | {v['label_acc']:.3f} | {v['head_test_macro_f1']:.4f} |"
+        for k, v in rows.items()
+    )
+    + f"""
 | gold labels | 1.000 | 1.000 | {gold_f1:.4f} |
 
 Extension thresholds tuned on validation: {dict(zip([x.name for x in cfg.labeling_functions], thresholds, strict=True))} (extension + tuning {extend_s:.1f}s).
 
-Whole loop on 30k precomputed embeddings (extension in a 64-d PCA space with ≤ 2048 voters per LF, fit, MoA head for 3 epochs): **{loop['total_s']:.2f}s** (extend {loop['extend_s']:.2f}s, fit {loop['fit_s']:.2f}s)."""
-write("label_model", {"synthetic": synthetic, "demo": demo, "epoxy": rows, "gold_head_macro_f1": gold_f1,
-                      "thresholds": thresholds, "loop_30k": loop}, md)
+Whole loop on 30k precomputed embeddings (extension in a 64-d PCA space with ≤ 2048 voters per LF, fit, MoA head for 3 epochs): **{loop["total_s"]:.2f}s** (extend {loop["extend_s"]:.2f}s, fit {loop["fit_s"]:.2f}s)."""
+)
+write(
+    "label_model",
+    {
+        "synthetic": synthetic,
+        "demo": demo,
+        "epoxy": rows,
+        "gold_head_macro_f1": gold_f1,
+        "thresholds": thresholds,
+        "loop_30k": loop,
+    },
+    md,
+)

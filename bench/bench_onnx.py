@@ -30,7 +30,9 @@ ckpt = next((ROOT / ".slicewise" / "checkpoints").glob(f"*-{bundle.manifest.vers
 _, trained = load_checkpoint(ckpt)
 model = trained.model.eval()
 texts = split_dataset(load_dataset(cfg), cfg.dataset.split).test["text"].tolist()
-fp32 = OnnxRunner.open(bundle.path / c.MODEL_ONNX, None, cfg.backbone.max_length)  # tokenised here below
+fp32 = OnnxRunner.open(
+    bundle.path / c.MODEL_ONNX, None, cfg.backbone.max_length
+)  # tokenised here below
 int8 = OnnxRunner.open(bundle.path / c.MODEL_INT8_ONNX, None, cfg.backbone.max_length)
 from training.backbone import load_tokenizer  # noqa: E402
 
@@ -42,7 +44,13 @@ def batches(size: int, n: int) -> list[dict[str, np.ndarray]]:
     out = []
     for _ in range(n):
         chosen = [texts[i] for i in rng.choice(len(texts), size, replace=False)]
-        enc = tok(chosen, padding=True, truncation=True, max_length=cfg.backbone.max_length, return_tensors="np")
+        enc = tok(
+            chosen,
+            padding=True,
+            truncation=True,
+            max_length=cfg.backbone.max_length,
+            return_tensors="np",
+        )
         out.append({k: enc[k].astype(np.int64) for k in c.INPUT_NAMES})
     return out
 
@@ -52,9 +60,11 @@ def run_torch(feeds):
         model(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
 
 
-engines = {"torch eager": run_torch,
-           "onnx fp32": lambda f: fp32.session.run(None, f),
-           "onnx int8": lambda f: int8.session.run(None, f)}
+engines = {
+    "torch eager": run_torch,
+    "onnx fp32": lambda f: fp32.session.run(None, f),
+    "onnx int8": lambda f: int8.session.run(None, f),
+}
 results = {}
 for size, n in ((1, 200), (32, 40)):
     data = batches(size, n)
@@ -64,7 +74,7 @@ for size, n in ((1, 200), (32, 40)):
     times = {name: [] for name in engines}
     for i, feeds in enumerate(data):
         names = list(engines)
-        names = names[i % 3:] + names[: i % 3]  # rotate the order: no engine always goes first
+        names = names[i % 3 :] + names[: i % 3]  # rotate the order: no engine always goes first
         for name in names:
             t0 = time.perf_counter()
             engines[name](feeds)
@@ -73,20 +83,43 @@ for size, n in ((1, 200), (32, 40)):
 
 ev = json.loads((bundle.path / c.EVAL_JSON).read_text())
 mon = bundle.manifest.monitored_slices
-q = {"fp32_overall": ev["slices"]["overall"]["macro_f1"], "int8_overall": ev["int8_slices"]["overall"]["macro_f1"],
-     "fp32_monitored": {s: ev["slices"][s]["macro_f1"] for s in mon},
-     "int8_monitored": {s: ev["int8_slices"][s]["macro_f1"] for s in mon}}
-lines = ["| batch | torch eager (ms) | ONNX fp32 (ms) | ONNX int8 (ms) | fp32 vs torch | int8 speed-up vs fp32 |",
-         "|---:|---:|---:|---:|---:|---:|"]
+q = {
+    "fp32_overall": ev["slices"]["overall"]["macro_f1"],
+    "int8_overall": ev["int8_slices"]["overall"]["macro_f1"],
+    "fp32_monitored": {s: ev["slices"][s]["macro_f1"] for s in mon},
+    "int8_monitored": {s: ev["int8_slices"][s]["macro_f1"] for s in mon},
+}
+lines = [
+    "| batch | torch eager (ms) | ONNX fp32 (ms) | ONNX int8 (ms) | fp32 vs torch | int8 speed-up vs fp32 |",
+    "|---:|---:|---:|---:|---:|---:|",
+]
 for size, r in results.items():
-    lines.append(f"| {size} | {r['torch eager']:.2f} | {r['onnx fp32']:.2f} | {r['onnx int8']:.2f} | "
-                 f"{r['torch eager'] / r['onnx fp32']:.2f}× faster | {r['onnx fp32'] / r['onnx int8']:.2f}× |")
-lines += ["", "| int8 quality (test split) | fp32 macro-F1 | int8 macro-F1 | loss (points) |", "|---|---:|---:|---:|",
-          f"| overall | {q['fp32_overall']:.4f} | {q['int8_overall']:.4f} | {100 * (q['fp32_overall'] - q['int8_overall']):+.2f} |"]
+    lines.append(
+        f"| {size} | {r['torch eager']:.2f} | {r['onnx fp32']:.2f} | {r['onnx int8']:.2f} | "
+        f"{r['torch eager'] / r['onnx fp32']:.2f}× faster | {r['onnx fp32'] / r['onnx int8']:.2f}× |"
+    )
+lines += [
+    "",
+    "| int8 quality (test split) | fp32 macro-F1 | int8 macro-F1 | loss (points) |",
+    "|---|---:|---:|---:|",
+    f"| overall | {q['fp32_overall']:.4f} | {q['int8_overall']:.4f} | {100 * (q['fp32_overall'] - q['int8_overall']):+.2f} |",
+]
 for s in mon:
-    lines.append(f"| {s} | {q['fp32_monitored'][s]:.4f} | {q['int8_monitored'][s]:.4f} | "
-                 f"{100 * (q['fp32_monitored'][s] - q['int8_monitored'][s]):+.2f} |")
-lines.append(f"\nMedian latency of the model call (pre-tokenised inputs, length-padded per batch), interleaved runs; "
-             f"fused ops in model.onnx: {bundle.manifest.evaluation.get('fused_ops')}.")
-write("onnx", {"latency_ms": results, "quality": q, "monitored_mean_fp32": monitored_mean(ev["slices"], mon),
-               "monitored_mean_int8": monitored_mean(ev["int8_slices"], mon)}, "\n".join(lines))
+    lines.append(
+        f"| {s} | {q['fp32_monitored'][s]:.4f} | {q['int8_monitored'][s]:.4f} | "
+        f"{100 * (q['fp32_monitored'][s] - q['int8_monitored'][s]):+.2f} |"
+    )
+lines.append(
+    f"\nMedian latency of the model call (pre-tokenised inputs, length-padded per batch), interleaved runs; "
+    f"fused ops in model.onnx: {bundle.manifest.evaluation.get('fused_ops')}."
+)
+write(
+    "onnx",
+    {
+        "latency_ms": results,
+        "quality": q,
+        "monitored_mean_fp32": monitored_mean(ev["slices"], mon),
+        "monitored_mean_int8": monitored_mean(ev["int8_slices"], mon),
+    },
+    "\n".join(lines),
+)

@@ -54,7 +54,9 @@ async def load(url: str, seconds: float, concurrency: int = 32, rate: float | No
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
             try:
-                r = await client.post(url + "/predict", json={"texts": [texts[rng.integers(len(texts))]]}, timeout=30)
+                r = await client.post(
+                    url + "/predict", json={"texts": [texts[rng.integers(len(texts))]]}, timeout=30
+                )
                 ok = r.status_code == 200
             except httpx.HTTPError:
                 ok = False
@@ -70,7 +72,14 @@ async def load(url: str, seconds: float, concurrency: int = 32, rate: float | No
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     q = np.percentile(lat, [50, 95, 99]) * 1000 if lat else [np.nan] * 3
-    return {"rps": done / wall, "p50_ms": q[0], "p95_ms": q[1], "p99_ms": q[2], "errors": errors, "requests": done + errors}
+    return {
+        "rps": done / wall,
+        "p50_ms": q[0],
+        "p95_ms": q[1],
+        "p99_ms": q[2],
+        "errors": errors,
+        "requests": done + errors,
+    }
 
 
 def raw_ort_throughput(model_file, batch: int = 64, n: int = 30) -> float:
@@ -81,8 +90,13 @@ def raw_ort_throughput(model_file, batch: int = 64, n: int = 30) -> float:
     rng = np.random.default_rng(1)
     feeds = []
     for _ in range(n):
-        enc = tok([texts[i] for i in rng.integers(0, len(texts), batch)], padding=True, truncation=True,
-                  max_length=cfg.backbone.max_length, return_tensors="np")
+        enc = tok(
+            [texts[i] for i in rng.integers(0, len(texts), batch)],
+            padding=True,
+            truncation=True,
+            max_length=cfg.backbone.max_length,
+            return_tensors="np",
+        )
         feeds.append({k: enc[k].astype(np.int64) for k in c.INPUT_NAMES})
     sess.run(None, feeds[0])
     t0 = time.perf_counter()
@@ -96,7 +110,13 @@ def median_latency(model_file, batch: int = 32, n: int = 40) -> float:
 
     sess = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     tok = load_tokenizer(cfg.backbone)
-    enc = tok(texts[:batch], padding=True, truncation=True, max_length=cfg.backbone.max_length, return_tensors="np")
+    enc = tok(
+        texts[:batch],
+        padding=True,
+        truncation=True,
+        max_length=cfg.backbone.max_length,
+        return_tensors="np",
+    )
     f = {k: enc[k].astype(np.int64) for k in c.INPUT_NAMES}
     sess.run(None, f)
     ts = []
@@ -108,9 +128,14 @@ def median_latency(model_file, batch: int = 32, n: int = 40) -> float:
 
 
 rds = LocalRedis().start()
-server = BentoServer({"SLICEWISE_MODEL_DIR": str(bundle.path), "REDIS_URL": rds.url}, log_file=ROOT / ".slicewise/bench_service.log").start()
+server = BentoServer(
+    {"SLICEWISE_MODEL_DIR": str(bundle.path), "REDIS_URL": rds.url},
+    log_file=ROOT / ".slicewise/bench_service.log",
+).start()
 naive_port = free_port()
-naive = subprocess.Popen([sys.executable, str(ROOT / "bench/naive_service.py"), str(ckpt), str(naive_port)])
+naive = subprocess.Popen(
+    [sys.executable, str(ROOT / "bench/naive_service.py"), str(ckpt), str(naive_port)]
+)
 naive_url = f"http://127.0.0.1:{naive_port}"
 for _ in range(120):
     try:
@@ -145,16 +170,25 @@ try:
     t.join()
     time.sleep(3)
     metrics = httpx.get(server.url + "/metrics").text
-    dropped = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("slicewise_prediction_log_dropped_total"))
+    dropped = sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("slicewise_prediction_log_dropped_total")
+    )
     after = client.xlen(c.PREDICTIONS_STREAM)
     asyncio.run(load(server.url, 3, concurrency=4))
     time.sleep(1)
     resumed = client.xlen(c.PREDICTIONS_STREAM) > after
 
     # soak at half the peak rate: errors and resident memory
-    procs = [psutil.Process(server.proc.pid), *psutil.Process(server.proc.pid).children(recursive=True)]
+    procs = [
+        psutil.Process(server.proc.pid),
+        *psutil.Process(server.proc.pid).children(recursive=True),
+    ]
     rss0 = sum(p.memory_info().rss for p in procs if p.is_running())
-    soak = asyncio.run(load(server.url, args.soak_seconds, concurrency=8, rate=med["slicewise"]["rps"] / 2))
+    soak = asyncio.run(
+        load(server.url, args.soak_seconds, concurrency=8, rate=med["slicewise"]["rps"] / 2)
+    )
     rss1 = sum(p.memory_info().rss for p in procs if p.is_running())
 finally:
     naive.kill()
@@ -166,17 +200,39 @@ baseline_dir = ROOT / ".slicewise" / "bundle-baseline"
 if baseline_dir.exists():
     heads["baseline_ms"] = median_latency(baseline_dir / c.MODEL_ONNX)
 s, n = med["slicewise"], med["naive"]
-md = f"""| concurrency 32, 1 text/request, {args.rounds}×{args.seconds:.0f}s interleaved | req/s | p50 ms | p95 ms | p99 ms | errors |
+md = (
+    f"""| concurrency 32, 1 text/request, {args.rounds}×{args.seconds:.0f}s interleaved | req/s | p50 ms | p95 ms | p99 ms | errors |
 |---|---:|---:|---:|---:|---:|
-| slicewise (BentoML, adaptive batching, ONNX Runtime {served_file.name}) | {s['rps']:.1f} | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['p99_ms']:.0f} | {s['errors']:.0f} |
-| naive (PyTorch eager, one request at a time) | {n['rps']:.1f} | {n['p50_ms']:.0f} | {n['p95_ms']:.0f} | {n['p99_ms']:.0f} | {n['errors']:.0f} |
+| slicewise (BentoML, adaptive batching, ONNX Runtime {served_file.name}) | {s["rps"]:.1f} | {s["p50_ms"]:.0f} | {s["p95_ms"]:.0f} | {s["p99_ms"]:.0f} | {s["errors"]:.0f} |
+| naive (PyTorch eager, one request at a time) | {n["rps"]:.1f} | {n["p50_ms"]:.0f} | {n["p95_ms"]:.0f} | {n["p99_ms"]:.0f} | {n["errors"]:.0f} |
 
-- slicewise / naive throughput: **{s['rps'] / n['rps']:.2f}×**; raw ONNX Runtime throughput of the same file (batch 64, no HTTP): {raw:.0f} texts/s, the service reaches **{s['rps'] / raw:.0%}** of it.
-- slice heads cost (ONNX fp32, batch 32, median): MoA {heads['moa_ms']:.1f} ms""" + (
-    f" vs plain head {heads['baseline_ms']:.1f} ms: **{100 * (heads['moa_ms'] / heads['baseline_ms'] - 1):+.1f}%**" if "baseline_ms" in heads else " (no baseline bundle)") + f"""
-- Redis stopped 20 s under load (16 concurrent): {during['requests']} requests, **{during['errors']} failed**; dropped log entries counted: {dropped:.0f}; stream {before} → {after} entries, writing resumed: {resumed}.
-- Soak {args.soak_seconds:.0f}s at half the peak rate: {soak['requests']} requests, **{soak['errors']} errors**, p99 {soak['p99_ms']:.0f} ms; resident memory {rss0 / 2**20:.0f} → {rss1 / 2**20:.0f} MiB (**{100 * (rss1 / rss0 - 1):+.1f}%**).
+- slicewise / naive throughput: **{s["rps"] / n["rps"]:.2f}×**; raw ONNX Runtime throughput of the same file (batch 64, no HTTP): {raw:.0f} texts/s, the service reaches **{s["rps"] / raw:.0%}** of it.
+- slice heads cost (ONNX fp32, batch 32, median): MoA {heads["moa_ms"]:.1f} ms"""
+    + (
+        f" vs plain head {heads['baseline_ms']:.1f} ms: **{100 * (heads['moa_ms'] / heads['baseline_ms'] - 1):+.1f}%**"
+        if "baseline_ms" in heads
+        else " (no baseline bundle)"
+    )
+    + f"""
+- Redis stopped 20 s under load (16 concurrent): {during["requests"]} requests, **{during["errors"]} failed**; dropped log entries counted: {dropped:.0f}; stream {before} → {after} entries, writing resumed: {resumed}.
+- Soak {args.soak_seconds:.0f}s at half the peak rate: {soak["requests"]} requests, **{soak["errors"]} errors**, p99 {soak["p99_ms"]:.0f} ms; resident memory {rss0 / 2**20:.0f} → {rss1 / 2**20:.0f} MiB (**{100 * (rss1 / rss0 - 1):+.1f}%**).
 - GPU: no GPU machine was available to this task; the CUDA provider path is implemented but not measured."""
-write("service", {"load": results, "median": med, "raw_ort_texts_per_s": raw, "slice_heads": heads,
-                  "redis_outage": {**during, "dropped": dropped, "stream_before": before, "stream_after": after, "resumed": resumed},
-                  "soak": {**soak, "rss_start": rss0, "rss_end": rss1}}, md)
+)
+write(
+    "service",
+    {
+        "load": results,
+        "median": med,
+        "raw_ort_texts_per_s": raw,
+        "slice_heads": heads,
+        "redis_outage": {
+            **during,
+            "dropped": dropped,
+            "stream_before": before,
+            "stream_after": after,
+            "resumed": resumed,
+        },
+        "soak": {**soak, "rss_start": rss0, "rss_end": rss1},
+    },
+    md,
+)

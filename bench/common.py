@@ -19,8 +19,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def context() -> dict[str, Any]:
     """Where and when a result was measured (load average included: these machines are shared)."""
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "load_avg_1m": os.getloadavg()[0]}
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg_1m": os.getloadavg()[0],
+    }
 
 
 def write(name: str, data: dict[str, Any], markdown: str) -> None:
@@ -28,6 +32,8 @@ def write(name: str, data: dict[str, Any], markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"context": context(), **data}
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=float) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + f"\n\n_Measured {data['context']['date']} on "
-                                        f"{data['context']['cpus']} CPUs (load {data['context']['load_avg_1m']:.1f})._\n")
+    (RESULTS / f"{name}.md").write_text(
+        markdown.rstrip() + f"\n\n_Measured {data['context']['date']} on "
+        f"{data['context']['cpus']} CPUs (load {data['context']['load_avg_1m']:.1f})._\n"
+    )
     print(markdown)

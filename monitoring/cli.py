@@ -12,10 +12,12 @@ import typer
 
 app = typer.Typer()
 
-RedisOpt = Annotated[str, typer.Option(envvar="REDIS_URL", help="Redis holding the prediction log.")]
+RedisOpt = Annotated[
+    str, typer.Option(envvar="REDIS_URL", help="Redis holding the prediction log.")
+]
 
 
-def _bundle(bundle: Path | None, tag: str):  # noqa: ANN202 - returns a contracts.Bundle
+def _bundle(bundle: Path | None, tag: str):
     from service.runtime import resolve_bundle
     from slicewise.contracts import BundleError
 
@@ -29,16 +31,30 @@ def _bundle(bundle: Path | None, tag: str):  # noqa: ANN202 - returns a contract
 @app.command()
 def monitor(
     redis_url: RedisOpt = "redis://127.0.0.1:6379/0",
-    bundle: Annotated[Path | None, typer.Option(help="Bundle folder with reference.parquet.")] = None,
-    tag: Annotated[str, typer.Option(help="Model-store tag when --bundle is not given.")] = "slicewise-classifier:latest",
+    bundle: Annotated[
+        Path | None, typer.Option(help="Bundle folder with reference.parquet.")
+    ] = None,
+    tag: Annotated[
+        str, typer.Option(help="Model-store tag when --bundle is not given.")
+    ] = "slicewise-classifier:latest",
     window_size: Annotated[int, typer.Option(help="Last N predictions.")] = 5000,
-    window_minutes: Annotated[float | None, typer.Option(help="Or: predictions of the last T minutes.")] = None,
+    window_minutes: Annotated[
+        float | None, typer.Option(help="Or: predictions of the last T minutes.")
+    ] = None,
     min_rows: Annotated[int, typer.Option(help="Fewer rows in a slice = insufficient data.")] = 50,
-    drift_share: Annotated[float, typer.Option(help="Share of drifted columns that marks a slice drifted.")] = 0.5,
+    drift_share: Annotated[
+        float, typer.Option(help="Share of drifted columns that marks a slice drifted.")
+    ] = 0.5,
     interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 60.0,
-    once: Annotated[bool, typer.Option("--once", help="One pass, print the summary, exit.")] = False,
-    port: Annotated[int, typer.Option(help="Serve /metrics on this port (0 = do not serve).")] = 9101,
-    report_dir: Annotated[Path, typer.Option(help="Folder for the JSON + Evidently HTML report of each pass.")] = Path(".slicewise/reports"),
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass, print the summary, exit.")
+    ] = False,
+    port: Annotated[
+        int, typer.Option(help="Serve /metrics on this port (0 = do not serve).")
+    ] = 9101,
+    report_dir: Annotated[
+        Path, typer.Option(help="Folder for the JSON + Evidently HTML report of each pass.")
+    ] = Path(".slicewise/reports"),
 ) -> None:
     """Per-slice drift and accuracy of the logged predictions against the reference profile.
 
@@ -53,12 +69,19 @@ def monitor(
     from monitoring.window import WindowError
     from slicewise.contracts import BundleError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     client = redis.Redis.from_url(redis_url)
     metrics = MonitorMetrics()
     metrics.watch_retrains(client)
     try:
-        mon = Monitor(_bundle(bundle, tag), client, MonitorSettings(window_size, window_minutes, min_rows, drift_share, report_dir), metrics)
+        mon = Monitor(
+            _bundle(bundle, tag),
+            client,
+            MonitorSettings(window_size, window_minutes, min_rows, drift_share, report_dir),
+            metrics,
+        )
     except BundleError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -68,8 +91,21 @@ def monitor(
         except WindowError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        typer.echo(json.dumps({k: summary[k] for k in ("window_rows", "drifted_slices", "insufficient_data",
-                                                         "accuracy", "estimated_accuracy")}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    k: summary[k]
+                    for k in (
+                        "window_rows",
+                        "drifted_slices",
+                        "insufficient_data",
+                        "accuracy",
+                        "estimated_accuracy",
+                    )
+                },
+                indent=2,
+            )
+        )
         return
     if port:
         metrics.serve(port)
@@ -79,12 +115,19 @@ def monitor(
 @app.command()
 def webhook(
     redis_url: RedisOpt = "redis://127.0.0.1:6379/0",
-    token: Annotated[str | None, typer.Option(envvar="SLICEWISE_WEBHOOK_TOKEN", help="Bearer token Alertmanager sends.")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="SLICEWISE_WEBHOOK_TOKEN", help="Bearer token Alertmanager sends."),
+    ] = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 9102,
     dedup_ttl: Annotated[int, typer.Option(help="Seconds a groupKey stays deduplicated.")] = 3600,
-    run_retrains: Annotated[bool, typer.Option(help="Run queued retrains here (else a Job does).")] = False,
-    config: Annotated[Path | None, typer.Option(help="Project config for the retrains this process runs.")] = None,
+    run_retrains: Annotated[
+        bool, typer.Option(help="Run queued retrains here (else a Job does).")
+    ] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="Project config for the retrains this process runs.")
+    ] = None,
 ) -> None:
     """Receive Alertmanager webhooks; queue (and optionally run) retraining.
 
@@ -98,13 +141,18 @@ def webhook(
     from monitoring.webhook import create_app, default_retrain_command, retrain_worker
 
     if not token:
-        typer.echo("error: set SLICEWISE_WEBHOOK_TOKEN (or --token): the webhook refuses to run unauthenticated", err=True)
+        typer.echo(
+            "error: set SLICEWISE_WEBHOOK_TOKEN (or --token): the webhook refuses to run unauthenticated",
+            err=True,
+        )
         raise typer.Exit(2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     client = redis.Redis.from_url(redis_url)
     if run_retrains:
         stop = threading.Event()
-        cmd = default_retrain_command(str(config) if config else None) + ["--redis-url", redis_url]
+        cmd = [*default_retrain_command(str(config) if config else None), "--redis-url", redis_url]
         threading.Thread(target=retrain_worker, args=(client, cmd, stop), daemon=True).start()
     uvicorn.run(create_app(client, token, dedup_ttl), host=host, port=port, log_level="warning")
 
@@ -112,11 +160,18 @@ def webhook(
 @app.command("demo-traffic")
 def demo_traffic(
     url: Annotated[str, typer.Option(help="Base URL of the service.")] = "http://127.0.0.1:3000",
-    config: Annotated[Path | None, typer.Option(help="Project config whose test split is replayed (default: demo).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Project config whose test split is replayed (default: demo)."),
+    ] = None,
     count: Annotated[int, typer.Option(help="Texts to send.")] = 2000,
-    shift_slice: Annotated[str | None, typer.Option(help="Over-sample the members of this slice.")] = None,
+    shift_slice: Annotated[
+        str | None, typer.Option(help="Over-sample the members of this slice.")
+    ] = None,
     shift: Annotated[float, typer.Option(help="Share of traffic drawn from --shift-slice.")] = 0.8,
-    feedback_share: Annotated[float, typer.Option(help="Share of predictions that get a true label as feedback.")] = 0.0,
+    feedback_share: Annotated[
+        float, typer.Option(help="Share of predictions that get a true label as feedback.")
+    ] = 0.0,
     concurrency: Annotated[int, typer.Option(help="Concurrent requests.")] = 8,
     batch: Annotated[int, typer.Option(help="Texts per request.")] = 4,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
@@ -146,10 +201,25 @@ def demo_traffic(
         in_slice = slice_membership(texts, cfg)[:, cfg.slice_names.index(shift_slice)].tolist()
     sample = shifted_sample(texts, in_slice, count, shift if shift_slice else 0.0, seed)
     rng = random.Random(seed)
-    give = (lambda t: truth.get(t) if rng.random() < feedback_share else None) if feedback_share else None
+    give = (
+        (lambda t: truth.get(t) if rng.random() < feedback_share else None)
+        if feedback_share
+        else None
+    )
     with tqdm(total=count, desc="demo traffic", unit="text") as bar:
-        res = asyncio.run(replay(url, sample, batch, concurrency, token=os.environ.get("SLICEWISE_API_TOKEN"),
-                                 feedback=give, progress=bar.update))
-    typer.echo(f"sent {res.sent} texts in {res.seconds:.1f}s: {res.ok} ok, {res.failed} failed, {res.feedback} feedback")
+        res = asyncio.run(
+            replay(
+                url,
+                sample,
+                batch,
+                concurrency,
+                token=os.environ.get("SLICEWISE_API_TOKEN"),
+                feedback=give,
+                progress=bar.update,
+            )
+        )
+    typer.echo(
+        f"sent {res.sent} texts in {res.seconds:.1f}s: {res.ok} ok, {res.failed} failed, {res.feedback} feedback"
+    )
     if res.failed:
         sys.exit(1)

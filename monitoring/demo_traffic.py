@@ -1,5 +1,6 @@
 """`slicewise demo-traffic`: replay held-out texts against the service, optionally shifted
-into chosen slices, so dashboards and alerts can be seen working."""
+into chosen slices, so dashboards and alerts can be seen working.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ class TrafficResult:
     feedback: int = 0
 
 
-def shifted_sample(texts: list[str], in_slice: list[bool], n: int, shift: float, seed: int = 0) -> list[str]:
+def shifted_sample(
+    texts: list[str], in_slice: list[bool], n: int, shift: float, seed: int = 0
+) -> list[str]:
     """`n` texts where a share `shift` comes from the slice members (0 = plain replay)."""
     rng = random.Random(seed)
     members = [t for t, m in zip(texts, in_slice, strict=True) if m]
@@ -35,9 +38,16 @@ def shifted_sample(texts: list[str], in_slice: list[bool], n: int, shift: float,
     return out
 
 
-async def replay(url: str, texts: list[str], batch: int = 4, concurrency: int = 8, rate: float | None = None,
-                 token: str | None = None, feedback: Callable[[str], str | None] | None = None,
-                 progress: Callable[[int], None] | None = None) -> TrafficResult:
+async def replay(
+    url: str,
+    texts: list[str],
+    batch: int = 4,
+    concurrency: int = 8,
+    rate: float | None = None,
+    token: str | None = None,
+    feedback: Callable[[str], str | None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TrafficResult:
     """Send `texts` to `url/predict` in batches; optionally send feedback labels for some."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
@@ -53,7 +63,9 @@ async def replay(url: str, texts: list[str], batch: int = 4, concurrency: int = 
             b = queue.get_nowait()
             t0 = time.perf_counter()
             try:
-                r = await client.post(url + "/predict", json={"texts": b}, headers=headers, timeout=30)
+                r = await client.post(
+                    url + "/predict", json={"texts": b}, headers=headers, timeout=30
+                )
                 ok = r.status_code == 200
             except httpx.HTTPError:
                 ok = False
@@ -64,8 +76,12 @@ async def replay(url: str, texts: list[str], batch: int = 4, concurrency: int = 
                     for text, p in zip(b, r.json()["predictions"], strict=True):
                         label = feedback(text)
                         if label is not None:
-                            fb = await client.post(url + "/feedback", json={"id": p["id"], "label": label},
-                                                   headers=headers, timeout=30)
+                            fb = await client.post(
+                                url + "/feedback",
+                                json={"id": p["id"], "label": label},
+                                headers=headers,
+                                timeout=30,
+                            )
                             result.feedback += fb.status_code == 200
             else:
                 result.failed += len(b)

@@ -60,15 +60,25 @@ class SliceDrift:
     @property
     def drift_detected(self) -> bool:
         """Whether the slice drifted (never when there is too little data)."""
-        return not self.insufficient_data and bool(self.columns) and self.drifted_share >= self.drift_share
+        return (
+            not self.insufficient_data
+            and bool(self.columns)
+            and self.drifted_share >= self.drift_share
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary."""
-        return {"slice": self.slice, "drift_detected": self.drift_detected,
-                "drifted_columns_share": self.drifted_share, "insufficient_data": self.insufficient_data,
-                "reference_rows": self.reference_rows, "current_rows": self.current_rows,
-                "reference_share": self.reference_share, "current_share": self.current_share,
-                "columns": [vars(col) for col in self.columns]}
+        return {
+            "slice": self.slice,
+            "drift_detected": self.drift_detected,
+            "drifted_columns_share": self.drifted_share,
+            "insufficient_data": self.insufficient_data,
+            "reference_rows": self.reference_rows,
+            "current_rows": self.current_rows,
+            "reference_share": self.reference_share,
+            "current_share": self.current_share,
+            "columns": [vars(col) for col in self.columns],
+        }
 
 
 def slice_masks(frame: pd.DataFrame, manifest: c.Manifest) -> dict[str, np.ndarray]:
@@ -81,24 +91,42 @@ def slice_masks(frame: pd.DataFrame, manifest: c.Manifest) -> dict[str, np.ndarr
 
 def drift_columns(manifest: c.Manifest, slice_name: str) -> list[tuple[str, ColumnType]]:
     """The columns compared for a slice: its own score is left out (it defines the slice)."""
-    cols: list[tuple[str, ColumnType]] = [(c.CONFIDENCE_COLUMN, ColumnType.Numerical),
-                                           (c.PREDICTED_LABEL_COLUMN, ColumnType.Categorical)]
+    cols: list[tuple[str, ColumnType]] = [
+        (c.CONFIDENCE_COLUMN, ColumnType.Numerical),
+        (c.PREDICTED_LABEL_COLUMN, ColumnType.Categorical),
+    ]
     cols += [(c.prob_column(lab), ColumnType.Numerical) for lab in manifest.labels]
-    cols += [(c.slice_score_column(s), ColumnType.Numerical) for s in manifest.slice_names if s != slice_name]
+    cols += [
+        (c.slice_score_column(s), ColumnType.Numerical)
+        for s in manifest.slice_names
+        if s != slice_name
+    ]
     cols.append((c.TEXT_LENGTH_COLUMN, ColumnType.Numerical))
     return cols
 
 
-def column_drift(reference: pd.Series, current: pd.Series, kind: ColumnType, column: str) -> ColumnDrift:
+def column_drift(
+    reference: pd.Series, current: pd.Series, kind: ColumnType, column: str
+) -> ColumnDrift:
     """Evidently's default stat test for this column and sample size."""
     test = get_stattest(reference, current, kind, None)
     result = test(reference, current, kind, None)
-    return ColumnDrift(column, test.name, float(result.drift_score), float(result.actual_threshold),
-                       bool(result.drifted))
+    return ColumnDrift(
+        column,
+        test.name,
+        float(result.drift_score),
+        float(result.actual_threshold),
+        bool(result.drifted),
+    )
 
 
-def slice_drift(reference: pd.DataFrame, current: pd.DataFrame, manifest: c.Manifest,
-                min_rows: int = 50, drift_share: float = 0.5) -> dict[str, SliceDrift]:
+def slice_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    manifest: c.Manifest,
+    min_rows: int = 50,
+    drift_share: float = 0.5,
+) -> dict[str, SliceDrift]:
     """Drift per slice (and `all`) between two frames with the reference-profile columns.
 
     Raises:
@@ -114,14 +142,20 @@ def slice_drift(reference: pd.DataFrame, current: pd.DataFrame, manifest: c.Mani
     for name in ref_masks:
         rm, cm = ref_masks[name], cur_masks[name]
         result = SliceDrift(
-            name, int(rm.sum()), int(cm.sum()),
-            float(rm.mean()) if len(rm) else 0.0, float(cm.mean()) if len(cm) else 0.0,
-            insufficient_data=bool(rm.sum() < min_rows or cm.sum() < min_rows), drift_share=drift_share,
+            name,
+            int(rm.sum()),
+            int(cm.sum()),
+            float(rm.mean()) if len(rm) else 0.0,
+            float(cm.mean()) if len(cm) else 0.0,
+            insufficient_data=bool(rm.sum() < min_rows or cm.sum() < min_rows),
+            drift_share=drift_share,
         )
         if not result.insufficient_data:
             ref_s, cur_s = reference.loc[rm], current.loc[cm]
-            result.columns = [column_drift(ref_s[col], cur_s[col], kind, col)
-                              for col, kind in drift_columns(manifest, name)]
+            result.columns = [
+                column_drift(ref_s[col], cur_s[col], kind, col)
+                for col, kind in drift_columns(manifest, name)
+            ]
         out[name] = result
     return out
 

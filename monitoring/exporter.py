@@ -37,18 +37,43 @@ class MonitorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.drift_score = Gauge(M.SLICE_DRIFT_SCORE, "Drift test score per slice and column",
-                                 ["slice", "column", "method"], registry=r)
-        self.drift_detected = Gauge(M.SLICE_DRIFT_DETECTED, "1 when the slice drifted", ["slice"], registry=r)
-        self.drifted_share = Gauge(M.SLICE_DRIFTED_COLUMNS_SHARE, "Share of drifted columns", ["slice"], registry=r)
+        self.drift_score = Gauge(
+            M.SLICE_DRIFT_SCORE,
+            "Drift test score per slice and column",
+            ["slice", "column", "method"],
+            registry=r,
+        )
+        self.drift_detected = Gauge(
+            M.SLICE_DRIFT_DETECTED, "1 when the slice drifted", ["slice"], registry=r
+        )
+        self.drifted_share = Gauge(
+            M.SLICE_DRIFTED_COLUMNS_SHARE, "Share of drifted columns", ["slice"], registry=r
+        )
         self.rows = Gauge(M.SLICE_ROWS, "Rows per slice", ["slice", "window"], registry=r)
-        self.traffic_share = Gauge(M.SLICE_TRAFFIC_SHARE, "Share of traffic in the slice", ["slice", "window"], registry=r)
-        self.insufficient = Gauge(M.SLICE_INSUFFICIENT_DATA, "1 when the slice has too few rows to judge", ["slice"], registry=r)
-        self.accuracy = Gauge(M.SLICE_ACCURACY, "Accuracy from feedback labels", ["slice"], registry=r)
-        self.estimated = Gauge(M.SLICE_ESTIMATED_ACCURACY, "Label-free accuracy estimate", ["slice"], registry=r)
-        self.reference_accuracy = Gauge(M.SLICE_REFERENCE_ACCURACY, "Accuracy on the reference profile", ["slice"], registry=r)
-        self.last_run = Gauge(M.MONITOR_LAST_RUN, "Unix time of the last completed monitor run", registry=r)
-        self.duration = Gauge(M.MONITOR_RUN_DURATION, "Seconds the last monitor run took", registry=r)
+        self.traffic_share = Gauge(
+            M.SLICE_TRAFFIC_SHARE, "Share of traffic in the slice", ["slice", "window"], registry=r
+        )
+        self.insufficient = Gauge(
+            M.SLICE_INSUFFICIENT_DATA,
+            "1 when the slice has too few rows to judge",
+            ["slice"],
+            registry=r,
+        )
+        self.accuracy = Gauge(
+            M.SLICE_ACCURACY, "Accuracy from feedback labels", ["slice"], registry=r
+        )
+        self.estimated = Gauge(
+            M.SLICE_ESTIMATED_ACCURACY, "Label-free accuracy estimate", ["slice"], registry=r
+        )
+        self.reference_accuracy = Gauge(
+            M.SLICE_REFERENCE_ACCURACY, "Accuracy on the reference profile", ["slice"], registry=r
+        )
+        self.last_run = Gauge(
+            M.MONITOR_LAST_RUN, "Unix time of the last completed monitor run", registry=r
+        )
+        self.duration = Gauge(
+            M.MONITOR_RUN_DURATION, "Seconds the last monitor run took", registry=r
+        )
 
     def watch_retrains(self, client: redis.Redis) -> None:
         """Also export the retrain outcome counter (read from Redis at scrape time)."""

@@ -12,7 +12,12 @@ from typing import Any
 import pandas as pd
 import redis
 
-from monitoring.accuracy import ConfidenceCalibrator, estimated_accuracy, feedback_accuracy, reference_accuracy
+from monitoring.accuracy import (
+    ConfidenceCalibrator,
+    estimated_accuracy,
+    feedback_accuracy,
+    reference_accuracy,
+)
 from monitoring.drift import evidently_report, slice_drift
 from monitoring.exporter import MonitorMetrics
 from monitoring.window import read_feedback, read_window
@@ -35,8 +40,13 @@ class MonitorSettings:
 class Monitor:
     """Holds the reference profile and the Redis client; `run_once` does one pass."""
 
-    def __init__(self, bundle: c.Bundle, client: redis.Redis, settings: MonitorSettings,
-                 metrics: MonitorMetrics | None = None) -> None:
+    def __init__(
+        self,
+        bundle: c.Bundle,
+        client: redis.Redis,
+        settings: MonitorSettings,
+        metrics: MonitorMetrics | None = None,
+    ) -> None:
         self.bundle, self.client, self.settings = bundle, client, settings
         self.manifest = bundle.manifest
         self.reference: pd.DataFrame = bundle.reference()  # BundleError when there is none
@@ -52,12 +62,16 @@ class Monitor:
         drift = slice_drift(self.reference, current, self.manifest, s.min_rows, s.drift_share)
         feedback = read_feedback(self.client)
         summary: dict[str, Any] = {
-            "model_version": self.manifest.version, "started_at": started, "window_rows": len(current),
+            "model_version": self.manifest.version,
+            "started_at": started,
+            "window_rows": len(current),
             "slices": [d.as_dict() for d in drift.values()],
             "drifted_slices": [n for n, d in drift.items() if d.drift_detected],
             "insufficient_data": [n for n, d in drift.items() if d.insufficient_data],
             "accuracy": feedback_accuracy(current, feedback, self.manifest, s.min_rows),
-            "estimated_accuracy": estimated_accuracy(current, self.manifest, self.calibrator, s.min_rows),
+            "estimated_accuracy": estimated_accuracy(
+                current, self.manifest, self.calibrator, s.min_rows
+            ),
             "reference_accuracy": self.reference_accuracy,
         }
         summary["finished_at"] = time.time()
@@ -67,9 +81,16 @@ class Monitor:
         if s.report_dir is not None:
             self._write_report(summary, current)
         if current.empty:
-            log.warning("monitor: the prediction log is empty; every slice reports insufficient data")
-        log.info("monitor pass: %d rows, drifted %s, insufficient data %s (%.2fs)", len(current),
-                 summary["drifted_slices"], summary["insufficient_data"], summary["duration_seconds"])
+            log.warning(
+                "monitor: the prediction log is empty; every slice reports insufficient data"
+            )
+        log.info(
+            "monitor pass: %d rows, drifted %s, insufficient data %s (%.2fs)",
+            len(current),
+            summary["drifted_slices"],
+            summary["insufficient_data"],
+            summary["duration_seconds"],
+        )
         return summary
 
     def _write_report(self, summary: dict[str, Any], current: pd.DataFrame) -> None:
@@ -80,7 +101,9 @@ class Monitor:
         (folder / f"monitor-{stamp}.json").write_text(json.dumps(summary, indent=2, default=float))
         if len(current) >= self.settings.min_rows:
             try:
-                evidently_report(self.reference, current, self.manifest).save_html(str(folder / f"monitor-{stamp}.html"))
+                evidently_report(self.reference, current, self.manifest).save_html(
+                    str(folder / f"monitor-{stamp}.html")
+                )
             except Exception as exc:  # the HTML is a convenience: never fail the pass for it
                 log.warning("could not write the Evidently HTML report: %s", exc)
 

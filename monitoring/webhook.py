@@ -50,7 +50,7 @@ class Notification(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     version: str
-    groupKey: str = Field(min_length=1)  # noqa: N815 - Alertmanager's field name
+    groupKey: str = Field(min_length=1)
     status: str
     receiver: str = ""
     alerts: list[Alert] = Field(min_length=1)
@@ -58,12 +58,17 @@ class Notification(BaseModel):
 
 def retrain_job(note: Notification) -> dict[str, Any] | None:
     """The queue entry for a notification, or None when it asks for no retraining."""
-    wanted = [a for a in note.alerts if a.status == "firing" and a.labels.get("action") == "retrain"]
+    wanted = [
+        a for a in note.alerts if a.status == "firing" and a.labels.get("action") == "retrain"
+    ]
     if note.status != "firing" or not wanted:
         return None
-    return {"group_key": note.groupKey, "received_at": time.time(),
-            "alerts": sorted({a.labels.get("alertname", "?") for a in wanted}),
-            "slices": sorted({a.labels["slice"] for a in wanted if "slice" in a.labels})}
+    return {
+        "group_key": note.groupKey,
+        "received_at": time.time(),
+        "alerts": sorted({a.labels.get("alertname", "?") for a in wanted}),
+        "slices": sorted({a.labels["slice"] for a in wanted if "slice" in a.labels}),
+    }
 
 
 def create_app(client: redis.Redis, token: str, dedup_ttl: int = 3600) -> Starlette:
@@ -78,16 +83,23 @@ def create_app(client: redis.Redis, token: str, dedup_ttl: int = 3600) -> Starle
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
-            return JSONResponse({"error": f"not an Alertmanager notification: {where}: {first['msg']}"},
-                                status_code=400)
+            return JSONResponse(
+                {"error": f"not an Alertmanager notification: {where}: {first['msg']}"},
+                status_code=400,
+            )
         job = retrain_job(note)
         if job is None:
-            return JSONResponse({"queued": False, "reason": "no firing alert with action=retrain"}, status_code=202)
+            return JSONResponse(
+                {"queued": False, "reason": "no firing alert with action=retrain"}, status_code=202
+            )
         key = ALERT_DEDUP_PREFIX + hashlib.sha256(note.groupKey.encode()).hexdigest()[:32]
         try:
             first_time = client.set(key, "1", nx=True, ex=dedup_ttl)
             if not first_time:
-                return JSONResponse({"queued": False, "reason": "duplicate of a queued alert group"}, status_code=202)
+                return JSONResponse(
+                    {"queued": False, "reason": "duplicate of a queued alert group"},
+                    status_code=202,
+                )
             client.lpush(RETRAIN_QUEUE, json.dumps(job))
         except redis.RedisError as exc:
             return JSONResponse({"error": f"Redis unavailable: {exc}"}, status_code=503)
@@ -97,7 +109,9 @@ def create_app(client: redis.Redis, token: str, dedup_ttl: int = 3600) -> Starle
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
-    return Starlette(routes=[Route("/alerts", alerts, methods=["POST"]), Route("/healthz", healthz)])
+    return Starlette(
+        routes=[Route("/alerts", alerts, methods=["POST"]), Route("/healthz", healthz)]
+    )
 
 
 def retrain_worker(client: redis.Redis, command: list[str], stop: threading.Event) -> None:
@@ -113,7 +127,7 @@ def retrain_worker(client: redis.Redis, command: list[str], stop: threading.Even
             continue
         job = json.loads(item[1])
         log.info("retrain worker: running %s for %s", " ".join(command), job["alerts"])
-        rc = subprocess.call(command + ["--reason", json.dumps(job)])
+        rc = subprocess.call([*command, "--reason", json.dumps(job)])
         log.info("retrain worker: exit code %d", rc)
 
 

@@ -22,8 +22,13 @@ def _ms_id(ts: float) -> str:
     return f"{int(ts * 1000)}-0"
 
 
-def read_window(client: redis.Redis, manifest: c.Manifest, size: int = 5000,
-                minutes: float | None = None, batch: int = 10_000) -> pd.DataFrame:
+def read_window(
+    client: redis.Redis,
+    manifest: c.Manifest,
+    size: int = 5000,
+    minutes: float | None = None,
+    batch: int = 10_000,
+) -> pd.DataFrame:
     """The last `size` predictions, or those of the last `minutes`, as reference-profile columns.
 
     Entries from other model versions are kept (drift is about traffic); records that do not
@@ -43,7 +48,9 @@ def read_window(client: redis.Redis, manifest: c.Manifest, size: int = 5000,
             entries = []
             end = "+"
             while len(entries) < size:
-                chunk = client.xrevrange(c.PREDICTIONS_STREAM, max=end, min="-", count=min(batch, size - len(entries)))
+                chunk = client.xrevrange(
+                    c.PREDICTIONS_STREAM, max=end, min="-", count=min(batch, size - len(entries))
+                )
                 if not chunk:
                     break
                 entries += chunk
@@ -62,17 +69,33 @@ def records_frame(fields: list[dict], manifest: c.Manifest) -> pd.DataFrame:
             rec = c.PredictionRecord.from_fields(f)
         except (KeyError, ValueError):
             continue
-        row = {"id": rec.id, "ts": rec.ts, "model_version": rec.model_version,
-               c.PREDICTED_LABEL_COLUMN: rec.label, c.CONFIDENCE_COLUMN: rec.confidence,
-               c.TEXT_LENGTH_COLUMN: rec.text_length, "text": rec.text}
+        row = {
+            "id": rec.id,
+            "ts": rec.ts,
+            "model_version": rec.model_version,
+            c.PREDICTED_LABEL_COLUMN: rec.label,
+            c.CONFIDENCE_COLUMN: rec.confidence,
+            c.TEXT_LENGTH_COLUMN: rec.text_length,
+            "text": rec.text,
+        }
         for lab in manifest.labels:
             row[c.prob_column(lab)] = float(rec.probabilities.get(lab, float("nan")))
         for s in manifest.slice_names:
             row[c.slice_score_column(s)] = float(rec.slices.get(s, 0.0))
         rows.append(row)
-    columns = ["id", "ts", "model_version", c.PREDICTED_LABEL_COLUMN, c.CONFIDENCE_COLUMN,
-               c.TEXT_LENGTH_COLUMN, "text"] + [c.prob_column(x) for x in manifest.labels] + \
-              [c.slice_score_column(s) for s in manifest.slice_names]
+    columns = (
+        [
+            "id",
+            "ts",
+            "model_version",
+            c.PREDICTED_LABEL_COLUMN,
+            c.CONFIDENCE_COLUMN,
+            c.TEXT_LENGTH_COLUMN,
+            "text",
+        ]
+        + [c.prob_column(x) for x in manifest.labels]
+        + [c.slice_score_column(s) for s in manifest.slice_names]
+    )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -82,7 +105,10 @@ def read_feedback(client: redis.Redis, count: int = 100_000) -> pd.DataFrame:
         entries = client.xrevrange(c.FEEDBACK_STREAM, count=count)
     except redis.RedisError as exc:
         raise WindowError(f"cannot read {c.FEEDBACK_STREAM} from Redis: {exc}") from exc
-    rows = [{"id": f[b"id"].decode(), "label": f[b"label"].decode()} for _, f in reversed(entries)
-            if b"id" in f and b"label" in f]
+    rows = [
+        {"id": f[b"id"].decode(), "label": f[b"label"].decode()}
+        for _, f in reversed(entries)
+        if b"id" in f and b"label" in f
+    ]
     frame = pd.DataFrame(rows, columns=["id", "label"])
     return frame.drop_duplicates("id", keep="last")

@@ -259,7 +259,8 @@ def _s(x: str | bytes) -> str:
 # alert rules and dashboards in monitoring/ query them.
 class MetricNames:
     """Names of every slicewise metric (Prometheus client names, without `_total` suffixes
-    that the client adds for counters)."""
+    that the client adds for counters).
+    """
 
     # service
     PREDICTIONS = "slicewise_predictions"  # counter -> slicewise_predictions_total
@@ -277,7 +278,9 @@ class MetricNames:
     SLICE_TRAFFIC_SHARE = "slicewise_slice_traffic_share"
     SLICE_ACCURACY = "slicewise_slice_accuracy"
     SLICE_ESTIMATED_ACCURACY = "slicewise_slice_estimated_accuracy"
-    SLICE_REFERENCE_ACCURACY = "slicewise_slice_reference_accuracy"  # accuracy on the reference split
+    SLICE_REFERENCE_ACCURACY = (
+        "slicewise_slice_reference_accuracy"  # accuracy on the reference split
+    )
     SLICE_INSUFFICIENT_DATA = "slicewise_slice_insufficient_data"  # 1 = too few rows to judge
     MONITOR_LAST_RUN = "slicewise_monitor_last_run_timestamp_seconds"
     MONITOR_RUN_DURATION = "slicewise_monitor_run_duration_seconds"

@@ -1,5 +1,6 @@
 """`slicewise demo-run` (what `make run` does): train + export the demo model if there is no
-bundle yet, then start Redis, the service on :3000 and the drift monitor on :9101."""
+bundle yet, then start Redis, the service on :3000 and the drift monitor on :9101.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ def ensure_bundle(bundle_dir: Path, config: Path | None) -> Path:
     from training.train import prepare_data, train_model
 
     cfg = load_config(config)
-    typer.echo(f"no bundle at {bundle_dir}: training the {cfg.name} demo ({cfg.train.mode} {cfg.backbone.name})")
+    typer.echo(
+        f"no bundle at {bundle_dir}: training the {cfg.name} demo ({cfg.train.mode} {cfg.backbone.name})"
+    )
     prepared = prepare_data(cfg)
     trained = train_model(cfg, prepared=prepared)
     export_bundle(cfg, trained, prepared, bundle_dir)
@@ -44,8 +47,12 @@ def ensure_bundle(bundle_dir: Path, config: Path | None) -> Path:
 
 @app.command("demo-run")
 def demo_run(
-    config: Annotated[Path | None, typer.Option(help="Project YAML (default: the tweets demo).")] = None,
-    bundle: Annotated[Path, typer.Option(help="Bundle folder to serve (trained when missing).")] = Path(".slicewise/bundle"),
+    config: Annotated[
+        Path | None, typer.Option(help="Project YAML (default: the tweets demo).")
+    ] = None,
+    bundle: Annotated[
+        Path, typer.Option(help="Bundle folder to serve (trained when missing).")
+    ] = Path(".slicewise/bundle"),
     port: Annotated[int, typer.Option(help="Service port.")] = 3000,
     monitor_port: Annotated[int, typer.Option(help="Monitor /metrics port.")] = 9101,
     redis_port: Annotated[int, typer.Option(help="Port of the local redis-server.")] = 6379,
@@ -59,18 +66,41 @@ def demo_run(
         redis_srv = LocalRedis(port=redis_port).start()
     except RedisServerError:
         redis_srv = LocalRedis().start()  # 6379 taken: any free port
-    server = BentoServer({"SLICEWISE_MODEL_DIR": str(bundle.resolve()), "REDIS_URL": redis_srv.url,
-                          "SLICEWISE_LOG_TEXT": "1"}, port=port, log_file=Path(".slicewise/service.log"))
+    server = BentoServer(
+        {
+            "SLICEWISE_MODEL_DIR": str(bundle.resolve()),
+            "REDIS_URL": redis_srv.url,
+            "SLICEWISE_LOG_TEXT": "1",
+        },
+        port=port,
+        log_file=Path(".slicewise/service.log"),
+    )
     monitor = None
     try:
         typer.echo("starting the service (log: .slicewise/service.log) ...")
         server.start()
-        monitor = subprocess.Popen([sys.executable, "-m", "slicewise.cli", "monitor", "--bundle", str(bundle),
-                                    "--redis-url", redis_srv.url, "--interval", "30", "--port", str(monitor_port)])
-        typer.echo(f"\nslicewise is serving on http://127.0.0.1:{port} (Redis {redis_srv.url}, "
-                   f"monitor metrics on :{monitor_port}/metrics). Try:\n\n{CURL.format(port=port)}\n\n"
-                   f"Replay traffic with a shift: slicewise demo-traffic --shift-slice negation\n"
-                   "Ctrl-C stops everything.")
+        monitor = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "slicewise.cli",
+                "monitor",
+                "--bundle",
+                str(bundle),
+                "--redis-url",
+                redis_srv.url,
+                "--interval",
+                "30",
+                "--port",
+                str(monitor_port),
+            ]
+        )
+        typer.echo(
+            f"\nslicewise is serving on http://127.0.0.1:{port} (Redis {redis_srv.url}, "
+            f"monitor metrics on :{monitor_port}/metrics). Try:\n\n{CURL.format(port=port)}\n\n"
+            f"Replay traffic with a shift: slicewise demo-traffic --shift-slice negation\n"
+            "Ctrl-C stops everything."
+        )
         while server.proc is not None and server.proc.poll() is None:
             time.sleep(1)
     except KeyboardInterrupt:

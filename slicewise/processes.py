@@ -22,8 +22,12 @@ class ServerError(RuntimeError):
 class BentoServer:
     """`bentoml serve service.service:Slicewise` on 127.0.0.1 with the given environment."""
 
-    def __init__(self, env: dict[str, str] | None = None, port: int | None = None,
-                 log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        log_file: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.env = {**os.environ, **(env or {})}
         self.log_file = log_file
@@ -39,14 +43,28 @@ class BentoServer:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         bentoml = str(Path(sys.executable).with_name("bentoml"))
         self.proc = subprocess.Popen(
-            [bentoml, "serve", "service.service:Slicewise", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                bentoml,
+                "serve",
+                "service.service:Slicewise",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise ServerError(f"bentoml serve exited with code {self.proc.returncode}"
-                                  + (f"; see {self.log_file}" if self.log_file else ""))
+                raise ServerError(
+                    f"bentoml serve exited with code {self.proc.returncode}"
+                    + (f"; see {self.log_file}" if self.log_file else "")
+                )
             try:
                 if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
                     return self

@@ -18,10 +18,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from slicewise.redis_server import LocalRedis  # noqa: E402
+from slicewise.redis_server import LocalRedis
 
 TINY_BERT = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
     max_position_embeddings=128,
 )
 
@@ -58,8 +61,11 @@ def redis_url() -> Iterator[str]:
 
 # A tiny synthetic 3-class project: sentiment words decide the label, except inside the
 # `negation` slice, where "not" flips positive and negative (a planted slice-specific rule).
-WORDS = {"negative": ["bad", "awful", "hate", "terrible"], "neutral": ["table", "chair", "paper", "window"],
-         "positive": ["good", "great", "love", "nice"]}
+WORDS = {
+    "negative": ["bad", "awful", "hate", "terrible"],
+    "neutral": ["table", "chair", "paper", "window"],
+    "positive": ["good", "great", "love", "nice"],
+}
 FLIP = {"negative": "positive", "positive": "negative", "neutral": "neutral"}
 
 
@@ -92,8 +98,14 @@ def tiny_config_dict(backbone: Path, data: Path, work: Path) -> dict:
             {"name": "question", "regex": r"\?", "monitored": True},
             {"name": "short", "word_count": {"max": 3}},
         ],
-        "train": {"epochs": 60, "lr": 1e-2, "patience": 60, "seeds": [0], "cache_dir": str(work / "cache"),
-                  "checkpoint_dir": str(work / "checkpoints")},
+        "train": {
+            "epochs": 60,
+            "lr": 1e-2,
+            "patience": 60,
+            "seeds": [0],
+            "cache_dir": str(work / "cache"),
+            "checkpoint_dir": str(work / "checkpoints"),
+        },
         "export": {"output_dir": str(work / "bundle")},
     }
 

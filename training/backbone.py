@@ -47,7 +47,9 @@ def backbone_path(cfg: BackboneConfig) -> Path:
     """The local folder the backbone loads from."""
     path = Path(cfg.path) if cfg.path is not None else default_backbone_path()
     if not (path / "config.json").exists():
-        raise BackboneError(f"backbone.path {path} is not a transformers model folder (no config.json)")
+        raise BackboneError(
+            f"backbone.path {path} is not a transformers model folder (no config.json)"
+        )
     return path
 
 
@@ -110,11 +112,17 @@ def embed_texts(
     order = np.argsort([len(t) for t in texts], kind="stable")
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc="embedding", unit="batch",
-                          disable=not progress):
+        for start in tqdm(
+            range(0, len(texts), batch_size), desc="embedding", unit="batch", disable=not progress
+        ):
             idx = order[start : start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                            max_length=cfg.max_length, return_tensors="pt")
+            enc = tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=cfg.max_length,
+                return_tensors="pt",
+            )
             hidden = encoder(**enc).last_hidden_state
             out[idx] = mean_pool(hidden, enc["attention_mask"]).numpy()
     if cache_file is not None:

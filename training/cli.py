@@ -41,8 +41,12 @@ def domain_errors() -> Iterator[None]:
 @app.command()
 def train(
     config: ConfigOpt = None,
-    kind: Annotated[str | None, typer.Option(help="baseline, sbl or moa (default: config's train.kind)")] = None,
-    mode: Annotated[str | None, typer.Option(help="frozen or finetune (default: config's train.mode)")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="baseline, sbl or moa (default: config's train.kind)")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="frozen or finetune (default: config's train.mode)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Train the slice-aware model and save a checkpoint.
@@ -57,15 +61,21 @@ def train(
         if mode:
             cfg.train.mode = mode  # type: ignore[assignment]
         trained = train_model(cfg, kind, seed)  # type: ignore[arg-type]
-        typer.echo(f"trained {trained.kind} ({trained.mode}) val macro-F1 {trained.val_macro_f1:.4f}")
+        typer.echo(
+            f"trained {trained.kind} ({trained.mode}) val macro-F1 {trained.val_macro_f1:.4f}"
+        )
         typer.echo(f"checkpoint: {trained.checkpoint}")
 
 
 @app.command()
 def export(
     config: ConfigOpt = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint from `slicewise train`; default: train now.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Bundle directory (default: config's export.output_dir).")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint from `slicewise train`; default: train now.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Bundle directory (default: config's export.output_dir).")
+    ] = None,
     register: Annotated[bool, typer.Option(help="Register in the BentoML model store.")] = True,
 ) -> None:
     """Export the artifact bundle (ONNX fp32 + int8, tokenizer, manifest, reference profile).
@@ -89,18 +99,28 @@ def export(
         bundle = export_bundle(cfg, trained, prepared, out, register=register)
         ev = bundle.manifest.evaluation
         typer.echo(f"bundle: {bundle.path}  version: {bundle.manifest.version}")
-        typer.echo(f"test macro-F1 {ev['overall_macro_f1']:.4f}; parity max abs diff "
-                   f"{max(ev['parity_max_abs_diff'].values()):.1e}")
+        typer.echo(
+            f"test macro-F1 {ev['overall_macro_f1']:.4f}; parity max abs diff "
+            f"{max(ev['parity_max_abs_diff'].values()):.1e}"
+        )
         for s in bundle.manifest.slices:
-            typer.echo(f"  slice {s.name:<12} threshold {s.threshold:.2f}{'  (monitored)' if s.monitored else ''}")
+            typer.echo(
+                f"  slice {s.name:<12} threshold {s.threshold:.2f}{'  (monitored)' if s.monitored else ''}"
+            )
 
 
 @app.command()
 def evaluate(
     config: ConfigOpt = None,
-    out: Annotated[Path, typer.Option(help="Folder for evaluation.json / .md / .png.")] = Path(".slicewise/evaluation"),
-    kinds: Annotated[str | None, typer.Option(help="Comma-separated kinds (default: config's train.compare).")] = None,
-    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: config's train.seeds).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for evaluation.json / .md / .png.")] = Path(
+        ".slicewise/evaluation"
+    ),
+    kinds: Annotated[
+        str | None, typer.Option(help="Comma-separated kinds (default: config's train.compare).")
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds (default: config's train.seeds).")
+    ] = None,
 ) -> None:
     """Compare baseline / SBL / MoA per slice: mean ± std over seeds, JSON + markdown + PNG.
 
@@ -124,11 +144,21 @@ def evaluate(
 @app.command()
 def retrain(
     config: ConfigOpt = None,
-    redis_url: Annotated[str, typer.Option(envvar="REDIS_URL", help="Redis with the prediction log.")] = "redis://127.0.0.1:6379/0",
-    production: Annotated[Path | None, typer.Option(help="Production bundle folder when Redis names no version.")] = None,
-    report_dir: Annotated[Path, typer.Option(help="Where the run report goes.")] = Path(".slicewise/reports"),
-    shuffle_labels: Annotated[bool, typer.Option(help="Train on shuffled labels (a deliberately worse candidate).")] = False,
-    reason: Annotated[str | None, typer.Option(help="Why this run started (the webhook passes the alert).")] = None,
+    redis_url: Annotated[
+        str, typer.Option(envvar="REDIS_URL", help="Redis with the prediction log.")
+    ] = "redis://127.0.0.1:6379/0",
+    production: Annotated[
+        Path | None, typer.Option(help="Production bundle folder when Redis names no version.")
+    ] = None,
+    report_dir: Annotated[Path, typer.Option(help="Where the run report goes.")] = Path(
+        ".slicewise/reports"
+    ),
+    shuffle_labels: Annotated[
+        bool, typer.Option(help="Train on shuffled labels (a deliberately worse candidate).")
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why this run started (the webhook passes the alert).")
+    ] = None,
 ) -> None:
     """Train a candidate on labelled + feedback data; promote it only if no watched slice gets worse.
 
@@ -142,9 +172,18 @@ def retrain(
 
         cfg = load_config(config)
         report = run(cfg, redis_url, production, report_dir, shuffle_labels, reason=reason)
-        typer.echo(json.dumps({"outcome": report.outcome, "candidate": report.candidate_version,
-                               "production": report.production_version, "decision": report.decision,
-                               "error": report.error}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "outcome": report.outcome,
+                    "candidate": report.candidate_version,
+                    "production": report.production_version,
+                    "decision": report.decision,
+                    "error": report.error,
+                },
+                indent=2,
+            )
+        )
         if report.outcome == "failed":
             raise typer.Exit(1)
 
@@ -152,9 +191,19 @@ def retrain(
 @app.command()
 def label(
     config: ConfigOpt = None,
-    out: Annotated[Path, typer.Option(help="Parquet file for the probabilistic labels.")] = Path(".slicewise/weak_labels.parquet"),
-    extend: Annotated[bool, typer.Option(help="Extend LF votes through the embedding space (Epoxy).")] = True,
-    train_head_too: Annotated[bool, typer.Option("--train-head", help="Also train the slice-aware head on the weak labels and report test macro-F1.")] = False,
+    out: Annotated[Path, typer.Option(help="Parquet file for the probabilistic labels.")] = Path(
+        ".slicewise/weak_labels.parquet"
+    ),
+    extend: Annotated[
+        bool, typer.Option(help="Extend LF votes through the embedding space (Epoxy).")
+    ] = True,
+    train_head_too: Annotated[
+        bool,
+        typer.Option(
+            "--train-head",
+            help="Also train the slice-aware head on the weak labels and report test macro-F1.",
+        ),
+    ] = False,
 ) -> None:
     """Weakly label the training split with the config's LFs (+ Epoxy extension, tuned on validation).
 
@@ -175,15 +224,25 @@ def label(
         tr, va = prepared.splits["train"], prepared.splits["validation"]
         try:
             L = np.concatenate([apply_lfs(tr.texts, cfg), apply_lfs(va.texts, cfg)])
-            typer.echo(lf_analysis(L[: len(tr)], [x.name for x in cfg.labeling_functions], cfg.labels, tr.labels).round(3).to_string())
+            typer.echo(
+                lf_analysis(
+                    L[: len(tr)], [x.name for x in cfg.labeling_functions], cfg.labels, tr.labels
+                )
+                .round(3)
+                .to_string()
+            )
             dev_idx = np.arange(len(tr), len(tr) + len(va))
-            res = weak_labels(cfg, L, np.concatenate([tr.embeddings, va.embeddings]), va.labels, dev_idx, extend)
+            res = weak_labels(
+                cfg, L, np.concatenate([tr.embeddings, va.embeddings]), va.labels, dev_idx, extend
+            )
         except LFError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         probs, covered = res.probs[: len(tr)], res.covered[: len(tr)]
         acc = float((probs[covered].argmax(1) == tr.labels[covered]).mean())
-        typer.echo(f"coverage {covered.mean():.3f}, label accuracy on covered {acc:.3f} (vs the gold train labels)")
+        typer.echo(
+            f"coverage {covered.mean():.3f}, label accuracy on covered {acc:.3f} (vs the gold train labels)"
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         frame = pd.DataFrame(probs, columns=[f"p_{lab}" for lab in cfg.labels])
         frame.insert(0, "text", tr.texts)
@@ -191,8 +250,18 @@ def label(
         frame.to_parquet(out, index=False)
         typer.echo(f"written: {out}")
         if train_head_too:
-            weak = EncodedSplit(tr.embeddings[covered], probs[covered].astype(np.float32), tr.membership[covered])
+            weak = EncodedSplit(
+                tr.embeddings[covered], probs[covered].astype(np.float32), tr.membership[covered]
+            )
             head = train_head(cfg, cfg.train.kind, weak, va).head
             test = prepared.splits["test"]
-            m = slice_metrics(test.labels, predict_head(head, test.embeddings)["probabilities"].argmax(1), test.membership, cfg.slice_names, cfg.labels)
-            typer.echo(f"{cfg.train.kind} head on weak labels: test macro-F1 {m['overall']['macro_f1']:.4f}")
+            m = slice_metrics(
+                test.labels,
+                predict_head(head, test.embeddings)["probabilities"].argmax(1),
+                test.membership,
+                cfg.slice_names,
+                cfg.labels,
+            )
+            typer.echo(
+                f"{cfg.train.kind} head on weak labels: test macro-F1 {m['overall']['macro_f1']:.4f}"
+            )

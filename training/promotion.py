@@ -1,6 +1,7 @@
 """The per-slice promotion gate (DESIGN §9): a candidate replaces production only if overall
 macro-F1 drops by at most ε and no monitored slice drops by more than δ, on the same held-out
-data."""
+data.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +23,13 @@ class GateDecision:
         return {"promote": self.promote, "reasons": self.reasons, "deltas": self.deltas}
 
 
-def promotion_gate(candidate: dict[str, dict[str, float]], production: dict[str, dict[str, float]],
-                   monitored: list[str], max_overall_drop: float, max_slice_drop: float) -> GateDecision:
+def promotion_gate(
+    candidate: dict[str, dict[str, float]],
+    production: dict[str, dict[str, float]],
+    monitored: list[str],
+    max_overall_drop: float,
+    max_slice_drop: float,
+) -> GateDecision:
     """Compare per-slice macro-F1 tables (`training.evaluate.slice_metrics` output).
 
     A monitored slice missing from either table, or empty in the held-out data, blocks
@@ -41,5 +47,7 @@ def promotion_gate(candidate: dict[str, dict[str, float]], production: dict[str,
         deltas[name] = delta
         limit = max_overall_drop if name == "overall" else max_slice_drop
         if delta < -limit:
-            reasons.append(f"{name}: macro-F1 {p_f1:.4f} -> {c_f1:.4f} drops {-delta:.4f} > {limit:.4f}")
+            reasons.append(
+                f"{name}: macro-F1 {p_f1:.4f} -> {c_f1:.4f} drops {-delta:.4f} > {limit:.4f}"
+            )
     return GateDecision(not reasons, reasons or ["every watched slice within its limit"], deltas)

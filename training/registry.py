@@ -18,11 +18,18 @@ def register_bundle(bundle: c.Bundle) -> str:
 
     m = bundle.manifest
     summary = {k: v for k, v in m.evaluation.items() if isinstance(v, int | float | str | bool)}
-    metadata = {"labels": m.labels, "slices": m.slice_names, "monitored": m.monitored_slices,
-                "model_kind": m.model_kind, "dataset_fingerprint": m.dataset_fingerprint, **summary}
+    metadata = {
+        "labels": m.labels,
+        "slices": m.slice_names,
+        "monitored": m.monitored_slices,
+        "model_kind": m.model_kind,
+        "dataset_fingerprint": m.dataset_fingerprint,
+        **summary,
+    }
     tag = f"{c.MODEL_NAME}:{m.version}"
-    with bentoml.models.create(tag, labels={"project": str(m.training.get("project", ""))},
-                               metadata=metadata) as model:
+    with bentoml.models.create(
+        tag, labels={"project": str(m.training.get("project", ""))}, metadata=metadata
+    ) as model:
         for item in Path(bundle.path).iterdir():
             dst = Path(model.path) / item.name
             if item.is_dir():
@@ -39,5 +46,7 @@ def bundle_from_store(tag: str = f"{c.MODEL_NAME}:latest") -> c.Bundle:
     try:
         model = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound as exc:
-        raise c.BundleError(f"no model {tag} in the BentoML model store; run `slicewise export`") from exc
+        raise c.BundleError(
+            f"no model {tag} in the BentoML model store; run `slicewise export`"
+        ) from exc
     return c.Bundle.load(model.path)

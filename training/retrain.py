@@ -65,10 +65,15 @@ def production_bundle(client: redis.Redis, fallback_dir: Path | None) -> c.Bundl
     return bundle_from_store()
 
 
-def feedback_examples(client: redis.Redis, labels: list[str], count: int = 100_000) -> tuple[list[str], list[str]]:
+def feedback_examples(
+    client: redis.Redis, labels: list[str], count: int = 100_000
+) -> tuple[list[str], list[str]]:
     """(texts, labels) of logged predictions that received feedback and have their text logged."""
-    feedback = {f[b"id"].decode(): f[b"label"].decode()
-                for _, f in client.xrange(c.FEEDBACK_STREAM, count=count) if b"id" in f and b"label" in f}
+    feedback = {
+        f[b"id"].decode(): f[b"label"].decode()
+        for _, f in client.xrange(c.FEEDBACK_STREAM, count=count)
+        if b"id" in f and b"label" in f
+    }
     texts, ys = [], []
     for _, fields in client.xrevrange(c.PREDICTIONS_STREAM, count=count):
         pid = fields.get(b"id", b"").decode()
@@ -83,17 +88,30 @@ def _append(split: Any, cfg: ProjectConfig, texts: list[str], labels: np.ndarray
     from training.slices import slice_membership
     from training.train import EncodedSplit
 
-    emb = embed_texts(cfg.backbone, texts, cfg.train.embed_batch_size, cfg.train.cache_dir, progress=False)
-    return EncodedSplit(np.concatenate([split.embeddings, emb]), np.concatenate([split.labels, labels]),
-                        np.concatenate([split.membership, slice_membership(texts, cfg)]),
-                        (split.texts or []) + texts)
+    emb = embed_texts(
+        cfg.backbone, texts, cfg.train.embed_batch_size, cfg.train.cache_dir, progress=False
+    )
+    return EncodedSplit(
+        np.concatenate([split.embeddings, emb]),
+        np.concatenate([split.labels, labels]),
+        np.concatenate([split.membership, slice_membership(texts, cfg)]),
+        (split.texts or []) + texts,
+    )
 
 
-def retrain(cfg: ProjectConfig, redis_url: str, production_dir: Path | None = None,
-            report_dir: Path = Path(".slicewise/reports"), shuffle_labels: bool = False,
-            use_feedback: bool = True, reason: Any = None, progress: bool = True) -> RetrainReport:
+def retrain(
+    cfg: ProjectConfig,
+    redis_url: str,
+    production_dir: Path | None = None,
+    report_dir: Path = Path(".slicewise/reports"),
+    shuffle_labels: bool = False,
+    use_feedback: bool = True,
+    reason: Any = None,
+    progress: bool = True,
+) -> RetrainReport:
     """Run one retrain: data, candidate, gate, promote or reject. Never raises after start-up;
-    a failure is reported (outcome `failed`) and production stays as it was."""
+    a failure is reported (outcome `failed`) and production stays as it was.
+    """
     client = redis.Redis.from_url(redis_url)
     report = RetrainReport("failed", None, None, reason=reason)
     scratch = Path(tempfile.mkdtemp(prefix="slicewise-candidate-"))
@@ -103,15 +121,22 @@ def retrain(cfg: ProjectConfig, redis_url: str, production_dir: Path | None = No
         except c.BundleError:
             production = None  # first run on an empty store: the candidate becomes production
         if production is None:
-            report = _train_and_gate(cfg, client, None, scratch, report, shuffle_labels, use_feedback, progress)
+            report = _train_and_gate(
+                cfg, client, None, scratch, report, shuffle_labels, use_feedback, progress
+            )
             return report
         report.production_version = production.manifest.version
-        if production.manifest.labels != cfg.labels or production.manifest.slice_names != cfg.slice_names:
+        if (
+            production.manifest.labels != cfg.labels
+            or production.manifest.slice_names != cfg.slice_names
+        ):
             raise RetrainError(
                 f"production model {production.manifest.version} has labels {production.manifest.labels} and "
                 f"slices {production.manifest.slice_names}; the config has {cfg.labels} / {cfg.slice_names}"
             )
-        report = _train_and_gate(cfg, client, production, scratch, report, shuffle_labels, use_feedback, progress)
+        report = _train_and_gate(
+            cfg, client, production, scratch, report, shuffle_labels, use_feedback, progress
+        )
     except Exception as exc:  # recorded, production untouched
         report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
         log.error("retrain failed: %s", report.error)
@@ -122,8 +147,16 @@ def retrain(cfg: ProjectConfig, redis_url: str, production_dir: Path | None = No
     return report
 
 
-def _train_and_gate(cfg: ProjectConfig, client: redis.Redis, production: c.Bundle | None, scratch: Path,
-                    report: RetrainReport, shuffle_labels: bool, use_feedback: bool, progress: bool) -> RetrainReport:
+def _train_and_gate(
+    cfg: ProjectConfig,
+    client: redis.Redis,
+    production: c.Bundle | None,
+    scratch: Path,
+    report: RetrainReport,
+    shuffle_labels: bool,
+    use_feedback: bool,
+    progress: bool,
+) -> RetrainReport:
     from training.backbone import load_tokenizer
     from training.evaluate import slice_metrics
     from training.export import OnnxRunner, export_bundle
@@ -142,7 +175,9 @@ def _train_and_gate(cfg: ProjectConfig, client: redis.Redis, production: c.Bundl
         report.data["shuffled_labels"] = 1
     prepared.splits["train"] = train
     trained = train_model(cfg, prepared=prepared, progress=progress)
-    candidate = export_bundle(cfg, trained, prepared, scratch / "bundle", register=False, progress=progress)
+    candidate = export_bundle(
+        cfg, trained, prepared, scratch / "bundle", register=False, progress=progress
+    )
     report.candidate_version = candidate.manifest.version
     report.candidate_metrics = json.loads((candidate.path / c.EVAL_JSON).read_text())["slices"]
 
@@ -151,11 +186,20 @@ def _train_and_gate(cfg: ProjectConfig, client: redis.Redis, production: c.Bundl
     else:
         test = prepared.splits["test"]
         assert test.texts is not None
-        runner = OnnxRunner.open(production.model_file(), load_tokenizer(cfg.backbone), production.manifest.max_length)
+        runner = OnnxRunner.open(
+            production.model_file(), load_tokenizer(cfg.backbone), production.manifest.max_length
+        )
         prod_pred = runner.run(test.texts)["probabilities"].argmax(1)
-        report.production_metrics = slice_metrics(test.labels, prod_pred, test.membership, cfg.slice_names, cfg.labels)
-        decision = promotion_gate(report.candidate_metrics, report.production_metrics, cfg.monitored_slices,
-                                  cfg.promotion.max_overall_drop, cfg.promotion.max_slice_drop)
+        report.production_metrics = slice_metrics(
+            test.labels, prod_pred, test.membership, cfg.slice_names, cfg.labels
+        )
+        decision = promotion_gate(
+            report.candidate_metrics,
+            report.production_metrics,
+            cfg.monitored_slices,
+            cfg.promotion.max_overall_drop,
+            cfg.promotion.max_slice_drop,
+        )
     report.decision = decision.as_dict()
     if decision.promote:
         from training.registry import register_bundle

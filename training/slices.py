@@ -26,7 +26,9 @@ class SliceError(ValueError):
     """A slicing function is unknown, raises, or defines an empty slice."""
 
 
-def slicing_function(name: str | None = None, description: str = "") -> Callable[[SliceFn], SliceFn]:
+def slicing_function(
+    name: str | None = None, description: str = ""
+) -> Callable[[SliceFn], SliceFn]:
     """Register a Python slicing function under `name` (default: the function's name).
 
     Example:
@@ -37,7 +39,9 @@ def slicing_function(name: str | None = None, description: str = "") -> Callable
         True
     """
     if callable(name):  # used as @slicing_function without parentheses
-        raise SliceError("use @slicing_function() with parentheses, e.g. @slicing_function(name='x')")
+        raise SliceError(
+            "use @slicing_function() with parentheses, e.g. @slicing_function(name='x')"
+        )
 
     def register(fn: SliceFn) -> SliceFn:
         key = name or fn.__name__
@@ -48,7 +52,9 @@ def slicing_function(name: str | None = None, description: str = "") -> Callable
     return register
 
 
-def resolve_function(ref: str, registry: dict[str, Callable] | None = None, kind: str = "slicing") -> Callable:
+def resolve_function(
+    ref: str, registry: dict[str, Callable] | None = None, kind: str = "slicing"
+) -> Callable:
     """A registered function by name, or `package.module:function` imported on demand."""
     reg = _REGISTRY if registry is None else registry
     if ref in reg:
@@ -80,7 +86,8 @@ def import_plugins(cfg: ProjectConfig) -> None:
 
 def keyword_pattern(keywords: Sequence[str]) -> str:
     """Case-insensitive whole-word regex for a keyword list (keywords like "n't" match inside
-    "don't": a keyword that starts with a non-word character needs no left word boundary)."""
+    "don't": a keyword that starts with a non-word character needs no left word boundary).
+    """
     parts = []
     for kw in sorted(keywords, key=len, reverse=True):
         left = r"\b" if re.match(r"\w", kw) else ""
@@ -89,8 +96,12 @@ def keyword_pattern(keywords: Sequence[str]) -> str:
     return "(?i)(?:" + "|".join(parts) + ")"
 
 
-def rule_mask(texts: pd.Series, rule: SliceConfig | object, registry: dict[str, Callable] | None = None,
-              kind: str = "slicing") -> np.ndarray:
+def rule_mask(
+    texts: pd.Series,
+    rule: SliceConfig | object,
+    registry: dict[str, Callable] | None = None,
+    kind: str = "slicing",
+) -> np.ndarray:
     """Boolean mask of the texts a declarative or Python rule fires on (vectorised when declarative)."""
     keywords = getattr(rule, "keywords", None)
     regex = getattr(rule, "regex", None)
@@ -99,19 +110,25 @@ def rule_mask(texts: pd.Series, rule: SliceConfig | object, registry: dict[str, 
     if keywords:
         return texts.str.contains(keyword_pattern(keywords), regex=True).to_numpy(bool)
     if regex:
-        with warnings.catch_warnings():  # groups in a user's regex are fine: we only test for a match
+        with (
+            warnings.catch_warnings()
+        ):  # groups in a user's regex are fine: we only test for a match
             warnings.filterwarnings("ignore", "This pattern is interpreted as a regular expression")
             return texts.str.contains(regex, regex=True).to_numpy(bool)
     if word_count:
         n = texts.str.split().str.len().fillna(0)
-        return ((n >= word_count.get("min", 0)) & (n <= word_count.get("max", 10**9))).to_numpy(bool)
+        return ((n >= word_count.get("min", 0)) & (n <= word_count.get("max", 10**9))).to_numpy(
+            bool
+        )
     fn = resolve_function(getattr(rule, "function"), registry, kind)  # noqa: B009
     out = np.zeros(len(texts), dtype=bool)
     for i, text in enumerate(texts):
         try:
             out[i] = bool(fn(text))
         except Exception as exc:
-            raise SliceError(f"{kind} function {name!r} raised on text {i} ({text[:40]!r}): {exc!r}") from exc
+            raise SliceError(
+                f"{kind} function {name!r} raised on text {i} ({text[:40]!r}): {exc!r}"
+            ) from exc
     return out
 
 

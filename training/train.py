@@ -82,7 +82,9 @@ def prepare_data(cfg: ProjectConfig, progress: bool = True, embed: bool = True) 
         if name == "train":
             require_members(membership, cfg.slice_names, "the training data")
         emb = (
-            embed_texts(cfg.backbone, texts, cfg.train.embed_batch_size, cfg.train.cache_dir, progress)
+            embed_texts(
+                cfg.backbone, texts, cfg.train.embed_batch_size, cfg.train.cache_dir, progress
+            )
             if embed
             else np.zeros((len(texts), 0), np.float32)
         )
@@ -110,7 +112,9 @@ def _set_seed(seed: int) -> torch.Generator:
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     """Macro-F1 over all classes (absent classes count as 0 only if predicted)."""
-    return float(f1_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0))
+    return float(
+        f1_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0)
+    )
 
 
 def new_head(cfg: ProjectConfig, kind: Kind, d: int) -> SliceAwareHead:
@@ -119,9 +123,15 @@ def new_head(cfg: ProjectConfig, kind: Kind, d: int) -> SliceAwareHead:
     return SliceAwareHead(d, len(cfg.labels), len(cfg.slices), kind, t.dropout, t.temperature)
 
 
-def train_head(cfg: ProjectConfig, kind: Kind, train: EncodedSplit, validation: EncodedSplit,
-               seed: int = 0, sample_weight: np.ndarray | None = None,
-               progress: bool = True) -> TrainResult:
+def train_head(
+    cfg: ProjectConfig,
+    kind: Kind,
+    train: EncodedSplit,
+    validation: EncodedSplit,
+    seed: int = 0,
+    sample_weight: np.ndarray | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Train a head on frozen embeddings; early stopping on validation macro-F1.
 
     Args:
@@ -143,18 +153,35 @@ def train_head(cfg: ProjectConfig, kind: Kind, train: EncodedSplit, validation: 
     w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
     best = (-1.0, 0, copy.deepcopy(head.state_dict()))
     history: list[dict[str, float]] = []
-    bar = tqdm(range(t.epochs), desc=f"train {kind} seed={seed}", unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(
+        range(t.epochs),
+        desc=f"train {kind} seed={seed}",
+        unit="epoch",
+        disable=not progress,
+        leave=False,
+    )
     for epoch in bar:
         head.train()
         total = 0.0
         for idx in torch.randperm(len(x), generator=gen).split(t.batch_size):
-            loss = head_loss(head(x[idx]), y[idx], m[idx], t.lambda_ind, t.lambda_pred,
-                             None if w is None else w[idx], slice_experts=kind != "baseline")
+            loss = head_loss(
+                head(x[idx]),
+                y[idx],
+                m[idx],
+                t.lambda_ind,
+                t.lambda_pred,
+                None if w is None else w[idx],
+                slice_experts=kind != "baseline",
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        f1 = macro_f1(validation.labels, predict_head(head, validation.embeddings)["probabilities"].argmax(1), len(cfg.labels))
+        f1 = macro_f1(
+            validation.labels,
+            predict_head(head, validation.embeddings)["probabilities"].argmax(1),
+            len(cfg.labels),
+        )
         history.append({"epoch": epoch, "loss": total / len(x), "val_macro_f1": f1})
         bar.set_postfix(loss=f"{total / len(x):.3f}", val_f1=f"{f1:.3f}")
         if f1 > best[0]:
@@ -167,11 +194,17 @@ def train_head(cfg: ProjectConfig, kind: Kind, train: EncodedSplit, validation: 
 
 
 @torch.inference_mode()
-def predict_head(head: SliceAwareHead, embeddings: np.ndarray, batch_size: int = 4096) -> dict[str, np.ndarray]:
+def predict_head(
+    head: SliceAwareHead, embeddings: np.ndarray, batch_size: int = 4096
+) -> dict[str, np.ndarray]:
     """`probabilities`, `slice_membership`, `slice_attention` for frozen embeddings."""
     was_training = head.training
     head.eval()
-    outs: dict[str, list[np.ndarray]] = {"probabilities": [], "slice_membership": [], "slice_attention": []}
+    outs: dict[str, list[np.ndarray]] = {
+        "probabilities": [],
+        "slice_membership": [],
+        "slice_attention": [],
+    }
     for start in range(0, len(embeddings), batch_size):
         o = head(torch.from_numpy(embeddings[start : start + batch_size]))
         outs["probabilities"].append(o.probabilities.numpy())
@@ -195,17 +228,31 @@ class TrainedModel:
     checkpoint: Path | None = None
 
 
-def train_model(cfg: ProjectConfig, kind: Kind | None = None, seed: int = 0,
-                sample_weight: np.ndarray | None = None, prepared: PreparedData | None = None,
-                progress: bool = True) -> TrainedModel:
+def train_model(
+    cfg: ProjectConfig,
+    kind: Kind | None = None,
+    seed: int = 0,
+    sample_weight: np.ndarray | None = None,
+    prepared: PreparedData | None = None,
+    progress: bool = True,
+) -> TrainedModel:
     """Train the project's model (`cfg.train.kind` unless `kind` is given) and checkpoint it."""
     kind = kind or cfg.train.kind
     if cfg.train.mode == "frozen":
         prepared = prepared or prepare_data(cfg, progress)
-        res = train_head(cfg, kind, prepared.splits["train"], prepared.splits["validation"], seed,
-                         sample_weight, progress)
+        res = train_head(
+            cfg,
+            kind,
+            prepared.splits["train"],
+            prepared.splits["validation"],
+            seed,
+            sample_weight,
+            progress,
+        )
         model = SliceAwareClassifier(load_encoder(cfg.backbone), res.head).eval()
-        trained = TrainedModel(model, kind, seed, "frozen", new_version(), res.val_macro_f1, res.best_epoch)
+        trained = TrainedModel(
+            model, kind, seed, "frozen", new_version(), res.val_macro_f1, res.best_epoch
+        )
     else:
         from training.finetune import finetune
 
@@ -219,10 +266,17 @@ def save_checkpoint(cfg: ProjectConfig, trained: TrainedModel) -> Path:
     """Save the classifier's state and what is needed to rebuild it."""
     path = Path(cfg.train.checkpoint_dir) / f"{cfg.name}-{trained.kind}-{trained.version}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"config": cfg.model_dump(mode="json"), "kind": trained.kind, "seed": trained.seed,
-             "mode": trained.mode, "version": trained.version, "val_macro_f1": trained.val_macro_f1,
-             "best_epoch": trained.best_epoch, "head": trained.model.head.state_dict(),
-             "encoder": trained.model.encoder.state_dict() if trained.mode == "finetune" else None}
+    state = {
+        "config": cfg.model_dump(mode="json"),
+        "kind": trained.kind,
+        "seed": trained.seed,
+        "mode": trained.mode,
+        "version": trained.version,
+        "val_macro_f1": trained.val_macro_f1,
+        "best_epoch": trained.best_epoch,
+        "head": trained.model.head.state_dict(),
+        "encoder": trained.model.encoder.state_dict() if trained.mode == "finetune" else None,
+    }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
@@ -241,11 +295,27 @@ def load_checkpoint(path: str | Path) -> tuple[ProjectConfig, TrainedModel]:
     head = new_head(cfg, state["kind"], encoder.config.hidden_size)
     head.load_state_dict(state["head"])
     model = SliceAwareClassifier(encoder, head).eval()
-    return cfg, TrainedModel(model, state["kind"], state["seed"], state["mode"], state["version"],
-                             state["val_macro_f1"], state["best_epoch"], Path(path))
+    return cfg, TrainedModel(
+        model,
+        state["kind"],
+        state["seed"],
+        state["mode"],
+        state["version"],
+        state["val_macro_f1"],
+        state["best_epoch"],
+        Path(path),
+    )
 
 
 def tokenize(cfg: ProjectConfig, texts: list[str]) -> dict[str, torch.Tensor]:
     """Tokenise texts as the exported model expects (int64 ids and mask)."""
     tok = load_tokenizer(cfg.backbone)
-    return dict(tok(texts, padding=True, truncation=True, max_length=cfg.backbone.max_length, return_tensors="pt"))
+    return dict(
+        tok(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=cfg.backbone.max_length,
+            return_tensors="pt",
+        )
+    )

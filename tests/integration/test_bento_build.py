@@ -17,11 +17,19 @@ pytestmark = pytest.mark.slow
 def test_bento_holds_the_service_and_no_torch(tmp_path, bentofile) -> None:
     bentoml = Path(sys.executable).with_name("bentoml")
     env = {**os.environ, "BENTOML_HOME": str(tmp_path)}  # locking packages reads the pip settings
-    out = subprocess.run([str(bentoml), "build", "-f", bentofile, "--output", "tag"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(bentoml), "build", "-f", bentofile, "--output", "tag"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     (bento,) = (tmp_path / "bentos").glob("*/*/bento.yaml")
-    src = sorted(str(p.relative_to(bento.parent / "src")) for p in (bento.parent / "src").rglob("*.py"))
+    src = sorted(
+        str(p.relative_to(bento.parent / "src")) for p in (bento.parent / "src").rglob("*.py")
+    )
     assert "service/service.py" in src and "slicewise/contracts.py" in src
     assert not any(p.startswith("training/") or p.startswith("monitoring/") for p in src)
     reqs = (bento.parent / "env/python/requirements.txt").read_text().lower()

@@ -51,7 +51,9 @@ def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
 
 
 def spawn(args: list[str], log: Path, **kw) -> subprocess.Popen:
-    return subprocess.Popen(args, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, **kw)  # noqa: SIM115
+    return subprocess.Popen(
+        args, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +64,69 @@ def stack(tiny_bundle, tiny_backbone_dir, tiny_config, bentoml_home, tmp_path_fa
     cfg_file = work / "tiny.yaml"
     cfg_dict = tiny_config_dict(tiny_backbone_dir, Path(tiny_config.dataset.path), work)
     cfg_dict["export"] = {"output_dir": str(work / "bundle"), "quantize": False}
-    cfg_dict["promotion"] = {"max_overall_drop": 0.2, "max_slice_drop": 0.3}  # a normal retrain passes
+    cfg_dict["promotion"] = {
+        "max_overall_drop": 0.2,
+        "max_slice_drop": 0.3,
+    }  # a normal retrain passes
     cfg_file.write_text(yaml.safe_dump(cfg_dict))
     env = {"BENTOML_HOME": str(bentoml_home), "HF_HUB_OFFLINE": "1"}
-    service = BentoServer({**env, "SLICEWISE_MODEL_DIR": str(tiny_bundle), "REDIS_URL": rds.url,
-                           "SLICEWISE_LOG_TEXT": "1"}, log_file=work / "service.log").start()
+    service = BentoServer(
+        {
+            **env,
+            "SLICEWISE_MODEL_DIR": str(tiny_bundle),
+            "REDIS_URL": rds.url,
+            "SLICEWISE_LOG_TEXT": "1",
+        },
+        log_file=work / "service.log",
+    ).start()
     ports = {"monitor": free_port(), "webhook": free_port(), "prom": free_port(), "am": free_port()}
     slicewise = [sys.executable, "-m", "slicewise.cli"]
     import os
 
     penv = {**os.environ, **env, "SLICEWISE_WEBHOOK_TOKEN": TOKEN}
-    procs.append(spawn(slicewise + ["monitor", "--bundle", str(tiny_bundle), "--redis-url", rds.url,
-                                    "--window-size", "300", "--min-rows", "8", "--interval", "2",
-                                    "--port", str(ports["monitor"]), "--report-dir", str(work / "reports")],
-                       work / "monitor.log", env=penv, cwd=REPO))
-    procs.append(spawn(slicewise + ["webhook", "--redis-url", rds.url, "--port", str(ports["webhook"]),
-                                    "--run-retrains", "--config", str(cfg_file)],
-                       work / "webhook.log", env=penv, cwd=work))
+    procs.append(
+        spawn(
+            [
+                *slicewise,
+                "monitor",
+                "--bundle",
+                str(tiny_bundle),
+                "--redis-url",
+                rds.url,
+                "--window-size",
+                "300",
+                "--min-rows",
+                "8",
+                "--interval",
+                "2",
+                "--port",
+                str(ports["monitor"]),
+                "--report-dir",
+                str(work / "reports"),
+            ],
+            work / "monitor.log",
+            env=penv,
+            cwd=REPO,
+        )
+    )
+    procs.append(
+        spawn(
+            [
+                *slicewise,
+                "webhook",
+                "--redis-url",
+                rds.url,
+                "--port",
+                str(ports["webhook"]),
+                "--run-retrains",
+                "--config",
+                str(cfg_file),
+            ],
+            work / "webhook.log",
+            env=penv,
+            cwd=work,
+        )
+    )
     # Alertmanager: the real routing tree, short waits, our webhook URL and token file
     token_file = work / "token"
     token_file.write_text(TOKEN)
@@ -89,27 +137,60 @@ def stack(tiny_bundle, tiny_backbone_dir, tiny_config, bentoml_home, tmp_path_fa
     hook["url"] = f"http://127.0.0.1:{ports['webhook']}/alerts"
     hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
     (work / "am.yml").write_text(yaml.safe_dump(am))
-    procs.append(spawn([shutil.which("prometheus-alertmanager") or "alertmanager", f"--config.file={work / 'am.yml'}",
-                        f"--storage.path={work / 'am-data'}", f"--web.listen-address=127.0.0.1:{ports['am']}",
-                        "--cluster.listen-address="], work / "am.log"))
+    procs.append(
+        spawn(
+            [
+                shutil.which("prometheus-alertmanager") or "alertmanager",
+                f"--config.file={work / 'am.yml'}",
+                f"--storage.path={work / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{ports['am']}",
+                "--cluster.listen-address=",
+            ],
+            work / "am.log",
+        )
+    )
     # Prometheus: the real rules with for: 0s, 1s scrapes of service and monitor
     rules = re.sub(r"for: \d+[smh]", "for: 0s", (MON / "prometheus/rules.yml").read_text())
     (work / "rules.yml").write_text(rules)
     prom_cfg = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(work / "rules.yml")],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ports['am']}"]}]}]},
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{ports['am']}"]}]}]
+        },
         "scrape_configs": [
-            {"job_name": "slicewise-service", "static_configs": [{"targets": [f"127.0.0.1:{service.port}"]}]},
-            {"job_name": "slicewise-monitor", "static_configs": [{"targets": [f"127.0.0.1:{ports['monitor']}"]}]},
+            {
+                "job_name": "slicewise-service",
+                "static_configs": [{"targets": [f"127.0.0.1:{service.port}"]}],
+            },
+            {
+                "job_name": "slicewise-monitor",
+                "static_configs": [{"targets": [f"127.0.0.1:{ports['monitor']}"]}],
+            },
         ],
     }
     (work / "prometheus.yml").write_text(yaml.safe_dump(prom_cfg))
-    procs.append(spawn(["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prom'}",
-                        f"--web.listen-address=127.0.0.1:{ports['prom']}"], work / "prom.log"))
+    procs.append(
+        spawn(
+            [
+                "prometheus",
+                f"--config.file={work / 'prometheus.yml'}",
+                f"--storage.tsdb.path={work / 'prom'}",
+                f"--web.listen-address=127.0.0.1:{ports['prom']}",
+            ],
+            work / "prom.log",
+        )
+    )
     prom = f"http://127.0.0.1:{ports['prom']}"
     wait_for(lambda: _ok(prom + "/-/ready"), 60, "prometheus")
-    yield {"service": service, "redis": rds, "prom": prom, "work": work, "cfg_file": cfg_file, "ports": ports}
+    yield {
+        "service": service,
+        "redis": rds,
+        "prom": prom,
+        "work": work,
+        "cfg_file": cfg_file,
+        "ports": ports,
+    }
     for p in procs:
         if p.poll() is None:
             import os as _os
@@ -147,9 +228,14 @@ def test_drift_in_one_slice_alerts_retrains_and_gates(stack, tiny_config) -> Non
         assert r.status_code == 200
         ids += [p["id"] for p in r.json()["predictions"]]
     time.sleep(1)
-    for pid, text in list(zip(ids, texts, strict=True))[::5]:  # some feedback, for the accuracy panels
+    for pid, _text in list(zip(ids, texts, strict=True))[
+        ::5
+    ]:  # some feedback, for the accuracy panels
         label = "neutral"
-        assert httpx.post(url + "/feedback", json={"id": pid, "label": label}, timeout=10).status_code == 200
+        assert (
+            httpx.post(url + "/feedback", json={"id": pid, "label": label}, timeout=10).status_code
+            == 200
+        )
 
     drifted = wait_for(lambda: firing(prom, "SliceDriftDetected"), 60, "SliceDriftDetected to fire")
     assert drifted == {"negation"}, drifted
@@ -172,14 +258,22 @@ def test_drift_in_one_slice_alerts_retrains_and_gates(stack, tiny_config) -> Non
     runs = [run]
     # Alertmanager re-sends the group every group_interval; the webhook collapses it on groupKey
     time.sleep(5)
-    group_keys = [json.loads(r["reason"])["group_key"] for r in map(json.loads, client.lrange("slicewise:retrain:runs", 0, -1))]
+    group_keys = [
+        json.loads(r["reason"])["group_key"]
+        for r in map(json.loads, client.lrange("slicewise:retrain:runs", 0, -1))
+    ]
     assert len(group_keys) == len(set(group_keys)), group_keys
     if runs[0]["outcome"] == "promoted":
         versions = client.get(c.PRODUCTION_VERSION_KEY)
         assert versions is not None
     # the retrain outcome shows up in Prometheus through the monitor
-    wait_for(lambda: query(prom, 'slicewise_retrain_runs_total{outcome="%s"} >= 1' % runs[0]["outcome"]), 30,
-             "the retrain counter in Prometheus")
+    wait_for(
+        lambda: query(
+            prom, 'slicewise_retrain_runs_total{{outcome="{}"}} >= 1'.format(runs[0]["outcome"])
+        ),
+        30,
+        "the retrain counter in Prometheus",
+    )
 
 
 def test_a_worse_candidate_is_rejected(stack) -> None:
@@ -189,11 +283,22 @@ def test_a_worse_candidate_is_rejected(stack) -> None:
     cfg = load_config(stack["cfg_file"])
     cfg.promotion.max_overall_drop, cfg.promotion.max_slice_drop = 0.005, 0.01  # the real defaults
     client = redis.Redis.from_url(stack["redis"].url)
-    report = retrain(cfg, stack["redis"].url, report_dir=stack["work"] / "reports", shuffle_labels=True, progress=False)
+    report = retrain(
+        cfg,
+        stack["redis"].url,
+        report_dir=stack["work"] / "reports",
+        shuffle_labels=True,
+        progress=False,
+    )
     assert report.outcome == "rejected", report.error
     assert any("drops" in r for r in report.decision["reasons"])
-    assert client.get(c.PRODUCTION_VERSION_KEY) != report.candidate_version.encode()  # never promoted
-    assert report.production_metrics["overall"]["macro_f1"] > report.candidate_metrics["overall"]["macro_f1"]
+    assert (
+        client.get(c.PRODUCTION_VERSION_KEY) != report.candidate_version.encode()
+    )  # never promoted
+    assert (
+        report.production_metrics["overall"]["macro_f1"]
+        > report.candidate_metrics["overall"]["macro_f1"]
+    )
 
 
 def test_every_grafana_panel_query_returns_data(stack) -> None:
@@ -204,6 +309,8 @@ def test_every_grafana_panel_query_returns_data(stack) -> None:
         for panel in json.loads(dash.read_text())["panels"]:
             for target in panel["targets"]:
                 expr = target["expr"].replace("$slice", "negation")
-                if not wait_for(lambda e=expr: query(prom, e), 20, f"{dash.name}: {panel['title']}"):
+                if not wait_for(
+                    lambda e=expr: query(prom, e), 20, f"{dash.name}: {panel['title']}"
+                ):
                     empty.append(panel["title"])
     assert not empty

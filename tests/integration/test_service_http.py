@@ -31,9 +31,16 @@ def redis_srv():
 @pytest.fixture(scope="module")
 def server(tiny_bundle, bentoml_home, redis_srv, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {"SLICEWISE_MODEL_DIR": str(tiny_bundle), "REDIS_URL": redis_srv.url, "BENTOML_HOME": str(bentoml_home),
-           "SLICEWISE_MAX_TEXTS": "8", "SLICEWISE_MAX_TEXT_CHARS": "200", "SLICEWISE_LOG_TEXT": "1",
-           "SLICEWISE_HOTSWAP_INTERVAL": "0.5", "SLICEWISE_PREFER_INT8": "0"}
+    env = {
+        "SLICEWISE_MODEL_DIR": str(tiny_bundle),
+        "REDIS_URL": redis_srv.url,
+        "BENTOML_HOME": str(bentoml_home),
+        "SLICEWISE_MAX_TEXTS": "8",
+        "SLICEWISE_MAX_TEXT_CHARS": "200",
+        "SLICEWISE_LOG_TEXT": "1",
+        "SLICEWISE_HOTSWAP_INTERVAL": "0.5",
+        "SLICEWISE_PREFER_INT8": "0",
+    }
     srv = BentoServer(env, log_file=log).start()
     yield srv
     srv.stop()
@@ -43,7 +50,9 @@ def predict(server, texts, **kw):
     return httpx.post(server.url + "/predict", json={"texts": texts}, timeout=30, **kw)
 
 
-def test_predictions_carry_slice_scores_matching_the_onnx_model(server, tiny_bundle, tiny_config) -> None:
+def test_predictions_carry_slice_scores_matching_the_onnx_model(
+    server, tiny_bundle, tiny_config
+) -> None:
     r = predict(server, TEXTS)
     assert r.status_code == 200
     body = r.json()
@@ -58,7 +67,9 @@ def test_predictions_carry_slice_scores_matching_the_onnx_model(server, tiny_bun
         scores = [p["slices"][s] for s in bundle.manifest.slice_names]
         np.testing.assert_allclose(scores, expected["slice_membership"][i], atol=1e-4)
         assert p["label"] == bundle.manifest.labels[int(np.argmax(probs))]
-        assert p["active_slices"] == [s.name for s in bundle.manifest.slices if p["slices"][s.name] >= s.threshold]
+        assert p["active_slices"] == [
+            s.name for s in bundle.manifest.slices if p["slices"][s.name] >= s.threshold
+        ]
 
 
 def test_prediction_log_and_feedback_reach_redis(server, redis_srv) -> None:
@@ -75,7 +86,11 @@ def test_prediction_log_and_feedback_reach_redis(server, redis_srv) -> None:
     assert records[0].text_length == len(TEXTS[0])
     assert r.exists(PREDICTION_KEY + ids[0])
     fb = httpx.post(server.url + "/feedback", json={"id": ids[0], "label": "positive"}, timeout=10)
-    assert fb.status_code == 200 and fb.json() == {"id": ids[0], "label": "positive", "stored": True}
+    assert fb.status_code == 200 and fb.json() == {
+        "id": ids[0],
+        "label": "positive",
+        "stored": True,
+    }
     last = r.xrange(c.FEEDBACK_STREAM)[-1][1]
     assert last["id"] == ids[0] and last["label"] == "positive"
 
@@ -92,7 +107,10 @@ def test_metrics_move_as_predictions_arrive(server) -> None:
     assert _metric(server, "slicewise_predictions_total{") == before + 3
     assert _metric(server, 'slicewise_prediction_confidence_count{slice="all"}') == conf_before + 3
     text = httpx.get(server.url + "/metrics", timeout=10).text
-    assert 'slicewise_model_info{model_version="' in text and 'provider="CPUExecutionProvider"} 1.0' in text
+    assert (
+        'slicewise_model_info{model_version="' in text
+        and 'provider="CPUExecutionProvider"} 1.0' in text
+    )
     for stage in ("tokenize", "infer", "postprocess"):
         assert f'slicewise_inference_seconds_count{{stage="{stage}"}}' in text
     assert "slicewise_slice_membership_score_bucket" in text
@@ -117,9 +135,15 @@ def test_bad_input_gets_a_4xx_naming_the_problem(server, body, message) -> None:
 
 
 def test_invalid_json_and_wrong_content_type(server) -> None:
-    r = httpx.post(server.url + "/predict", content=b'{"texts": [', headers={"content-type": "application/json"})
+    r = httpx.post(
+        server.url + "/predict",
+        content=b'{"texts": [',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400 and "Invalid JSON" in r.text
-    r = httpx.post(server.url + "/predict", content=b"hello", headers={"content-type": "text/plain"})
+    r = httpx.post(
+        server.url + "/predict", content=b"hello", headers={"content-type": "text/plain"}
+    )
     assert r.status_code == 400
     assert predict(server, ["still serving"]).status_code == 200
 

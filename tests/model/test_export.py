@@ -20,7 +20,14 @@ FRESH = ["never seen before: not bad at all", "what?", "x", "great great great l
 
 def test_bundle_has_every_file_and_a_valid_manifest(tiny_bundle, tiny_config) -> None:
     names = {p.name for p in tiny_bundle.iterdir()}
-    assert names == {"model.onnx", "model.int8.onnx", "tokenizer", "manifest.json", "reference.parquet", "eval.json"}
+    assert names == {
+        "model.onnx",
+        "model.int8.onnx",
+        "tokenizer",
+        "manifest.json",
+        "reference.parquet",
+        "eval.json",
+    }
     b = c.Bundle.load(tiny_bundle)
     m = b.manifest
     assert m.labels == tiny_config.labels and m.slice_names == tiny_config.slice_names
@@ -37,8 +44,14 @@ def test_onnx_io_names_and_dynamic_axes(tiny_bundle) -> None:
     s = ort.InferenceSession(str(tiny_bundle / "model.onnx"))
     assert [i.name for i in s.get_inputs()] == ["input_ids", "attention_mask"]
     assert all(i.type == "tensor(int64)" for i in s.get_inputs())
-    assert all(isinstance(d, str) for i in s.get_inputs() for d in i.shape)  # batch + sequence dynamic
-    assert [o.name for o in s.get_outputs()] == ["probabilities", "slice_membership", "slice_attention"]
+    assert all(
+        isinstance(d, str) for i in s.get_inputs() for d in i.shape
+    )  # batch + sequence dynamic
+    assert [o.name for o in s.get_outputs()] == [
+        "probabilities",
+        "slice_membership",
+        "slice_attention",
+    ]
 
 
 def test_onnx_matches_torch_on_fresh_inputs(tiny_bundle, tiny_config) -> None:
@@ -64,7 +77,10 @@ def test_int8_model_agrees_on_most_predictions(tiny_bundle, tiny_config) -> None
 
 def test_reference_profile_columns_follow_the_contract(tiny_bundle, tiny_config) -> None:
     ref = c.Bundle.load(tiny_bundle).reference()
-    expected = [c.prob_column(x) for x in tiny_config.labels] + [c.PREDICTED_LABEL_COLUMN, c.CONFIDENCE_COLUMN]
+    expected = [c.prob_column(x) for x in tiny_config.labels] + [
+        c.PREDICTED_LABEL_COLUMN,
+        c.CONFIDENCE_COLUMN,
+    ]
     for s in tiny_config.slice_names:
         expected += [c.slice_score_column(s), c.slice_fn_column(s)]
     expected += [c.TEXT_LENGTH_COLUMN, c.TRUE_LABEL_COLUMN]

@@ -48,8 +48,12 @@ def test_loss_terms_hard_soft_and_weighted() -> None:
     assert head_loss(out, y, m, lambda_ind=1) > ce_only
     assert head_loss(out, y, m, lambda_ind=0, lambda_pred=1) > ce_only
     # weights are normalised to mean 1: uniform weights change nothing, skewed ones do
-    torch.testing.assert_close(head_loss(out, y, m, sample_weight=torch.full((4,), 3.0)), head_loss(out, y, m))
-    assert not torch.isclose(head_loss(out, y, m, sample_weight=torch.tensor([1.0, 0, 0, 0])), head_loss(out, y, m))
+    torch.testing.assert_close(
+        head_loss(out, y, m, sample_weight=torch.full((4,), 3.0)), head_loss(out, y, m)
+    )
+    assert not torch.isclose(
+        head_loss(out, y, m, sample_weight=torch.tensor([1.0, 0, 0, 0])), head_loss(out, y, m)
+    )
     # the baseline keeps a plain head: no per-slice predictor term
     torch.testing.assert_close(head_loss(out, y, m, lambda_ind=0, slice_experts=False), ce_only)
 
@@ -78,7 +82,9 @@ def test_slice_heads_learn_a_planted_slice_rule_better_than_baseline(tiny_config
     inside = test.membership[:, 0]
     slice_acc = {}
     for kind in KINDS:
-        out = predict_head(train_head(cfg, kind, train, val, seed=0, progress=False).head, test.embeddings)
+        out = predict_head(
+            train_head(cfg, kind, train, val, seed=0, progress=False).head, test.embeddings
+        )
         pred = out["probabilities"].argmax(1)
         slice_acc[kind] = (pred[inside] == test.labels[inside]).mean()
         assert (pred[~inside] == test.labels[~inside]).mean() > 0.9, kind

@@ -27,5 +27,5 @@ def test_embeddings_are_order_independent_and_cached(tiny_backbone_dir, tmp_path
 
 
 def test_backbone_path_that_is_not_a_model(tmp_path) -> None:
-    with pytest.raises(BackboneError, match="no config.json"):
+    with pytest.raises(BackboneError, match=r"no config\.json"):
         backbone_path(BackboneConfig(path=tmp_path))

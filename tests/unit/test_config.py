@@ -14,16 +14,27 @@ BAD = [
     ({**BASE, "trian": {}}, "trian: unknown key; did you mean 'train'?"),
     ({**BASE, "train": {"epoch": 3}}, "train.epoch: unknown key; did you mean 'epochs'?"),
     ({**BASE, "train": {"mode": "fast"}}, "train.mode: Input should be 'frozen' or 'finetune'"),
-    ({**BASE, "slices": [{"name": "x", "regex": "("}]}, "slices.0.regex: invalid regular expression"),
+    (
+        {**BASE, "slices": [{"name": "x", "regex": "("}]},
+        "slices.0.regex: invalid regular expression",
+    ),
     ({**BASE, "slices": [{"name": "x"}]}, "must define exactly one of keywords, regex"),
     ({**BASE, "slices": [{"name": "x", "keywords": ["a"], "regex": "b"}]}, "(got keywords, regex)"),
-    ({**BASE, "slices": [{"name": "Bad Name", "keywords": ["a"]}]}, "slices.0.name: String should match"),
+    (
+        {**BASE, "slices": [{"name": "Bad Name", "keywords": ["a"]}]},
+        "slices.0.name: String should match",
+    ),
     ({**BASE, "slices": [{"name": "base", "keywords": ["a"]}]}, "`base` is the always-on slice"),
-    ({**BASE, "slices": [{"name": "x", "word_count": {"min": 5, "max": 2}}]}, "range min=5 max=2 is empty"),
+    (
+        {**BASE, "slices": [{"name": "x", "word_count": {"min": 5, "max": 2}}]},
+        "range min=5 max=2 is empty",
+    ),
     ({**BASE, "dataset": {"source": "file"}}, "set dataset.path"),
     ({**BASE, "dataset": {"split": {"train": 0.9}}}, "split fractions add up to 1.200"),
-    ({**BASE, "labeling_functions": [{"name": "lf", "keywords": ["a"], "label": "meh"}]},
-     "votes 'meh', which is not in labels"),
+    (
+        {**BASE, "labeling_functions": [{"name": "lf", "keywords": ["a"], "label": "meh"}]},
+        "votes 'meh', which is not in labels",
+    ),
 ]
 
 

@@ -11,9 +11,14 @@ from slicewise.contracts import Bundle, BundleError, PredictionRecord
 
 
 def _manifest(**over) -> dict:
-    m = {"version": "v1", "created_at": "2026-01-01T00:00:00+00:00", "labels": ["a", "b"],
-         "slices": [{"name": "neg", "threshold": 0.4, "monitored": True}],
-         "max_length": 32, "backbone": "tiny"}
+    m = {
+        "version": "v1",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "labels": ["a", "b"],
+        "slices": [{"name": "neg", "threshold": 0.4, "monitored": True}],
+        "max_length": 32,
+        "backbone": "tiny",
+    }
     m.update(over)
     return m
 
@@ -37,8 +42,14 @@ def test_bundle_loads_and_exposes_slices(tmp_path) -> None:
     [
         (lambda p: (p / "model.onnx").unlink(), "model.onnx is missing"),
         (lambda p: (p / "manifest.json").write_text("{"), "is not valid JSON"),
-        (lambda p: (p / "manifest.json").write_text(json.dumps(_manifest(labels=["a"]))), "field 'labels'"),
-        (lambda p: (p / "manifest.json").write_text(json.dumps(_manifest(schema_version=9))), "schema_version 9"),
+        (
+            lambda p: (p / "manifest.json").write_text(json.dumps(_manifest(labels=["a"]))),
+            "field 'labels'",
+        ),
+        (
+            lambda p: (p / "manifest.json").write_text(json.dumps(_manifest(schema_version=9))),
+            "schema_version 9",
+        ),
     ],
 )
 def test_bad_bundle_names_the_problem(tmp_path, mutate, message) -> None:
@@ -50,7 +61,7 @@ def test_bad_bundle_names_the_problem(tmp_path, mutate, message) -> None:
 
 def test_missing_reference_profile_is_a_clear_error(tmp_path) -> None:
     _bundle(tmp_path, _manifest())
-    with pytest.raises(BundleError, match="no reference.parquet"):
+    with pytest.raises(BundleError, match=r"no reference\.parquet"):
         Bundle.load(tmp_path).reference()
 
 

@@ -9,8 +9,14 @@ import pytest
 from monitoring.drift import column_drift, slice_drift
 from slicewise import contracts as c
 
-MANIFEST = c.Manifest(version="v", created_at="t", labels=["neg", "pos"], max_length=8, backbone="b",
-                      slices=[c.SliceInfo(name="a", threshold=0.5), c.SliceInfo(name="b", threshold=0.5)])
+MANIFEST = c.Manifest(
+    version="v",
+    created_at="t",
+    labels=["neg", "pos"],
+    max_length=8,
+    backbone="b",
+    slices=[c.SliceInfo(name="a", threshold=0.5), c.SliceInfo(name="b", threshold=0.5)],
+)
 
 
 def frame(n: int, seed: int, shift_a: float = 0.0) -> pd.DataFrame:
@@ -20,12 +26,17 @@ def frame(n: int, seed: int, shift_a: float = 0.0) -> pd.DataFrame:
     p = np.clip(rng.beta(5, 2, n) - shift_a * a, 0.01, 0.99)
     pred = np.where(rng.random(n) < 0.6, "neg", "pos")
     length = rng.integers(10, 120, n) + (a * shift_a * 200).astype(int)
-    return pd.DataFrame({
-        c.prob_column("neg"): p, c.prob_column("pos"): 1 - p, c.PREDICTED_LABEL_COLUMN: pred,
-        c.CONFIDENCE_COLUMN: np.maximum(p, 1 - p),
-        c.slice_score_column("a"): np.where(a, 0.9, 0.1), c.slice_score_column("b"): np.where(b, 0.9, 0.1),
-        c.TEXT_LENGTH_COLUMN: length,
-    })
+    return pd.DataFrame(
+        {
+            c.prob_column("neg"): p,
+            c.prob_column("pos"): 1 - p,
+            c.PREDICTED_LABEL_COLUMN: pred,
+            c.CONFIDENCE_COLUMN: np.maximum(p, 1 - p),
+            c.slice_score_column("a"): np.where(a, 0.9, 0.1),
+            c.slice_score_column("b"): np.where(b, 0.9, 0.1),
+            c.TEXT_LENGTH_COLUMN: length,
+        }
+    )
 
 
 def test_same_distribution_is_clean_everywhere() -> None:
@@ -49,7 +60,9 @@ def test_small_slice_reports_insufficient_data_not_drift() -> None:
     cur[c.slice_score_column("a")] = 0.0
     cur.loc[:9, c.slice_score_column("a")] = 0.9
     res = slice_drift(frame(3000, 0), cur, MANIFEST, min_rows=50)
-    assert res["a"].insufficient_data and not res["a"].drift_detected and res["a"].current_rows == 10
+    assert (
+        res["a"].insufficient_data and not res["a"].drift_detected and res["a"].current_rows == 10
+    )
     assert res["a"].columns == []
 
 
@@ -68,5 +81,7 @@ def test_stat_test_follows_evidentlys_default_choice(n: int, method: str) -> Non
     ref, cur = frame(n, 0), frame(n, 1)
     from evidently.legacy.core import ColumnType
 
-    res = column_drift(ref[c.CONFIDENCE_COLUMN], cur[c.CONFIDENCE_COLUMN], ColumnType.Numerical, "confidence")
+    res = column_drift(
+        ref[c.CONFIDENCE_COLUMN], cur[c.CONFIDENCE_COLUMN], ColumnType.Numerical, "confidence"
+    )
     assert res.method == method and not res.drifted

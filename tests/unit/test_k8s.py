@@ -19,18 +19,27 @@ CRDS = ROOT.parent / "shared" / "crds"
 OVERLAYS = ["base", "overlays/cpu", "overlays/gpu"]
 OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "AlertmanagerConfig"}
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed"
+)
 
 
 class _Loader(yaml.SafeLoader):
     """kustomize prints AlertmanagerConfig's `matchType: =` unquoted: YAML 1.1's `=` value tag."""
 
 
-_Loader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+_Loader.add_constructor(
+    "tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node)
+)
 
 
 def render(target: str) -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / target)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "k8s" / target)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return [d for d in yaml.load_all(out.stdout, Loader=_Loader) if d]
 
 
@@ -87,15 +96,25 @@ def test_operator_kinds_validate_against_their_crds(rendered, target) -> None:
 
 def test_a_bad_object_fails_validation() -> None:
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
-                                      "spec": {"replicas": "two"}}, "1.30", strict=True)
+        kubernetes_validate.validate(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "x"},
+                "spec": {"replicas": "two"},
+            },
+            "1.30",
+            strict=True,
+        )
 
 
 def gpu_limits(objs: list[dict]) -> list[str]:
     found = []
     for o in objs:
         spec = o.get("spec", {})
-        pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec")
+        pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get(
+            "spec", {}
+        ).get("template", {}).get("spec")
         for c in (pod or {}).get("containers", []):
             if "nvidia.com/gpu" in c.get("resources", {}).get("limits", {}):
                 found.append(f"{o['kind']}/{o['metadata']['name']}")
@@ -104,7 +123,10 @@ def gpu_limits(objs: list[dict]) -> list[str]:
 
 def test_gpu_limits_only_in_the_gpu_overlay(rendered) -> None:
     assert gpu_limits(rendered["overlays/cpu"]) == []
-    assert gpu_limits(rendered["overlays/gpu"]) == ["Deployment/slicewise", "CronJob/slicewise-retrain"]
+    assert gpu_limits(rendered["overlays/gpu"]) == [
+        "Deployment/slicewise",
+        "CronJob/slicewise-retrain",
+    ]
     svc = find(rendered["overlays/gpu"], "Deployment", "slicewise")["spec"]["template"]["spec"]
     assert svc["nodeSelector"] and svc["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert svc["containers"][0]["image"].startswith("slicewise-gpu")
@@ -116,19 +138,30 @@ def test_gpu_limits_only_in_the_gpu_overlay(rendered) -> None:
 def test_probes_non_root_and_read_only_root(rendered, target) -> None:
     dep = find(rendered[target], "Deployment", "slicewise")["spec"]["template"]["spec"]
     c = dep["containers"][0]
-    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert (
+        c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        and c["livenessProbe"]["httpGet"]["path"] == "/livez"
+    )
     startup = c["startupProbe"]
-    assert startup["httpGet"]["path"] == "/readyz" and startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    assert (
+        startup["httpGet"]["path"] == "/readyz"
+        and startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    )
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert dep["initContainers"][0]["name"] == "check-redis"
     for o in rendered[target]:
         spec = o.get("spec", {})
-        pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec")
+        pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get(
+            "spec", {}
+        ).get("template", {}).get("spec")
         if not pod:
             continue
         assert pod["securityContext"]["runAsNonRoot"] is True, o["metadata"]["name"]
         for ctr in pod.get("containers", []) + pod.get("initContainers", []):
-            assert ctr["securityContext"]["readOnlyRootFilesystem"] is True, (o["metadata"]["name"], ctr["name"])
+            assert ctr["securityContext"]["readOnlyRootFilesystem"] is True, (
+                o["metadata"]["name"],
+                ctr["name"],
+            )
             assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
             assert "limits" in ctr["resources"]
 
@@ -140,18 +173,29 @@ def test_network_policies(rendered) -> None:
     svc = find(objs, "NetworkPolicy", "slicewise-service-ingress")["spec"]
     assert svc["ingress"] == [{"ports": [{"port": 3000, "protocol": "TCP"}]}]
     redis_np = find(objs, "NetworkPolicy", "slicewise-redis-ingress")["spec"]["ingress"][0]
-    assert redis_np["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "slicewise"}}}]
+    assert redis_np["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "slicewise"}}}
+    ]
     # every slicewise pod carries the label the Redis policy admits
     for o in objs:
         if o["kind"] in {"Deployment", "StatefulSet"}:
-            assert o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "slicewise"
+            assert (
+                o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"]
+                == "slicewise"
+            )
 
 
 def test_hpa_uses_the_adapter_metric(rendered) -> None:
     objs = rendered["base"]
     hpa = find(objs, "HorizontalPodAutoscaler", "slicewise")["spec"]["metrics"][0]
-    rules = yaml.safe_load(find(objs, "ConfigMap", "slicewise-prometheus-adapter-rules")["data"]["rules.yaml"])
-    assert hpa["pods"]["metric"]["name"] == rules["rules"][0]["name"]["as"] == "slicewise_requests_in_progress"
+    rules = yaml.safe_load(
+        find(objs, "ConfigMap", "slicewise-prometheus-adapter-rules")["data"]["rules.yaml"]
+    )
+    assert (
+        hpa["pods"]["metric"]["name"]
+        == rules["rules"][0]["name"]["as"]
+        == "slicewise_requests_in_progress"
+    )
 
 
 def test_rules_and_dashboards_equal_monitoring_sources(rendered) -> None:
@@ -159,7 +203,10 @@ def test_rules_and_dashboards_equal_monitoring_sources(rendered) -> None:
 
     objs = rendered["base"]
     rule = find(objs, "PrometheusRule", "slicewise")
-    assert rule["spec"]["groups"] == yaml.safe_load((ROOT / "monitoring/prometheus/rules.yml").read_text())["groups"]
+    assert (
+        rule["spec"]["groups"]
+        == yaml.safe_load((ROOT / "monitoring/prometheus/rules.yml").read_text())["groups"]
+    )
     for path in (ROOT / "monitoring/grafana/dashboards").glob("*.json"):
         cm = find(objs, "ConfigMap", f"slicewise-dashboard-{path.stem}")
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -171,4 +218,6 @@ def test_generated_files_are_up_to_date() -> None:
     import generate
 
     for name, text in generate.render().items():
-        assert (ROOT / "k8s/base/generated" / name).read_text() == text, f"run python k8s/generate.py ({name} is stale)"
+        assert (ROOT / "k8s/base/generated" / name).read_text() == text, (
+            f"run python k8s/generate.py ({name} is stale)"
+        )

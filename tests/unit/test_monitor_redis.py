@@ -21,9 +21,14 @@ def _log(client: redis.Redis, bundle: c.Bundle, n: int, seed: int = 0) -> list[s
     ids = []
     pipe = client.pipeline()
     for _, row in ref.iterrows():
-        rec = c.PredictionRecord(m.version, row[c.PREDICTED_LABEL_COLUMN], row[c.CONFIDENCE_COLUMN],
-                                 {lab: row[c.prob_column(lab)] for lab in m.labels},
-                                 {s: row[c.slice_score_column(s)] for s in m.slice_names}, int(row[c.TEXT_LENGTH_COLUMN]))
+        rec = c.PredictionRecord(
+            m.version,
+            row[c.PREDICTED_LABEL_COLUMN],
+            row[c.CONFIDENCE_COLUMN],
+            {lab: row[c.prob_column(lab)] for lab in m.labels},
+            {s: row[c.slice_score_column(s)] for s in m.slice_names},
+            int(row[c.TEXT_LENGTH_COLUMN]),
+        )
         pipe.xadd(c.PREDICTIONS_STREAM, rec.to_fields())
         ids.append(rec.id)
     pipe.execute()
@@ -37,7 +42,9 @@ def test_window_by_count_and_by_time(redis_server, tiny_bundle) -> None:
     ids = _log(client, bundle, 120)
     w = read_window(client, bundle.manifest, size=50, batch=16)
     assert len(w) == 50 and w["id"].tolist() == ids[-50:]
-    assert list(w.filter(like="slice_").columns) == [c.slice_score_column(s) for s in bundle.manifest.slice_names]
+    assert list(w.filter(like="slice_").columns) == [
+        c.slice_score_column(s) for s in bundle.manifest.slice_names
+    ]
     assert len(read_window(client, bundle.manifest, minutes=1)) == 120
     client.xadd(c.PREDICTIONS_STREAM, {"id": "broken"})  # unparsable entries are skipped
     assert len(read_window(client, bundle.manifest, size=500)) == 120
@@ -53,22 +60,29 @@ def test_monitor_pass_exports_gauges_and_reports(redis_server, tiny_bundle, tmp_
     metrics = MonitorMetrics()
     metrics.watch_retrains(client)
     client.hincrby("slicewise:retrain:outcomes", "rejected", 2)
-    mon = Monitor(bundle, client, MonitorSettings(window_size=1000, min_rows=20, report_dir=tmp_path), metrics)
+    mon = Monitor(
+        bundle, client, MonitorSettings(window_size=1000, min_rows=20, report_dir=tmp_path), metrics
+    )
     summary = mon.run_once()
     assert summary["window_rows"] == 300 and summary["drifted_slices"] == []
     rows = {s["slice"]: s for s in summary["slices"]}
     assert rows["all"]["current_rows"] == 300 and not rows["all"]["insufficient_data"]
     # feedback accuracy = share of predictions that said "neutral" among the first 100
     window = read_window(client, bundle.manifest, 1000)
-    expected = float((window.set_index("id").loc[ids[:100], c.PREDICTED_LABEL_COLUMN] == "neutral").mean())
+    expected = float(
+        (window.set_index("id").loc[ids[:100], c.PREDICTED_LABEL_COLUMN] == "neutral").mean()
+    )
     assert summary["accuracy"]["all"] == pytest.approx(expected)
     assert 0 <= summary["estimated_accuracy"]["all"] <= 1
     text = generate_latest(metrics.registry).decode()
     assert 'slicewise_slice_drift_detected{slice="all"} 0.0' in text
-    assert f'slicewise_slice_rows{{slice="all",window="current"}} 300.0' in text
+    assert 'slicewise_slice_rows{slice="all",window="current"} 300.0' in text
     assert 'slicewise_retrain_runs_total{outcome="rejected"} 2.0' in text
     assert "slicewise_monitor_last_run_timestamp_seconds" in text
-    assert len(list(tmp_path.glob("monitor-*.json"))) == 1 and len(list(tmp_path.glob("monitor-*.html"))) == 1
+    assert (
+        len(list(tmp_path.glob("monitor-*.json"))) == 1
+        and len(list(tmp_path.glob("monitor-*.html"))) == 1
+    )
 
 
 def test_bundle_without_reference_is_a_clear_error(redis_server, tiny_bundle, tmp_path) -> None:
@@ -77,8 +91,12 @@ def test_bundle_without_reference_is_a_clear_error(redis_server, tiny_bundle, tm
     copy = tmp_path / "b"
     shutil.copytree(tiny_bundle, copy)
     (copy / c.REFERENCE_PARQUET).unlink()
-    with pytest.raises(c.BundleError, match="has no reference.parquet"):
-        Monitor(c.Bundle.load(copy), redis.Redis.from_url(redis_server.url), MonitorSettings(report_dir=None))
+    with pytest.raises(c.BundleError, match=r"has no reference\.parquet"):
+        Monitor(
+            c.Bundle.load(copy),
+            redis.Redis.from_url(redis_server.url),
+            MonitorSettings(report_dir=None),
+        )
 
 
 def test_redis_down_is_a_window_error(tiny_bundle) -> None:

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from training.config import parse_config
-from training.weak import ABSTAIN, LFError, TripletLabelModel, apply_lfs, labeling_function, lf_analysis
+from training.weak import (
+    ABSTAIN,
+    LFError,
+    TripletLabelModel,
+    apply_lfs,
+    labeling_function,
+    lf_analysis,
+)
 from training.weak.epoxy import extend_votes, nearest_votes, prepare_embeddings, tune_thresholds
 
 LABELS = ["neg", "neu", "pos"]
@@ -20,7 +27,9 @@ def synth(n: int, m: int, seed: int = 0, balance=(0.5, 0.3, 0.2)):
     acc = []
     for j in range(m):
         c = j % 3
-        fire = np.where(y == c, rng.random(n) < rng.uniform(0.2, 0.5), rng.random(n) < rng.uniform(0.01, 0.08))
+        fire = np.where(
+            y == c, rng.random(n) < rng.uniform(0.2, 0.5), rng.random(n) < rng.uniform(0.01, 0.08)
+        )
         L[fire, j] = c
         acc.append((y[fire] == c).mean())
     return L, y, np.array(acc)
@@ -74,9 +83,13 @@ def _cfg(lfs):
 
 
 def test_declarative_lfs_vote_and_analysis_counts() -> None:
-    cfg = _cfg([{"name": "good", "keywords": ["good"], "label": "pos"},
-                {"name": "bad", "regex": r"\bbad\b", "label": "neg"},
-                {"name": "short", "word_count": {"max": 1}, "label": "neu"}])
+    cfg = _cfg(
+        [
+            {"name": "good", "keywords": ["good"], "label": "pos"},
+            {"name": "bad", "regex": r"\bbad\b", "label": "neg"},
+            {"name": "short", "word_count": {"max": 1}, "label": "neu"},
+        ]
+    )
     texts = ["good day", "bad day", "good or bad", "ok"]
     L = apply_lfs(texts, cfg)
     assert L.tolist() == [[2, -1, -1], [-1, 0, -1], [2, 0, -1], [-1, -1, 1]]
@@ -99,7 +112,9 @@ def test_silent_lf_warns_by_name() -> None:
 
 def test_extension_copies_the_nearest_voters_vote_within_the_threshold() -> None:
     # two tight clusters; the LF votes on part of each; a far point stays abstained
-    emb = np.array([[1, 0.00], [1, 0.05], [1, 0.10], [0, 1.00], [0.05, 1], [-1, -1]], dtype=np.float32)
+    emb = np.array(
+        [[1, 0.00], [1, 0.05], [1, 0.10], [0, 1.00], [0.05, 1], [-1, -1]], dtype=np.float32
+    )
     L = np.array([[2], [ABSTAIN], [ABSTAIN], [0], [ABSTAIN], [ABSTAIN]])
     sim, vote = nearest_votes(L, prepare_embeddings(emb), chunk=2, voter_chunk=1)
     assert vote[1, 0] == 2 and vote[4, 0] == 0 and sim[0, 0] == np.inf
@@ -118,7 +133,9 @@ def test_thresholds_are_tuned_to_keep_the_lf_accurate() -> None:
     (t,) = tune_thresholds(L, sim, vote, y, np.arange(n), [0.5, 0.9, 0.99, 1.01])
     assert t <= 0.99
     ext = extend_votes(L, sim, vote, [t])
-    assert (ext != ABSTAIN).mean() > 0.9 and (ext[ext != ABSTAIN] == y[(ext != ABSTAIN)[:, 0]]).mean() > 0.95
+    assert (ext != ABSTAIN).mean() > 0.9 and (
+        ext[ext != ABSTAIN] == y[(ext != ABSTAIN)[:, 0]]
+    ).mean() > 0.95
 
 
 def test_nan_embeddings_are_rejected() -> None:

@@ -15,8 +15,22 @@ AUTH = {"Authorization": "Bearer t0ken"}
 
 
 def note(group: str = "g1", action: str = "retrain", status: str = "firing") -> dict:
-    return {"version": "4", "groupKey": group, "status": status, "receiver": "slicewise-retrain",
-            "alerts": [{"status": status, "labels": {"alertname": "SliceDriftDetected", "slice": "negation", "action": action}}]}
+    return {
+        "version": "4",
+        "groupKey": group,
+        "status": status,
+        "receiver": "slicewise-retrain",
+        "alerts": [
+            {
+                "status": status,
+                "labels": {
+                    "alertname": "SliceDriftDetected",
+                    "slice": "negation",
+                    "action": action,
+                },
+            }
+        ],
+    }
 
 
 @pytest.fixture
@@ -44,7 +58,9 @@ def test_alerts_that_ask_for_no_retrain_queue_nothing(client_and_redis, payload)
     assert res.status_code == 202 and res.json()["queued"] is False and r.llen(RETRAIN_QUEUE) == 0
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "t0ken"}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "t0ken"}]
+)
 def test_wrong_or_missing_token_is_401(client_and_redis, headers) -> None:
     client, r = client_and_redis
     res = client.post("/alerts", json=note(), headers=headers)
@@ -53,8 +69,11 @@ def test_wrong_or_missing_token_is_401(client_and_redis, headers) -> None:
 
 @pytest.mark.parametrize(
     ("body", "message"),
-    [(b"{", "not an Alertmanager notification"), (json.dumps({"version": "4"}).encode(), "groupKey: Field required"),
-     (json.dumps({**note(), "alerts": []}).encode(), "alerts: List should have at least 1 item")],
+    [
+        (b"{", "not an Alertmanager notification"),
+        (json.dumps({"version": "4"}).encode(), "groupKey: Field required"),
+        (json.dumps({**note(), "alerts": []}).encode(), "alerts: List should have at least 1 item"),
+    ],
 )
 def test_malformed_bodies_are_400_naming_the_problem(client_and_redis, body, message) -> None:
     client, _ = client_and_redis

@@ -29,7 +29,9 @@ def prepare_embeddings(emb: np.ndarray, dim: int | None = None) -> torch.Tensor:
     x = np.asarray(emb, dtype=np.float32)
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
-        raise LFError(f"embeddings hold NaN or infinite values in {int(bad.sum())} rows (first: row {int(np.argmax(bad))})")
+        raise LFError(
+            f"embeddings hold NaN or infinite values in {int(bad.sum())} rows (first: row {int(np.argmax(bad))})"
+        )
     t = torch.from_numpy(x)
     if dim is not None and dim < t.shape[1]:
         centred = t - t.mean(0)
@@ -39,8 +41,14 @@ def prepare_embeddings(emb: np.ndarray, dim: int | None = None) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def nearest_votes(L: np.ndarray, emb: torch.Tensor, chunk: int = 4096, voter_chunk: int = 16384,
-                  max_voters: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def nearest_votes(
+    L: np.ndarray,
+    emb: torch.Tensor,
+    chunk: int = 4096,
+    voter_chunk: int = 16384,
+    max_voters: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """For every point and LF: similarity to the nearest voter of that LF, and its vote.
 
     Returns `(sim [N, m], vote [N, m])`; where the LF itself votes, `sim = inf` and `vote` is
@@ -75,16 +83,25 @@ def nearest_votes(L: np.ndarray, emb: torch.Tensor, chunk: int = 4096, voter_chu
     return sim, vote
 
 
-def extend_votes(L: np.ndarray, sim: np.ndarray, vote: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+def extend_votes(
+    L: np.ndarray, sim: np.ndarray, vote: np.ndarray, thresholds: Sequence[float]
+) -> np.ndarray:
     """The extended label matrix: abstains replaced by the nearest voter's vote where `sim ≥ τ_j`."""
     take = sim >= np.asarray(thresholds, dtype=np.float32)[None, :]
     return np.where((L == ABSTAIN) & take, vote, L)
 
 
-def tune_thresholds(L: np.ndarray, sim: np.ndarray, vote: np.ndarray, gold: np.ndarray, dev: np.ndarray,
-                    grid: Sequence[float]) -> list[float]:
+def tune_thresholds(
+    L: np.ndarray,
+    sim: np.ndarray,
+    vote: np.ndarray,
+    gold: np.ndarray,
+    dev: np.ndarray,
+    grid: Sequence[float],
+) -> list[float]:
     """Per LF, the smallest `τ` in `grid` whose extended votes on the dev rows are at least as
-    accurate as the LF's own votes there (1.01 = no extension when none qualifies)."""
+    accurate as the LF's own votes there (1.01 = no extension when none qualifies).
+    """
     out = []
     for j in range(L.shape[1]):
         own = dev[L[dev, j] != ABSTAIN]

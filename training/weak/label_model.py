@@ -25,7 +25,6 @@ the class balance as their label distribution; `covered` tells them apart.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,9 +43,13 @@ class _ClassModel:
 class TripletLabelModel:
     """Fit on a label matrix `L [N, m]` (class indices, `ABSTAIN = -1`) in closed form."""
 
-    def __init__(self, num_classes: int, class_balance: np.ndarray | None = None, balance_iters: int = 10) -> None:
+    def __init__(
+        self, num_classes: int, class_balance: np.ndarray | None = None, balance_iters: int = 10
+    ) -> None:
         self.C = num_classes
-        self.fixed_balance = None if class_balance is None else np.asarray(class_balance, dtype=float)
+        self.fixed_balance = (
+            None if class_balance is None else np.asarray(class_balance, dtype=float)
+        )
         self.balance_iters = balance_iters
         self.models: list[_ClassModel] = []
         self.balance = np.full(num_classes, 1.0 / num_classes)
@@ -61,7 +64,7 @@ class TripletLabelModel:
 
     def _selector(self, m: int, c: int) -> np.ndarray:
         """[m·C, 2m]: indicator 2j = LF j votes c, 2j+1 = LF j votes another class."""
-        A = np.zeros((m * self.C, 2 * m), dtype=np.float32)  # noqa: N806
+        A = np.zeros((m * self.C, 2 * m), dtype=np.float32)
         for j in range(m):
             A[j * self.C + c, 2 * j] = 1.0
             A[[j * self.C + k for k in range(self.C) if k != c], 2 * j + 1] = 1.0
@@ -69,10 +72,14 @@ class TripletLabelModel:
 
     def _check(self, L: np.ndarray) -> None:
         if L.ndim != 2 or L.shape[1] < 3:
-            raise LFError(f"the label model needs at least 3 labeling functions; got {L.shape[1] if L.ndim == 2 else 0}")
+            raise LFError(
+                f"the label model needs at least 3 labeling functions; got {L.shape[1] if L.ndim == 2 else 0}"
+            )
         bad = np.setdiff1d(np.unique(L), np.arange(-1, self.C))
         if bad.size:
-            raise LFError(f"label matrix holds {bad.tolist()}, outside ABSTAIN (-1) and 0..{self.C - 1}")
+            raise LFError(
+                f"label matrix holds {bad.tolist()}, outside ABSTAIN (-1) and 0..{self.C - 1}"
+            )
         if (L == ABSTAIN).all():
             raise LFError("every labeling function abstains on every point: nothing to learn from")
 
@@ -91,7 +98,12 @@ class TripletLabelModel:
         if len(np.unique(lf_of[pool])) < 2:
             pool = live
         a_idx, b_idx = np.triu_indices(k, 1)
-        ok = pool[a_idx] & pool[b_idx] & (lf_of[a_idx] != lf_of[b_idx]) & (np.abs(cov[a_idx, b_idx]) > 1e-8)
+        ok = (
+            pool[a_idx]
+            & pool[b_idx]
+            & (lf_of[a_idx] != lf_of[b_idx])
+            & (np.abs(cov[a_idx, b_idx]) > 1e-8)
+        )
         a_idx, b_idx = a_idx[ok], b_idx[ok]
         out = np.zeros(k)
         for i in np.flatnonzero(live):
@@ -121,7 +133,9 @@ class TripletLabelModel:
                 p = float(np.clip(balance[c], EPS, 1 - EPS))
                 d = signs * scaled[c] / (2 * np.sqrt(p * (1 - p)))
                 mc = means[c] - d * (2 * p - 1)
-                self.models.append(_ClassModel(np.clip(mc + d, EPS, 1 - EPS), np.clip(mc - d, EPS, 1 - EPS)))
+                self.models.append(
+                    _ClassModel(np.clip(mc + d, EPS, 1 - EPS), np.clip(mc - d, EPS, 1 - EPS))
+                )
             self.balance = balance
             if self.fixed_balance is None:
                 balance = self._posterior(onehot).mean(0)
@@ -129,7 +143,7 @@ class TripletLabelModel:
         return self
 
     def _initial_balance(self, L: np.ndarray) -> np.ndarray:
-        counts = np.array([(L == c).sum() for c in range(self.C)], dtype=float) + 1.0
+        counts = np.array([(c == L).sum() for c in range(self.C)], dtype=float) + 1.0
         return counts / counts.sum()
 
     def _posterior(self, onehot: np.ndarray) -> np.ndarray:
@@ -139,8 +153,16 @@ class TripletLabelModel:
             # log P(λ, Y_c = ±1) = const± + I · w±, with I = onehot @ A
             w_pos = np.log(model.p_fire_pos) - np.log(1 - model.p_fire_pos)
             w_neg = np.log(model.p_fire_neg) - np.log(1 - model.p_fire_neg)
-            log_pos = np.log(p) + np.log(1 - model.p_fire_pos).sum() + onehot @ (A @ w_pos).astype(np.float32)
-            log_neg = np.log(1 - p) + np.log(1 - model.p_fire_neg).sum() + onehot @ (A @ w_neg).astype(np.float32)
+            log_pos = (
+                np.log(p)
+                + np.log(1 - model.p_fire_pos).sum()
+                + onehot @ (A @ w_pos).astype(np.float32)
+            )
+            log_neg = (
+                np.log(1 - p)
+                + np.log(1 - model.p_fire_neg).sum()
+                + onehot @ (A @ w_neg).astype(np.float32)
+            )
             logits[:, c] = log_pos - np.logaddexp(log_pos, log_neg)  # log P(Y_c = +1 | λ)
         probs = np.exp(logits - logits.max(1, keepdims=True))
         return probs / probs.sum(1, keepdims=True)

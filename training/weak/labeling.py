@@ -57,11 +57,15 @@ def _apply_one(lf: LabelingFunctionConfig, texts: pd.Series, labels: list[str]) 
         try:
             vote = fn(text)
         except Exception as exc:
-            raise LFError(f"labeling function {lf.name!r} raised on text {i} ({text[:40]!r}): {exc!r}") from exc
+            raise LFError(
+                f"labeling function {lf.name!r} raised on text {i} ({text[:40]!r}): {exc!r}"
+            ) from exc
         if vote is None:
             continue
         if vote not in labels:
-            raise LFError(f"labeling function {lf.name!r} returned {vote!r} on text {i}, not one of {labels}")
+            raise LFError(
+                f"labeling function {lf.name!r} returned {vote!r} on text {i}, not one of {labels}"
+            )
         out[i] = labels.index(vote)
     return out
 
@@ -75,16 +79,24 @@ def apply_lfs(texts: Sequence[str], cfg: ProjectConfig, warn_silent: bool = True
     import_plugins(cfg)
     series = pd.Series(list(texts), dtype=object).astype(str)
     lfs = cfg.labeling_functions
-    L = np.stack([_apply_one(lf, series, cfg.labels) for lf in lfs], axis=1) if lfs else np.zeros((len(series), 0), int)
+    L = (
+        np.stack([_apply_one(lf, series, cfg.labels) for lf in lfs], axis=1)
+        if lfs
+        else np.zeros((len(series), 0), int)
+    )
     if warn_silent:
         for j, lf in enumerate(lfs):
             if len(series) and (L[:, j] == ABSTAIN).all():
-                warnings.warn(f"labeling function {lf.name!r} never votes on these {len(series)} texts",
-                              stacklevel=2)
+                warnings.warn(
+                    f"labeling function {lf.name!r} never votes on these {len(series)} texts",
+                    stacklevel=2,
+                )
     return L
 
 
-def lf_analysis(L: np.ndarray, names: Sequence[str], labels: Sequence[str], gold: np.ndarray | None = None) -> pd.DataFrame:
+def lf_analysis(
+    L: np.ndarray, names: Sequence[str], labels: Sequence[str], gold: np.ndarray | None = None
+) -> pd.DataFrame:
     """Per-LF table like Snorkel's `LFAnalysis`: polarity, coverage, overlaps, conflicts, accuracy."""
     votes = L != ABSTAIN
     rows = []
@@ -94,8 +106,13 @@ def lf_analysis(L: np.ndarray, names: Sequence[str], labels: Sequence[str], gold
         other_labels = np.delete(L, j, axis=1)
         overlap = v & others.any(axis=1)
         conflict = v & ((other_labels != L[:, [j]]) & others).any(axis=1)
-        row = {"lf": name, "polarity": sorted({labels[k] for k in np.unique(L[v, j])}),
-               "coverage": float(v.mean()), "overlaps": float(overlap.mean()), "conflicts": float(conflict.mean())}
+        row = {
+            "lf": name,
+            "polarity": sorted({labels[k] for k in np.unique(L[v, j])}),
+            "coverage": float(v.mean()),
+            "overlaps": float(overlap.mean()),
+            "conflicts": float(conflict.mean()),
+        }
         if gold is not None:
             row["accuracy"] = float((L[v, j] == gold[v]).mean()) if v.any() else float("nan")
         rows.append(row)

@@ -24,9 +24,14 @@ class WeakLabels:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def weak_labels(cfg: ProjectConfig, L: np.ndarray, embeddings: np.ndarray | None = None,
-                dev_gold: np.ndarray | None = None, dev_idx: np.ndarray | None = None,
-                extend: bool | None = None) -> WeakLabels:
+def weak_labels(
+    cfg: ProjectConfig,
+    L: np.ndarray,
+    embeddings: np.ndarray | None = None,
+    dev_gold: np.ndarray | None = None,
+    dev_idx: np.ndarray | None = None,
+    extend: bool | None = None,
+) -> WeakLabels:
     """Extend (when embeddings are given and extension is on), fit the label model, label.
 
     Args:
@@ -52,20 +57,37 @@ def weak_labels(cfg: ProjectConfig, L: np.ndarray, embeddings: np.ndarray | None
     balance = None if ws.class_balance is None else np.asarray(ws.class_balance)
     model = TripletLabelModel(len(cfg.labels), balance).fit(L)
     covered = (L != ABSTAIN).any(1)
-    return WeakLabels(model.predict_proba(L), covered, L, thresholds,
-                      {"coverage": float(covered.mean()), "class_balance": model.balance.tolist(),
-                       "lf_accuracy": model.lf_accuracies(L).tolist()})
+    return WeakLabels(
+        model.predict_proba(L),
+        covered,
+        L,
+        thresholds,
+        {
+            "coverage": float(covered.mean()),
+            "class_balance": model.balance.tolist(),
+            "lf_accuracy": model.lf_accuracies(L).tolist(),
+        },
+    )
 
 
-def label_texts(cfg: ProjectConfig, texts: list[str], embeddings: np.ndarray | None = None,
-                dev_texts: list[str] | None = None, dev_gold: np.ndarray | None = None,
-                dev_embeddings: np.ndarray | None = None) -> WeakLabels:
+def label_texts(
+    cfg: ProjectConfig,
+    texts: list[str],
+    embeddings: np.ndarray | None = None,
+    dev_texts: list[str] | None = None,
+    dev_gold: np.ndarray | None = None,
+    dev_embeddings: np.ndarray | None = None,
+) -> WeakLabels:
     """Probabilistic labels for `texts` (dev texts with gold labels tune the extension)."""
     L = apply_lfs(texts, cfg)
     if dev_texts is None:
         return weak_labels(cfg, L, embeddings)
     L_all = np.concatenate([L, apply_lfs(dev_texts, cfg)])
-    emb_all = None if embeddings is None or dev_embeddings is None else np.concatenate([embeddings, dev_embeddings])
+    emb_all = (
+        None
+        if embeddings is None or dev_embeddings is None
+        else np.concatenate([embeddings, dev_embeddings])
+    )
     dev_idx = np.arange(len(texts), len(texts) + len(dev_texts))
     res = weak_labels(cfg, L_all, emb_all, dev_gold, dev_idx)
     n = len(texts)

@@ -51,6 +51,11 @@ def snorkel_loader(split: EncodedSplit, name: str, model: SliceAwareClassifier, 
     return model.make_slice_dataloader(ds, S, shuffle=shuffle, batch_size=256)
 
 
+def snorkel_preds(model: SliceAwareClassifier, split: EncodedSplit, name: str) -> np.ndarray:
+    out = model.predict(snorkel_loader(split, name, model, False), return_preds=True)
+    return np.asarray(out["preds"]["task"])
+
+
 def snorkel_run(seed: int) -> np.ndarray:
     best = (-1.0, None)
     for epochs in (5, 15, 30):  # chosen on validation, like our early stopping
@@ -61,17 +66,12 @@ def snorkel_run(seed: int) -> np.ndarray:
         Trainer(n_epochs=epochs, lr=1e-3, progress_bar=False, seed=seed).fit(
             model, [snorkel_loader(tr, "train", model, True)]
         )
-        val = model.predict(snorkel_loader(va, "valid", model, False), return_preds=True)["preds"][
-            "task"
-        ]
-        f1 = slice_metrics(va.labels, val, va.membership, names, bcfg.labels)["overall"]["macro_f1"]
+
+        f1 = slice_metrics(
+            va.labels, snorkel_preds(model, va, "valid"), va.membership, names, bcfg.labels
+        )["overall"]["macro_f1"]
         if f1 > best[0]:
-            best = (
-                f1,
-                model.predict(snorkel_loader(te, "test", model, False), return_preds=True)["preds"][
-                    "task"
-                ],
-            )
+            best = (f1, snorkel_preds(model, te, "test"))
     return best[1]
 
 

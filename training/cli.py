@@ -29,11 +29,20 @@ def domain_errors() -> Iterator[None]:
     from training.config import ConfigError
     from training.data import DataError
     from training.export import ExportError
+    from training.commentary import CommentaryError
     from training.slices import SliceError
 
     try:
         yield
-    except (ConfigError, DataError, SliceError, BackboneError, BundleError, ExportError) as exc:
+    except (
+        ConfigError,
+        DataError,
+        SliceError,
+        BackboneError,
+        BundleError,
+        ExportError,
+        CommentaryError,
+    ) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
@@ -48,19 +57,30 @@ def train(
         str | None, typer.Option(help="frozen or finetune (default: config's train.mode)")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    commentary: Annotated[
+        Path | None, typer.Option(help="Learned example weights from `slicewise commentary learn`.")
+    ] = None,
 ) -> None:
     """Train the slice-aware model and save a checkpoint.
 
     Example: `slicewise train --kind moa` (demo config, frozen MiniLM backbone).
     """
     with domain_errors():
+        from training.commentary import Commentary
         from training.config import load_config
-        from training.train import train_model
+        from training.train import prepare_data, train_model
 
         cfg = load_config(config)
         if mode:
             cfg.train.mode = mode  # type: ignore[assignment]
-        trained = train_model(cfg, kind, seed)  # type: ignore[arg-type]
+        weights = None
+        prepared = None
+        if commentary is not None:
+            prepared = prepare_data(cfg, embed=cfg.train.mode == "frozen")
+            weights = Commentary.load(
+                commentary, prepared.fingerprint, len(prepared.splits["train"])
+            ).weights
+        trained = train_model(cfg, kind, seed, sample_weight=weights, prepared=prepared)  # type: ignore[arg-type]
         typer.echo(
             f"trained {trained.kind} ({trained.mode}) val macro-F1 {trained.val_macro_f1:.4f}"
         )
@@ -265,3 +285,38 @@ def label(
             typer.echo(
                 f"{cfg.train.kind} head on weak labels: test macro-F1 {m['overall']['macro_f1']:.4f}"
             )
+
+
+commentary_app = typer.Typer(help="Learned example weights (commentaries).", no_args_is_help=True)
+app.add_typer(commentary_app, name="commentary")
+
+
+@commentary_app.command("learn")
+def commentary_learn(
+    config: ConfigOpt = None,
+    kind: Annotated[str, typer.Option(help="Head kind used in the inner training runs.")] = "sbl",
+    out: Annotated[
+        Path | None, typer.Option(help="Output .npz (default: next to the dataset).")
+    ] = None,
+    report: Annotated[Path, typer.Option(help="Folder for commentary.md / commentary.png.")] = Path(
+        ".slicewise/commentary"
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Learn per-example weights by backprop through short inner training runs of the head.
+
+    Example: `slicewise commentary learn`, then `slicewise train --commentary <printed path>`.
+    """
+    with domain_errors():
+        from training.commentary import commentary_report, default_path, learn_commentary
+        from training.config import load_config
+        from training.train import prepare_data
+
+        cfg = load_config(config)
+        prepared = prepare_data(cfg)
+        com = learn_commentary(cfg, prepared, kind, seed)  # type: ignore[arg-type]
+        path = com.save(out or default_path(cfg, prepared.fingerprint))
+        typer.echo(commentary_report(com, cfg, prepared, report))
+        typer.echo(
+            f"written: {path} (reuse with `slicewise train --commentary {path}`); report in {report}"
+        )

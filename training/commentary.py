@@ -1,0 +1,211 @@
+"""Commentaries (Raghu et al., ICLR 2021): learned per-example weights for training.
+
+A small commentary network maps (embedding, one-hot label, slice memberships, training progress)
+to a weight in (0, 1). It is learned by differentiating the validation loss through short
+unrolled inner training runs of the slice-aware head on frozen embeddings: each outer step
+starts a fresh head, takes `inner_steps` SGD steps on weighted training minibatches (the graph
+is kept, `torch.func.functional_call`), measures the loss on a validation batch (monitored-slice
+rows weighted by `1 + monitored_slice_weight`), and updates the commentary network by backprop.
+
+The learned weights of the training split (averaged over training progress 0..1, since a
+reused commentary feeds a static `sample_weight`) are saved with the dataset fingerprint;
+`slicewise train --commentary PATH` reuses them, in frozen and finetune mode.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from training.config import ProjectConfig
+from training.model import Kind, head_loss
+from training.train import PreparedData, new_head
+
+
+class CommentaryError(ValueError):
+    """A commentary file is missing, malformed or belongs to another dataset."""
+
+
+class CommentaryNet(nn.Module):
+    """(h, one-hot y, slice membership, progress) → weight in (0, 1)."""
+
+    def __init__(self, d: int, num_classes: int, num_slices: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = nn.Sequential(
+            nn.Linear(d + num_classes + num_slices + 1, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.constant_(self.net[2].bias, 2.0)  # start near weight 0.88 for everyone
+
+    def forward(
+        self, h: torch.Tensor, y: torch.Tensor, member: torch.Tensor, progress: float
+    ) -> torch.Tensor:
+        """Weights `[B]`."""
+        onehot = nn.functional.one_hot(y, self.num_classes).float()
+        t = torch.full((len(h), 1), float(progress))
+        return torch.sigmoid(self.net(torch.cat([h, onehot, member.float(), t], dim=1))).squeeze(1)
+
+
+@dataclass
+class Commentary:
+    """Learned weights for one dataset's training split."""
+
+    weights: np.ndarray
+    fingerprint: str
+    meta: dict
+
+    def save(self, path: str | Path) -> Path:
+        """Write `weights`, fingerprint and metadata as one `.npz` (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(
+            tmp, weights=self.weights, fingerprint=self.fingerprint, meta=json.dumps(self.meta)
+        )
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(
+        cls, path: str | Path, fingerprint: str | None = None, n: int | None = None
+    ) -> Commentary:
+        """Read a commentary; check it belongs to `fingerprint` and has `n` weights.
+
+        Raises:
+            CommentaryError: naming the file and the mismatch.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise CommentaryError(f"commentary file {path} does not exist")
+        try:
+            with np.load(path) as data:
+                com = cls(data["weights"], str(data["fingerprint"]), json.loads(str(data["meta"])))
+        except (OSError, KeyError, ValueError) as exc:
+            raise CommentaryError(f"{path} is not a slicewise commentary file: {exc}") from exc
+        if fingerprint is not None and com.fingerprint != fingerprint:
+            raise CommentaryError(
+                f"commentary {path} was learned for dataset {com.fingerprint}, not this dataset ({fingerprint}); "
+                "learn a new one with `slicewise commentary learn`"
+            )
+        if n is not None and len(com.weights) != n:
+            raise CommentaryError(
+                f"commentary {path} has {len(com.weights)} weights for {n} training examples"
+            )
+        return com
+
+
+def default_path(cfg: ProjectConfig, fingerprint: str) -> Path:
+    """Next to the dataset file (or in the cache folder for the built-in demo)."""
+    if cfg.dataset.source == "file" and cfg.dataset.path is not None:
+        return Path(cfg.dataset.path).with_name(
+            f"{Path(cfg.dataset.path).stem}.commentary-{fingerprint}.npz"
+        )
+    return Path(cfg.train.cache_dir) / f"{cfg.name}.commentary-{fingerprint}.npz"
+
+
+def learn_commentary(
+    cfg: ProjectConfig,
+    prepared: PreparedData,
+    kind: Kind = "sbl",
+    seed: int = 0,
+    batch_size: int = 256,
+    inner_lr: float = 0.05,
+    outer_lr: float = 1e-2,
+    progress: bool = True,
+) -> Commentary:
+    """Learn a commentary network by backprop through unrolled inner training runs."""
+    cc, t = cfg.commentary, cfg.train
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    tr, va = prepared.splits["train"], prepared.splits["validation"]
+    x, y, m = (torch.from_numpy(a) for a in (tr.embeddings, tr.labels, tr.membership))
+    xv, yv, mv = (torch.from_numpy(a) for a in (va.embeddings, va.labels, va.membership))
+    monitored = torch.tensor([s in cfg.monitored_slices for s in cfg.slice_names])
+    val_weight = 1.0 + cc.monitored_slice_weight * (
+        mv[:, monitored].any(1).float() if monitored.any() else 0.0
+    )
+    comm = CommentaryNet(x.shape[1], len(cfg.labels), len(cfg.slices))
+    opt = torch.optim.Adam(comm.parameters(), lr=outer_lr)
+    history = []
+    for step in tqdm(
+        range(cc.outer_steps), desc="commentary", unit="outer step", disable=not progress
+    ):
+        head = new_head(cfg, kind, x.shape[1]).train()
+        params = {k: v.detach().clone().requires_grad_(True) for k, v in head.named_parameters()}
+        for i in range(cc.inner_steps):
+            idx = torch.randint(len(x), (batch_size,), generator=gen)
+            w = comm(x[idx], y[idx], m[idx], i / max(1, cc.inner_steps - 1))
+            out = functional_call(head, params, (x[idx],))
+            loss = head_loss(
+                out, y[idx], m[idx], t.lambda_ind, t.lambda_pred, w, kind != "baseline"
+            )
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+            params = {k: p - inner_lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
+        vidx = torch.randint(len(xv), (min(1024, len(xv)),), generator=gen)
+        logits = functional_call(head, params, (xv[vidx],)).logits
+        ce = nn.functional.cross_entropy(logits, yv[vidx], reduction="none")
+        val_loss = (ce * val_weight[vidx]).sum() / val_weight[vidx].sum()
+        opt.zero_grad()
+        val_loss.backward()
+        opt.step()
+        history.append(float(val_loss))
+    with torch.no_grad():
+        weights = (
+            torch.stack([comm(x, y, m, p) for p in (0.0, 0.25, 0.5, 0.75, 1.0)]).mean(0).numpy()
+        )
+    return Commentary(
+        weights.astype(np.float32),
+        prepared.fingerprint,
+        {
+            "kind": kind,
+            "seed": seed,
+            "outer_steps": cc.outer_steps,
+            "inner_steps": cc.inner_steps,
+            "monitored_slice_weight": cc.monitored_slice_weight,
+            "val_loss_history": history,
+        },
+    )
+
+
+def commentary_report(
+    com: Commentary, cfg: ProjectConfig, prepared: PreparedData, out_dir: Path
+) -> str:
+    """Mean learned weight per slice and per label: markdown (returned and written) + PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr = prepared.splits["train"]
+    rows = [("all", com.weights.mean(), len(tr))]
+    rows += [
+        (f"label {lab}", com.weights[tr.labels == i].mean(), int((tr.labels == i).sum()))
+        for i, lab in enumerate(cfg.labels)
+    ]
+    rows += [
+        (f"slice {s}", com.weights[tr.membership[:, j]].mean(), int(tr.membership[:, j].sum()))
+        for j, s in enumerate(cfg.slice_names)
+        if tr.membership[:, j].any()
+    ]
+    md = "| group | examples | mean weight |\n|---|---:|---:|\n" + "\n".join(
+        f"| {g} | {n} | {w:.3f} |" for g, w, n in rows
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "commentary.md").write_text(md + "\n")
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1))
+    ax.barh([g for g, _, _ in rows][::-1], [w for _, w, _ in rows][::-1], color="tab:purple")
+    ax.set_xlabel("mean learned example weight")
+    ax.set_xlim(0, 1)
+    ax.set_title("commentary weights per label and slice")
+    fig.tight_layout()
+    fig.savefig(out_dir / "commentary.png", dpi=110)
+    plt.close(fig)
+    return md

@@ -26,10 +26,10 @@ def domain_errors() -> Iterator[None]:
     """Turn the project's validation errors into a one-line message and exit code 2."""
     from slicewise.contracts import BundleError
     from training.backbone import BackboneError
+    from training.commentary import CommentaryError
     from training.config import ConfigError
     from training.data import DataError
     from training.export import ExportError
-    from training.commentary import CommentaryError
     from training.slices import SliceError
 
     try:

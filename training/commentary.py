@@ -135,7 +135,7 @@ def learn_commentary(
     comm = CommentaryNet(x.shape[1], len(cfg.labels), len(cfg.slices))
     opt = torch.optim.Adam(comm.parameters(), lr=outer_lr)
     history = []
-    for step in tqdm(
+    for _step in tqdm(
         range(cc.outer_steps), desc="commentary", unit="outer step", disable=not progress
     ):
         head = new_head(cfg, kind, x.shape[1]).train()

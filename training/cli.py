@@ -320,3 +320,83 @@ def commentary_learn(
         typer.echo(
             f"written: {path} (reuse with `slicewise train --commentary {path}`); report in {report}"
         )
+
+
+@app.command()
+def salience(
+    config: ConfigOpt = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Model checkpoint (default: the newest one of this project)."),
+    ] = None,
+    count: Annotated[int, typer.Option(help="Texts to explain.")] = 1000,
+    split: Annotated[
+        str, typer.Option(help="Split whose texts are explained: train, validation or test.")
+    ] = "train",
+    steps: Annotated[int, typer.Option(help="Integrated-gradients steps.")] = 16,
+    out: Annotated[Path, typer.Option(help="Report folder (salience.json, .html, PNGs).")] = Path(
+        ".slicewise/salience"
+    ),
+) -> None:
+    """Aggregated token salience per slice and label, salience clusters, likely shortcuts.
+
+    Example: `slicewise salience --count 500` (needs a checkpoint from `slicewise train`).
+    """
+    with domain_errors():
+        import numpy as np
+
+        from training.backbone import load_tokenizer
+        from training.config import load_config
+        from training.salience import (
+            SalienceError,
+            aggregate,
+            explain,
+            label_association,
+            write_report,
+        )
+        from training.train import load_checkpoint, prepare_data
+
+        cfg = load_config(config)
+        if checkpoint is None:
+            found = sorted(
+                Path(cfg.train.checkpoint_dir).glob(f"{cfg.name}-*.pt"),
+                key=lambda p: p.stat().st_mtime,
+            )
+            if not found:
+                typer.echo(
+                    f"error: no checkpoint in {cfg.train.checkpoint_dir}; run `slicewise train` first",
+                    err=True,
+                )
+                raise typer.Exit(2)
+            checkpoint = found[-1]
+        _, trained = load_checkpoint(checkpoint)
+        prepared = prepare_data(cfg, embed=False)
+        part, evaluation = prepared.splits[split], prepared.splits["test"]
+        rows = np.random.default_rng(0).permutation(len(part))[:count]
+        texts = [part.texts[i] for i in rows]  # type: ignore[index]
+        tok = load_tokenizer(cfg.backbone)
+        try:
+            sal = explain(trained.model, tok, texts, cfg.backbone.max_length, n_steps=steps)
+            report = aggregate(
+                sal,
+                cfg,
+                part.membership[rows],
+                train_assoc=label_association(
+                    prepared.splits["train"].texts,
+                    prepared.splits["train"].labels,
+                    tok,
+                    len(cfg.labels),
+                ),
+                eval_assoc=label_association(
+                    evaluation.texts, evaluation.labels, tok, len(cfg.labels)
+                ),
+            )
+        except SalienceError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        html = write_report(report, out)
+        for f in report["shortcuts"][:10]:
+            typer.echo(
+                f"possible shortcut: {f['token']!r} ({f['label']}): {'; '.join(f['reasons'])}"
+            )
+        typer.echo(f"report: {html}")

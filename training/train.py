@@ -177,12 +177,19 @@ def train_head(
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        f1 = macro_f1(
-            validation.labels,
-            predict_head(head, validation.embeddings)["probabilities"].argmax(1),
-            len(cfg.labels),
+        val_probs = predict_head(head, validation.embeddings)["probabilities"]
+        f1 = macro_f1(validation.labels, val_probs.argmax(1), len(cfg.labels))
+        picked = val_probs[np.arange(len(val_probs)), validation.labels]
+        val_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
+        history.append(
+            {
+                "epoch": epoch,
+                "step": (epoch + 1) * -(-len(x) // t.batch_size),
+                "loss": total / len(x),
+                "val_loss": val_loss,
+                "val_macro_f1": f1,
+            }
         )
-        history.append({"epoch": epoch, "loss": total / len(x), "val_macro_f1": f1})
         bar.set_postfix(loss=f"{total / len(x):.3f}", val_f1=f"{f1:.3f}")
         if f1 > best[0]:
             best = (f1, epoch, copy.deepcopy(head.state_dict()))

@@ -83,6 +83,36 @@ def feedback_examples(
     return texts, ys
 
 
+def logged_texts(client: redis.Redis, exclude: set[str], count: int = 100_000) -> list[str]:
+    """Texts of logged predictions (raw-text logging on) whose id is not in `exclude`."""
+    out = []
+    for _, fields in client.xrevrange(c.PREDICTIONS_STREAM, count=count):
+        if b"text" in fields and fields.get(b"id", b"").decode() not in exclude:
+            out.append(fields[b"text"].decode())
+    return out
+
+
+def weak_examples(cfg: ProjectConfig, texts: list[str]) -> tuple[list[str], np.ndarray]:
+    """(covered texts, probabilistic labels) from the config's LFs and the triplet label model."""
+    from training.weak import ABSTAIN, LFError, TripletLabelModel, apply_lfs
+
+    if len(cfg.labeling_functions) < 3 or not texts:
+        return [], np.zeros((0, len(cfg.labels)), np.float32)
+    L = apply_lfs(texts, cfg, warn_silent=False)
+    covered = (L != ABSTAIN).any(1)
+    try:
+        balance = (
+            None
+            if cfg.weak_supervision.class_balance is None
+            else np.asarray(cfg.weak_supervision.class_balance)
+        )
+        probs = TripletLabelModel(len(cfg.labels), balance).fit(L).predict_proba(L)
+    except LFError as exc:
+        log.warning("no weak labels for logged traffic: %s", exc)
+        return [], np.zeros((0, len(cfg.labels)), np.float32)
+    return [t for t, k in zip(texts, covered, strict=True) if k], probs[covered].astype(np.float32)
+
+
 def _append(split: Any, cfg: ProjectConfig, texts: list[str], labels: np.ndarray) -> Any:
     from training.backbone import embed_texts
     from training.slices import slice_membership
@@ -107,6 +137,7 @@ def retrain(
     shuffle_labels: bool = False,
     use_feedback: bool = True,
     reason: Any = None,
+    use_weak_labels: bool = True,
     progress: bool = True,
 ) -> RetrainReport:
     """Run one retrain: data, candidate, gate, promote or reject. Never raises after start-up;
@@ -122,7 +153,15 @@ def retrain(
             production = None  # first run on an empty store: the candidate becomes production
         if production is None:
             report = _train_and_gate(
-                cfg, client, None, scratch, report, shuffle_labels, use_feedback, progress
+                cfg,
+                client,
+                None,
+                scratch,
+                report,
+                shuffle_labels,
+                use_feedback,
+                progress,
+                use_weak_labels,
             )
             return report
         report.production_version = production.manifest.version
@@ -135,7 +174,15 @@ def retrain(
                 f"slices {production.manifest.slice_names}; the config has {cfg.labels} / {cfg.slice_names}"
             )
         report = _train_and_gate(
-            cfg, client, production, scratch, report, shuffle_labels, use_feedback, progress
+            cfg,
+            client,
+            production,
+            scratch,
+            report,
+            shuffle_labels,
+            use_feedback,
+            progress,
+            use_weak_labels,
         )
     except Exception as exc:  # recorded, production untouched
         report.outcome, report.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -156,6 +203,7 @@ def _train_and_gate(
     shuffle_labels: bool,
     use_feedback: bool,
     progress: bool,
+    use_weak_labels: bool = True,
 ) -> RetrainReport:
     from training.backbone import load_tokenizer
     from training.evaluate import slice_metrics
@@ -170,6 +218,14 @@ def _train_and_gate(
         if texts:
             train = _append(train, cfg, texts, label_ids(labels, cfg.labels))
         report.data["feedback"] = len(texts)
+    if use_weak_labels:  # logged texts without feedback, labelled by the LFs + label model
+        feedback_ids = {
+            f[b"id"].decode() for _, f in client.xrange(c.FEEDBACK_STREAM) if b"id" in f
+        }
+        weak_texts, weak_probs = weak_examples(cfg, logged_texts(client, feedback_ids))
+        if weak_texts:
+            train = _append(train, cfg, weak_texts, weak_probs)
+        report.data["weak"] = len(weak_texts)
     if shuffle_labels:  # a deliberately worse candidate, for testing the gate
         train.labels = np.random.default_rng(0).permutation(train.labels)
         report.data["shuffled_labels"] = 1

@@ -48,6 +48,22 @@ class BundleError(ValueError):
     """The artifact bundle is missing, incomplete or inconsistent."""
 
 
+class HasSlices:
+    """Slice-name helpers for models with a `slices` list (the manifest, the project config)."""
+
+    slices: list[Any]
+
+    @property
+    def slice_names(self) -> list[str]:
+        """User slice names in model-output order (no `base`)."""
+        return [s.name for s in self.slices]
+
+    @property
+    def monitored_slices(self) -> list[str]:
+        """Names of the slices the monitor and the promotion gate watch."""
+        return [s.name for s in self.slices if s.monitored]
+
+
 class SliceInfo(BaseModel):
     """One user slice as the service and monitor see it."""
 
@@ -59,7 +75,7 @@ class SliceInfo(BaseModel):
     monitored: bool = False
 
 
-class Manifest(BaseModel):
+class Manifest(HasSlices, BaseModel):
     """`manifest.json` of an artifact bundle."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
@@ -78,16 +94,6 @@ class Manifest(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] = Field(default_factory=dict)
     dataset_fingerprint: str = ""
-
-    @property
-    def slice_names(self) -> list[str]:
-        """User slice names in model-output order (no `base`)."""
-        return [s.name for s in self.slices]
-
-    @property
-    def monitored_slices(self) -> list[str]:
-        """Names of the slices the monitor and the promotion gate watch."""
-        return [s.name for s in self.slices if s.monitored]
 
     @property
     def thresholds(self) -> dict[str, float]:

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from slicewise.contracts import HasSlices
+
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "tweets.yaml"
 
@@ -224,7 +226,7 @@ class CommentaryConfig(_Section):
     monitored_slice_weight: float = Field(1.0, ge=0)
 
 
-class ProjectConfig(_Section):
+class ProjectConfig(HasSlices, _Section):
     """A slicewise project: data, labels, backbone, slices, LFs and every stage's settings."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "project"
@@ -267,16 +269,6 @@ class ProjectConfig(_Section):
                     f"labels {self.labels}"
                 )
         return self
-
-    @property
-    def slice_names(self) -> list[str]:
-        """User slice names in model order."""
-        return [s.name for s in self.slices]
-
-    @property
-    def monitored_slices(self) -> list[str]:
-        """Names of the monitored slices."""
-        return [s.name for s in self.slices if s.monitored]
 
 
 def _suggest(loc: tuple[Any, ...], model: type[BaseModel]) -> str:

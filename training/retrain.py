@@ -151,28 +151,14 @@ def retrain(
             production: c.Bundle | None = production_bundle(client, production_dir)
         except c.BundleError:
             production = None  # first run on an empty store: the candidate becomes production
-        if production is None:
-            report = _train_and_gate(
-                cfg,
-                client,
-                None,
-                scratch,
-                report,
-                shuffle_labels,
-                use_feedback,
-                progress,
-                use_weak_labels,
-            )
-            return report
-        report.production_version = production.manifest.version
-        if (
-            production.manifest.labels != cfg.labels
-            or production.manifest.slice_names != cfg.slice_names
-        ):
-            raise RetrainError(
-                f"production model {production.manifest.version} has labels {production.manifest.labels} and "
-                f"slices {production.manifest.slice_names}; the config has {cfg.labels} / {cfg.slice_names}"
-            )
+        if production is not None:
+            report.production_version = production.manifest.version
+            m = production.manifest
+            if m.labels != cfg.labels or m.slice_names != cfg.slice_names:
+                raise RetrainError(
+                    f"production model {m.version} has labels {m.labels} and slices {m.slice_names}; "
+                    f"the config has {cfg.labels} / {cfg.slice_names}"
+                )
         report = _train_and_gate(
             cfg,
             client,

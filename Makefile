@@ -45,6 +45,7 @@ format: setup
 
 bench: setup  ## run every benchmark in bench/ (slow; writes bench/results/), then refresh the README tables
 	$(PY) bench/bench_quality.py
+	$(PY) bench/bench_train_speed.py
 	$(VENV)/bin/slicewise export --out .slicewise/bundle
 	for b in onnx drift label_model snorkel_anchor commentary salience service; do $(PY) bench/bench_$$b.py || exit 1; done
 	$(PY) bench/update_readme.py

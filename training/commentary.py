@@ -156,7 +156,7 @@ def learn_commentary(
         opt.zero_grad()
         val_loss.backward()
         opt.step()
-        history.append(float(val_loss))
+        history.append(float(val_loss.detach()))
     with torch.no_grad():
         weights = (
             torch.stack([comm(x, y, m, p) for p in (0.0, 0.25, 0.5, 0.75, 1.0)]).mean(0).numpy()

@@ -267,7 +267,9 @@ def label(
         frame = pd.DataFrame(probs, columns=[f"p_{lab}" for lab in cfg.labels])
         frame.insert(0, "text", tr.texts)
         frame["covered"] = covered
-        frame.to_parquet(out, index=False)
+        tmp = out.with_name(out.name + ".tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(out)  # never a half-written labels file
         typer.echo(f"written: {out}")
         if train_head_too:
             weak = EncodedSplit(

@@ -133,10 +133,16 @@ def optimize_onnx(src: Path, dst: Path, encoder_config: Any) -> dict[str, int]:
 
 
 def quantize_onnx(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation (weights int8, activations quantised at run time)."""
+    """Dynamic int8 quantisation, per output channel with a reduced (7-bit) weight range.
+
+    Per-tensor quantisation cost 1.6 macro-F1 points overall and 2.4 on the negation slice of the
+    demo; per-channel + reduced range keeps both within 0.5 (measured in bench/bench_onnx.py).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    quantize_dynamic(
+        str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
+    )
 
 
 def check_parity(model: torch.nn.Module, runner: OnnxRunner, tolerance: float) -> dict[str, float]:

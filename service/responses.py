@@ -32,6 +32,12 @@ def validate_texts(texts: Any, max_texts: int, max_chars: int) -> list[str]:
             raise RequestError(f"texts[{i}] is empty")
         if len(t) > max_chars:
             raise RequestError(f"texts[{i}] is too long: {len(t)} > {max_chars} characters")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(
+                f"texts[{i}] is not valid Unicode text (it holds a lone surrogate)"
+            ) from None
     return texts
 
 

@@ -34,6 +34,11 @@ from service.settings import Settings
 from slicewise.contracts import MODEL_NAME, PRODUCTION_VERSION_KEY, BundleError, PredictionRecord
 
 log = logging.getLogger("slicewise.service")
+log.setLevel(logging.INFO)  # BentoML shows only warnings of foreign loggers otherwise
+# BentoML's batch dispatcher cancels (drops the connection of) any request that waited longer
+# than max_latency_ms; a short value turns a load spike or a model swap into failed requests.
+# The batching window itself is learned by the dispatcher, not set by this bound.
+MAX_LATENCY_MS = 30_000
 SAMPLE_TEXTS = ["I would not fly with them again.", "Is my flight delayed?"]
 
 
@@ -74,7 +79,7 @@ class SliceModel:
     def __is_ready__(self) -> bool:
         return self.runtime is not None
 
-    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=100)
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=MAX_LATENCY_MS)
     def infer(self, texts: list[str]) -> list[dict[str, Any]]:
         """Predictions (without ids) for a batch of texts; each carries the model version."""
         runtime = self.runtime

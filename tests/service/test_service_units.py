@@ -118,3 +118,8 @@ def test_prediction_log_survives_redis_outage_counts_drops_and_resumes() -> None
     finally:
         plog.close()
         srv.stop()
+
+
+def test_validate_texts_refuses_lone_surrogates() -> None:
+    with pytest.raises(RequestError, match=r"texts\[0\] is not valid Unicode"):
+        validate_texts(["\ud83d"], max_texts=4, max_chars=10)

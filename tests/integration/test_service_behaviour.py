@@ -1,0 +1,267 @@
+"""The real service under stress: malformed bodies (property-based), auth, adaptive batching,
+hot-swap, a Redis outage, and a missing bundle. `bentoml serve` subprocesses, real Redis."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from slicewise import contracts as c
+from slicewise.processes import REPO, BentoServer
+from slicewise.redis_server import LocalRedis, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_TEXTS, MAX_CHARS, LOG_BUFFER = 8, 200, 20
+
+
+@pytest.fixture(scope="module")
+def redis_srv():
+    srv = LocalRedis().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle, bentoml_home, redis_srv, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve-behaviour") / "serve.log"
+    env = {
+        "SLICEWISE_MODEL_DIR": str(tiny_bundle),
+        "REDIS_URL": redis_srv.url,
+        "BENTOML_HOME": str(bentoml_home),
+        "SLICEWISE_API_TOKEN": TOKEN,
+        "SLICEWISE_MAX_TEXTS": str(MAX_TEXTS),
+        "SLICEWISE_MAX_TEXT_CHARS": str(MAX_CHARS),
+        "SLICEWISE_LOG_BUFFER": str(LOG_BUFFER),
+        "SLICEWISE_HOTSWAP_INTERVAL": "0.3",
+    }
+    srv = BentoServer(env, log_file=log).start()
+    srv.log_path = log  # type: ignore[attr-defined]
+    yield srv
+    srv.stop()
+
+
+def _post(server, path: str, **kw: Any) -> httpx.Response:
+    return httpx.post(
+        server.url + path, timeout=30, headers={**AUTH, **kw.pop("headers", {})}, **kw
+    )
+
+
+def _metric(server, line_start: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(line_start))
+
+
+def test_bearer_token_is_required_when_configured(server) -> None:
+    body = {"texts": ["hello"]}
+    assert httpx.post(server.url + "/predict", json=body, timeout=10).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    r = httpx.post(server.url + "/predict", json=body, headers=wrong, timeout=10)
+    assert r.status_code == 401  # BentoML answers 401/403 with a fixed "Authorization error"
+    assert _post(server, "/predict", json=body).status_code == 200
+    assert httpx.get(server.url + "/livez", timeout=10).status_code == 200  # probes stay open
+
+
+def _is_valid(body: Any) -> bool:
+    if not isinstance(body, dict) or "texts" not in body:
+        return False
+    texts = body["texts"]
+    return (
+        isinstance(texts, list)
+        and 0 < len(texts) <= MAX_TEXTS
+        and all(isinstance(t, str) and t.strip() and len(t) <= MAX_CHARS for t in texts)
+    )
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=4), kids, max_size=3)
+    ),
+    max_leaves=12,
+)
+TEXT_ITEM = st.text(max_size=MAX_CHARS + 20) | JSON
+BODIES = (
+    st.fixed_dictionaries({"texts": st.lists(TEXT_ITEM, max_size=MAX_TEXTS + 3)})
+    | st.fixed_dictionaries({"texts": JSON})
+    | JSON
+    | st.fixed_dictionaries(
+        {"texts": st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=3)},
+        optional={"extra": JSON},
+    )
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=BODIES)
+def test_malformed_bodies_get_a_4xx_never_a_5xx(server, body) -> None:
+    r = _post(server, "/predict", json=body)
+    if _is_valid(body):
+        assert r.status_code == 200, (body, r.text)
+        assert len(r.json()["predictions"]) == len(body["texts"])
+    else:
+        assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+        assert r.text.strip()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(raw=st.binary(max_size=60), ctype=st.sampled_from(["application/json", "text/plain", ""]))
+def test_garbage_bytes_get_a_4xx(server, raw, ctype) -> None:
+    try:
+        if isinstance(json.loads(raw), dict):
+            return  # valid JSON objects are covered above
+    except ValueError:
+        pass
+    r = _post(server, "/predict", content=raw, headers={"content-type": ctype})
+    assert 400 <= r.status_code < 500, (raw, ctype, r.status_code, r.text)
+
+
+def test_unusual_but_valid_texts_are_served(server) -> None:
+    texts = ["🙂 ünïcödé", "\u200b x", "a\nb\tc", "x" * MAX_CHARS]
+    r = _post(server, "/predict", json={"texts": texts})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 4
+    lone = json.dumps({"texts": ["ok", "\ud83d lone surrogate"]}).encode()  # valid JSON escape
+    r = _post(server, "/predict", content=lone, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and ("texts[1]" in r.text or "Invalid JSON" in r.text)
+
+
+def test_concurrent_requests_are_batched_into_fewer_model_calls(server) -> None:
+    calls_before = _metric(server, "slicewise_batch_size_count")
+    texts_before = _metric(server, "slicewise_batch_size_sum")
+    n = 64
+    with cf.ThreadPoolExecutor(32) as pool:
+        codes = list(
+            pool.map(
+                lambda i: _post(server, "/predict", json={"texts": [f"t {i}"]}).status_code,
+                range(n),
+            )
+        )
+    assert codes == [200] * n
+    calls = _metric(server, "slicewise_batch_size_count") - calls_before
+    texts = _metric(server, "slicewise_batch_size_sum") - texts_before
+    assert texts == n
+    assert calls < n, f"{calls} model calls for {n} concurrent requests: no batching happened"
+
+
+def test_hot_swap_follows_the_production_key_without_failing_requests(
+    server, redis_srv, tiny_bundle, tmp_path
+) -> None:
+    from training.registry import register_bundle
+
+    version = "swaptest-v2"
+    copy = tmp_path / "v2"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = json.loads((copy / c.MANIFEST_JSON).read_text())
+    manifest["version"] = version
+    (copy / c.MANIFEST_JSON).write_text(json.dumps(manifest))
+    register_bundle(c.Bundle.load(copy))
+
+    old = _post(server, "/predict", json={"texts": ["before"]}).json()["model_version"]
+    assert old != version
+    redis.Redis.from_url(redis_srv.url).set(c.PRODUCTION_VERSION_KEY, version)
+    seen: list[str] = []
+    deadline = time.monotonic() + 30
+    with cf.ThreadPoolExecutor(8) as pool:
+        while time.monotonic() < deadline and version not in seen[-8:]:
+            rs = list(
+                pool.map(lambda i: _post(server, "/predict", json={"texts": [f"x{i}"]}), range(8))
+            )
+            assert all(r.status_code == 200 for r in rs), [
+                r.text for r in rs if r.status_code != 200
+            ]
+            seen += [r.json()["model_version"] for r in rs]
+    assert seen[-1] == version, "the service did not switch to the promoted version"
+    assert set(seen) <= {old, version}
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    assert f'slicewise_model_info{{model_version="{version}"' in text
+    redis.Redis.from_url(redis_srv.url).delete(c.PRODUCTION_VERSION_KEY)
+
+
+def test_redis_outage_never_fails_predictions_counts_drops_and_resumes(server, redis_srv) -> None:
+    client = redis.Redis.from_url(redis_srv.url)
+    dropped_before = _metric(server, "slicewise_prediction_log_dropped_total")
+    redis_srv.stop()
+    try:
+        for i in range(6):  # 48 predictions, buffer holds 20
+            r = _post(server, "/predict", json={"texts": [f"outage {i}.{j}" for j in range(8)]})
+            assert r.status_code == 200, r.text
+        time.sleep(1.0)
+        assert _metric(server, "slicewise_prediction_log_dropped_total") >= dropped_before + 28
+    finally:
+        redis_srv.start()
+    client = redis.Redis.from_url(redis_srv.url)
+    assert _post(server, "/predict", json={"texts": ["back"]}).status_code == 200
+    deadline = time.monotonic() + 15
+    while client.xlen(c.PREDICTIONS_STREAM) < LOG_BUFFER and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.xlen(c.PREDICTIONS_STREAM) >= LOG_BUFFER  # the buffered entries got written
+    log = Path(server.log_path).read_text()
+    assert "Redis unavailable" in log and "writing resumed" in log
+
+
+def test_missing_bundle_is_not_ready_and_says_why(bentoml_home, tmp_path) -> None:
+    port, missing = free_port(), tmp_path / "no-such-bundle"
+    env = {
+        **os.environ,
+        "SLICEWISE_MODEL_DIR": str(missing),
+        "BENTOML_HOME": str(bentoml_home),
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    log = tmp_path / "serve.log"
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                bentoml,
+                "serve",
+                "service.service:Slicewise",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/livez", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert httpx.get(url + "/livez", timeout=5).status_code == 200
+        time.sleep(1.0)
+        assert httpx.get(url + "/readyz", timeout=5).status_code == 503
+        text = log.read_text()
+        assert "slicewise is NOT ready" in text and str(missing) in text
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=20)

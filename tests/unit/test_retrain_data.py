@@ -9,20 +9,26 @@ from slicewise import contracts as c
 from training.config import parse_config
 from training.retrain import feedback_examples, logged_texts, weak_examples
 
-LFS = [{"name": "good", "keywords": ["good", "great"], "label": "pos"},
-       {"name": "bad", "keywords": ["bad", "awful"], "label": "neg"},
-       {"name": "love", "keywords": ["love"], "label": "pos"},
-       {"name": "hate", "keywords": ["hate"], "label": "neg"}]
+LFS = [
+    {"name": "good", "keywords": ["good", "great"], "label": "pos"},
+    {"name": "bad", "keywords": ["bad", "awful"], "label": "neg"},
+    {"name": "love", "keywords": ["love"], "label": "pos"},
+    {"name": "hate", "keywords": ["hate"], "label": "neg"},
+]
 
 
 def test_feedback_and_weak_examples_from_the_log(redis_server) -> None:
     client = redis.Redis.from_url(redis_server.url)
     texts = ["good great love", "bad awful hate", "love it good", "nothing here", "hate bad"] * 20
     for i, t in enumerate(texts):
-        rec = c.PredictionRecord("v", "pos", 0.9, {"neg": 0.1, "pos": 0.9}, {}, len(t), id=f"p{i}", text=t)
+        rec = c.PredictionRecord(
+            "v", "pos", 0.9, {"neg": 0.1, "pos": 0.9}, {}, len(t), id=f"p{i}", text=t
+        )
         client.xadd(c.PREDICTIONS_STREAM, rec.to_fields())
     client.xadd(c.FEEDBACK_STREAM, {"id": "p1", "label": "neg", "ts": "0"})
-    client.xadd(c.FEEDBACK_STREAM, {"id": "p2", "label": "nonsense", "ts": "0"})  # unknown label: ignored
+    client.xadd(
+        c.FEEDBACK_STREAM, {"id": "p2", "label": "nonsense", "ts": "0"}
+    )  # unknown label: ignored
     fb_texts, fb_labels = feedback_examples(client, ["neg", "pos"])
     assert (fb_texts, fb_labels) == (["bad awful hate"], ["neg"])
     rest = logged_texts(client, {"p1"})

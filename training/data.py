@@ -64,25 +64,28 @@ def load_dataset(cfg: ProjectConfig) -> pd.DataFrame:
             `cfg.labels` (naming the first offending row).
     """
     ds = cfg.dataset
-    if ds.source == "demo":
+    text_column, label_column = ds.text_column, ds.label_column
+    if ds.source == "demo":  # the demo CSV's layout is fixed: sentiment, confidence, text
         path, fmt, encoding = demo_csv_path(), "csv", "latin-1"
+        text_column, label_column = "text", "sentiment"
     else:
         assert ds.path is not None  # guaranteed by DatasetConfig
         path, fmt, encoding = Path(ds.path), ds.format, ds.encoding
         if not path.is_file():
             raise DataError(f"dataset file {path} does not exist")
     raw = _read(path, fmt, encoding)
-    for col in (ds.text_column, ds.label_column):
+    for col, key in ((text_column, "text_column"), (label_column, "label_column")):
         if col not in raw.columns:
             raise DataError(
-                f"{path} has no column {col!r}; available columns: {', '.join(map(str, raw.columns))}"
+                f"{path} has no column {col!r}; available columns: "
+                f"{', '.join(map(str, raw.columns))}; set dataset.{key}"
             )
-    df = pd.DataFrame({"text": raw[ds.text_column], "label": raw[ds.label_column]})
+    df = pd.DataFrame({"text": raw[text_column], "label": raw[label_column]})
     df = df.dropna(subset=["text"])
     df["text"] = df["text"].astype(str)
     df = df[df["text"].str.strip() != ""]
     if df.empty:
-        raise DataError(f"{path} has no rows with text in column {ds.text_column!r}")
+        raise DataError(f"{path} has no rows with text in column {text_column!r}")
     df["label"] = df["label"].astype(str)
     unknown = ~df["label"].isin(cfg.labels)
     if unknown.any():
@@ -98,8 +101,14 @@ def load_dataset(cfg: ProjectConfig) -> pd.DataFrame:
 
 
 def _stratified_sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    frac = n / len(df)
-    return df.groupby("label", group_keys=False).sample(frac=frac, random_state=seed)
+    """Exactly `n` rows, label shares kept (sklearn's stratified split rounds to `n` exactly)."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        sample, _ = train_test_split(df, train_size=n, stratify=df["label"], random_state=seed)
+    except ValueError:  # a label too rare to stratify on: plain seeded sample
+        sample = df.sample(n=n, random_state=seed)
+    return sample.sort_index()
 
 
 @dataclass

@@ -84,15 +84,23 @@ def import_plugins(cfg: ProjectConfig) -> None:
             raise SliceError(f"cannot import plugin module {module!r}: {exc}") from exc
 
 
+# English clitics that tokenisers split off the word they end ("do|n't", "it|'s"): as keywords
+# they match at the end of a word, so they get no left word boundary.
+_CLITIC = re.compile(r"^(n't|'(s|d|m|ll|re|ve))$", re.IGNORECASE)
+
+
 def keyword_pattern(keywords: Sequence[str]) -> str:
-    """Case-insensitive whole-word regex for a keyword list (keywords like "n't" match inside
-    "don't": a keyword that starts with a non-word character needs no left word boundary).
+    """Case-insensitive whole-word regex for a keyword list.
+
+    Clitics such as "n't" match inside "don't" / "can't" (they end a word rather than start
+    one), and an apostrophe also matches the typographic one ("don’t").
     """
     parts = []
     for kw in sorted(keywords, key=len, reverse=True):
-        left = r"\b" if re.match(r"\w", kw) else ""
+        left = r"\b" if re.match(r"\w", kw) and not _CLITIC.match(kw) else ""
         right = r"\b" if re.search(r"\w$", kw) else ""
-        parts.append(f"{left}{re.escape(kw)}{right}")
+        body = "['’]".join(re.escape(piece) for piece in kw.split("'"))
+        parts.append(f"{left}{body}{right}")
     return "(?i)(?:" + "|".join(parts) + ")"
 
 

@@ -21,6 +21,7 @@ import uuid
 from http import HTTPStatus
 from typing import Annotated, Any
 
+import aiohttp
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
@@ -187,6 +188,19 @@ class Slicewise:
             except Exception as exc:  # keep serving the current model; say why
                 log.warning("hot-swap check failed: %s", exc)
 
+    async def _infer(self, texts: list[str]) -> list[dict[str, Any]]:
+        """Call the batched model service, retrying once on a dropped connection.
+
+        The client reuses keep-alive connections that the model service may have just closed
+        (seen as `ServerDisconnectedError` after idle gaps); inference is idempotent, so one
+        retry on a fresh connection is safe.
+        """
+        try:
+            return await self.model.to_async.infer(texts)
+        except aiohttp.ClientConnectionError as exc:
+            log.info("model service connection dropped (%s); retrying once", exc)
+            return await self.model.to_async.infer(texts)
+
     def _authorize(self, ctx: bentoml.Context) -> None:
         token = self.settings.api_token
         if token and ctx.request.headers.get("authorization", "") != f"Bearer {token}":
@@ -208,7 +222,7 @@ class Slicewise:
             validate_texts(texts, self.settings.max_texts, self.settings.max_text_chars)
         except RequestError as exc:
             raise InvalidArgument(str(exc)) from None
-        preds = await self.model.to_async.infer(texts)
+        preds = await self._infer(texts)
         t0 = time.perf_counter()
         version = preds[0]["model_version"]
         records = []

@@ -8,6 +8,10 @@ chart of macro-F1 per slice with ± std error bars).
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,9 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 
-from training.config import ProjectConfig
+from training.config import ConfigError, ProjectConfig
+
+KINDS = ("baseline", "sbl", "moa")
 
 
 def slice_metrics(
@@ -86,6 +92,13 @@ def evaluate_project(
 
     kinds = list(kinds or cfg.train.compare)
     seeds = list(seeds if seeds is not None else cfg.train.seeds)
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not seeds:
+        raise ConfigError(
+            f"evaluate: unknown kind(s) {unknown}; use {', '.join(KINDS)}"
+            if unknown
+            else "evaluate: no seeds given; pass at least one seed"
+        )
     prepared = prepared or prepare_data(cfg, progress)
     train, val, test = (prepared.splits[s] for s in ("train", "validation", "test"))
     result: dict[str, Any] = {
@@ -138,15 +151,37 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def write_report(result: dict[str, Any], out_dir: Path) -> None:
-    """Write `evaluation.json`, `evaluation.md` and `evaluation.png` into `out_dir`."""
+    """Write `evaluation.json`, `evaluation.md` and `evaluation.png` into `out_dir` (atomically)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".evaluation-", dir=out_dir))
+    try:  # write everything aside, then move into place: no half-written report
+        (tmp / "evaluation.json").write_text(json.dumps(_json_safe(result), indent=2))
+        (tmp / "evaluation.md").write_text(markdown_table(result))
+        _bar_chart(result, tmp / "evaluation.png")
+        for name in ("evaluation.json", "evaluation.md", "evaluation.png"):
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN (a slice with no rows) becomes null, so the file is strict JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _bar_chart(result: dict[str, Any], path: Path) -> None:
+    """Grouped bars: macro-F1 per slice (x) and kind (colour), ± std over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
-    (out_dir / "evaluation.md").write_text(markdown_table(result))
     kinds = list(result["kinds"])
     names = list(result["kinds"][kinds[0]]["mean"])
     x = np.arange(len(names))
@@ -168,11 +203,11 @@ def write_report(result: dict[str, Any], out_dir: Path) -> None:
         for n in names
     ]
     ax.set_xticks(x + width * (len(kinds) - 1) / 2, labels, fontsize=8)
-    lo = min(result["kinds"][k]["mean"][n]["macro_f1"] for k in kinds for n in names)
-    ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+    lo = np.nanmin([result["kinds"][k]["mean"][n]["macro_f1"] for k in kinds for n in names])
+    ax.set_ylim(max(0.0, float(lo) - 0.1) if np.isfinite(lo) else 0.0, 1.0)
     ax.set_ylabel("macro-F1 (test, mean ± std over seeds)")
     ax.set_title(f"{result['project']}: macro-F1 per slice (* = monitored)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / "evaluation.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -32,11 +32,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from training.weak.labeling import ABSTAIN, LFError
 
 EPS = 1e-3
+_THREADPOOLS: list[ThreadpoolController] = []
+
+
+def _single_threaded_blas():  # type: ignore[no-untyped-def]
+    """Limit BLAS to one thread (the controller is built once: it scans the loaded libraries)."""
+    if not _THREADPOOLS:
+        _THREADPOOLS.append(ThreadpoolController())
+    return _THREADPOOLS[0].limit(limits=1, user_api="blas")
 
 
 @dataclass
@@ -110,12 +118,16 @@ class TripletLabelModel:
             & (np.abs(cov[a_idx, b_idx]) > 1e-8)
         )
         a_idx, b_idx = a_idx[ok], b_idx[ok]
+        # ratios [indicator, pair]; a pair counts for i when neither of its LFs is i's LF
+        ratio = np.sqrt(np.abs(cov[:, a_idx] * cov[:, b_idx] / cov[a_idx, b_idx]))
+        usable = (lf_of[a_idx][None, :] != lf_of[:, None]) & (
+            lf_of[b_idx][None, :] != lf_of[:, None]
+        )
+        usable &= live[:, None]
         out = np.zeros(k)
-        for i in np.flatnonzero(live):
-            sel = (lf_of[a_idx] != lf_of[i]) & (lf_of[b_idx] != lf_of[i])
-            if sel.any():
-                a, b = a_idx[sel], b_idx[sel]
-                out[i] = float(np.median(np.sqrt(np.abs(cov[i, a] * cov[i, b] / cov[a, b]))))
+        rows = usable.any(1)
+        if rows.any():
+            out[rows] = np.nanmedian(np.where(usable, ratio, np.nan)[rows], axis=1)
         return out
 
     def _patterns(self, L: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,7 +146,7 @@ class TripletLabelModel:
     def fit(self, L: np.ndarray) -> TripletLabelModel:
         """Estimate per-class indicator rates (and the class balance unless given)."""
         # the products here are tiny; OpenBLAS threads only add wake-up latency (10× on a busy box)
-        with threadpool_limits(1, user_api="blas"):
+        with _single_threaded_blas():
             return self._fit(np.asarray(L))
 
     def _fit(self, L: np.ndarray) -> TripletLabelModel:
@@ -200,7 +212,7 @@ class TripletLabelModel:
         if not self.models:
             raise LFError("the label model is not fitted; call fit(L) first")
         L = np.asarray(L)
-        with threadpool_limits(1, user_api="blas"):
+        with _single_threaded_blas():
             U, _, inverse = self._patterns(L)
             return self._posterior(self._onehot(U))[inverse]
 

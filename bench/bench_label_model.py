@@ -36,7 +36,7 @@ def synth(n: int, m: int, seed: int = 0):
     return L, y
 
 
-def compare(L: np.ndarray, y: np.ndarray, rounds: int = 3) -> dict[str, float]:
+def compare(L: np.ndarray, y: np.ndarray, rounds: int = 5) -> dict[str, float]:
     covered = (L != ABSTAIN).any(1)
     ours_t, snorkel_t = [], []
     for _ in range(rounds):  # interleaved
@@ -133,7 +133,7 @@ md = f"""| label matrix | ours: fit (s) | Snorkel LabelModel: fit (s) | speed-up
 | synthetic, n = 100k, m = 20 | {synthetic["ours_s"]:.3f} | {synthetic["snorkel_s"]:.2f} | {synthetic["snorkel_s"] / synthetic["ours_s"]:.1f}× | {synthetic["ours_acc"]:.4f} | {synthetic["snorkel_acc"]:.4f} |
 | demo LFs on the train split (n = {len(L_tr)}, m = {L_tr.shape[1]}) | {demo["ours_s"]:.3f} | {demo["snorkel_s"]:.2f} | {demo["snorkel_s"] / demo["ours_s"]:.1f}× | {demo["ours_acc"]:.4f} | {demo["snorkel_acc"]:.4f} |
 
-Label accuracy = argmax of the probabilistic labels vs gold, on points with at least one vote; fit times are medians of 3 interleaved runs; Snorkel's `LabelModel` with its defaults (100 epochs).
+Label accuracy = argmax of the probabilistic labels vs gold, on points with at least one vote; fit times are medians of 5 interleaved runs; Snorkel's `LabelModel` with its defaults (100 epochs).
 """
 md_epoxy = (
     """| demo labels (train split) | coverage | label accuracy (covered) | MoA head on them: test macro-F1 |

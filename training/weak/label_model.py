@@ -125,9 +125,14 @@ class TripletLabelModel:
         )
         usable &= live[:, None]
         out = np.zeros(k)
-        rows = usable.any(1)
-        if rows.any():
-            out[rows] = np.nanmedian(np.where(usable, ratio, np.nan)[rows], axis=1)
+        count = usable.sum(1)
+        rows = np.flatnonzero(count)
+        if rows.size:  # per-row median of the usable ratios (NaNs sort last)
+            ranked = np.sort(np.where(usable, ratio, np.nan)[rows], axis=1)
+            c = count[rows]
+            out[rows] = 0.5 * (
+                ranked[np.arange(rows.size), (c - 1) // 2] + ranked[np.arange(rows.size), c // 2]
+            )
         return out
 
     def _patterns(self, L: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -179,6 +184,8 @@ class TripletLabelModel:
             self.balance = balance
             if self.fixed_balance is None:
                 balance = weights @ self._posterior(onehot)
+                if np.abs(balance - self.balance).max() < 1e-4:  # converged
+                    break
         self.balance = balance
         return self
 

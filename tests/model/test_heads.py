@@ -19,7 +19,8 @@ def test_forward_shapes_and_attention_sums_to_one(kind: str, num_classes: int) -
     assert out.probabilities.shape == (7, num_classes)
     assert out.slice_membership.shape == (7, 3)
     assert out.attention.shape == (7, 4)
-    assert out.slice_logits.shape == (7, 4, num_classes)
+    experts = 1 if kind == "baseline" else 4  # the baseline is a plain head: `base` only
+    assert out.slice_logits.shape == (7, experts, num_classes)
     torch.testing.assert_close(out.attention.sum(1), torch.ones(7))
     torch.testing.assert_close(out.probabilities.sum(1), torch.ones(7))
     assert ((out.slice_membership > 0) & (out.slice_membership < 1)).all()
@@ -74,6 +75,7 @@ def _planted(n: int, seed: int) -> EncodedSplit:
 
 
 def test_slice_heads_learn_a_planted_slice_rule_better_than_baseline(tiny_config) -> None:
+    """Mean over 3 seeds: one seed of MoA alone is noisy on this small problem."""
     cfg = tiny_config.model_copy(deep=True)
     cfg.labels = ["a", "b"]
     cfg.slices = cfg.slices[:1]
@@ -82,14 +84,16 @@ def test_slice_heads_learn_a_planted_slice_rule_better_than_baseline(tiny_config
     inside = test.membership[:, 0]
     slice_acc = {}
     for kind in KINDS:
-        out = predict_head(
-            train_head(cfg, kind, train, val, seed=0, progress=False).head, test.embeddings
-        )
-        pred = out["probabilities"].argmax(1)
-        slice_acc[kind] = (pred[inside] == test.labels[inside]).mean()
-        assert (pred[~inside] == test.labels[~inside]).mean() > 0.9, kind
-        # every kind's indicator head learns the slice
-        assert ((out["slice_membership"][:, 0] >= 0.5) == inside).mean() > 0.9, kind
+        accs = []
+        for seed in (0, 1, 2):
+            result = train_head(cfg, kind, train, val, seed=seed, progress=False)
+            out = predict_head(result.head, test.embeddings)
+            pred = out["probabilities"].argmax(1)
+            accs.append((pred[inside] == test.labels[inside]).mean())
+            assert (pred[~inside] == test.labels[~inside]).mean() > 0.9, kind
+            # every kind's indicator head learns the slice
+            assert ((out["slice_membership"][:, 0] >= 0.5) == inside).mean() > 0.9, kind
+        slice_acc[kind] = float(np.mean(accs))
     for kind in ("sbl", "moa"):
         assert slice_acc[kind] > 0.86, slice_acc
         assert slice_acc[kind] > slice_acc["baseline"] + 0.02, slice_acc

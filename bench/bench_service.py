@@ -105,10 +105,10 @@ def raw_ort_throughput(model_file, batch: int = 64, n: int = 30) -> float:
     return batch * n / (time.perf_counter() - t0)
 
 
-def median_latency(model_file, batch: int = 32, n: int = 40) -> float:
+def median_latencies(model_files: dict[str, object], batch: int = 32, rounds: int = 60) -> dict:
+    """Median ms per batch for each model file, the sessions run interleaved, one call each a round."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     tok = load_tokenizer(cfg.backbone)
     enc = tok(
         texts[:batch],
@@ -118,13 +118,19 @@ def median_latency(model_file, batch: int = 32, n: int = 40) -> float:
         return_tensors="np",
     )
     f = {k: enc[k].astype(np.int64) for k in c.INPUT_NAMES}
-    sess.run(None, f)
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
+    sessions = {
+        name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for name, path in model_files.items()
+    }
+    ts: dict[str, list[float]] = {name: [] for name in sessions}
+    for sess in sessions.values():
         sess.run(None, f)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1000
+    for _ in range(rounds):
+        for name, sess in sessions.items():
+            t0 = time.perf_counter()
+            sess.run(None, f)
+            ts[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) * 1000 for name, v in ts.items()}
 
 
 rds = LocalRedis().start()
@@ -195,10 +201,11 @@ finally:
     server.stop()
     rds.stop()
 
-heads = {"moa_ms": median_latency(bundle.path / c.MODEL_ONNX)}
 baseline_dir = ROOT / ".slicewise" / "bundle-baseline"
+files = {"slice": bundle.path / c.MODEL_ONNX}
 if baseline_dir.exists():
-    heads["baseline_ms"] = median_latency(baseline_dir / c.MODEL_ONNX)
+    files["plain"] = baseline_dir / c.MODEL_ONNX
+heads = median_latencies(files)
 s, n = med["slicewise"], med["naive"]
 md = (
     f"""| concurrency 32, 1 text/request, {args.rounds}×{args.seconds:.0f}s interleaved | req/s | p50 ms | p95 ms | p99 ms | errors |
@@ -207,10 +214,10 @@ md = (
 | naive (PyTorch eager, one request at a time) | {n["rps"]:.1f} | {n["p50_ms"]:.0f} | {n["p95_ms"]:.0f} | {n["p99_ms"]:.0f} | {n["errors"]:.0f} |
 
 - slicewise / naive throughput: **{s["rps"] / n["rps"]:.2f}×**; raw ONNX Runtime throughput of the same file (batch 64, no HTTP): {raw:.0f} texts/s, the service reaches **{s["rps"] / raw:.0%}** of it.
-- slice heads cost (ONNX fp32, batch 32, median): MoA {heads["moa_ms"]:.1f} ms"""
+- slice heads cost (ONNX fp32, batch 32, interleaved, median): {bundle.manifest.model_kind} {heads["slice"]:.1f} ms"""
     + (
-        f" vs plain head {heads['baseline_ms']:.1f} ms: **{100 * (heads['moa_ms'] / heads['baseline_ms'] - 1):+.1f}%**"
-        if "baseline_ms" in heads
+        f" vs plain head {heads['plain']:.1f} ms: **{100 * (heads['slice'] / heads['plain'] - 1):+.1f}%**"
+        if "plain" in heads
         else " (no baseline bundle)"
     )
     + f"""

@@ -19,13 +19,19 @@ MANIFEST = c.Manifest(
 )
 
 
-def frame(n: int, seed: int, shift_a: float = 0.0) -> pd.DataFrame:
+def frame(
+    n: int, seed: int, shift_a: float = 0.0, shift_b_only: float = 0.0, overlap: bool = False
+) -> pd.DataFrame:
+    """Slices `a` (30% of rows) and `b` (disjoint from `a`, or sharing a third of `a`'s rows);
+    `shift_a` moves every row of `a`, `shift_b_only` the rows of `b` outside `a`."""
     rng = np.random.default_rng(seed)
     u = rng.random(n)
-    a, b = u < 0.3, u > 0.7  # disjoint: a shift in a leaves b's rows untouched
-    p = np.clip(rng.beta(5, 2, n) - shift_a * a, 0.01, 0.99)
+    a = u < 0.3
+    b = (u > 0.2) & (u < 0.6) if overlap else u > 0.7
+    shift = shift_a * a + shift_b_only * (b & ~a)
+    p = np.clip(rng.beta(5, 2, n) - shift, 0.01, 0.99)
     pred = np.where(rng.random(n) < 0.6, "neg", "pos")
-    length = rng.integers(10, 120, n) + (a * shift_a * 200).astype(int)
+    length = rng.integers(10, 120, n) + (shift * 200).astype(int)
     return pd.DataFrame(
         {
             c.prob_column("neg"): p,
@@ -53,6 +59,23 @@ def test_shift_inside_one_slice_flags_that_slice_only() -> None:
     # a's own score defines the slice and is not among a's columns; b's score is
     cols = {col.column for col in res["a"].columns}
     assert c.slice_score_column("a") not in cols and c.slice_score_column("b") in cols
+
+
+def test_drift_in_one_slice_is_attributed_to_it_not_to_an_overlapping_slice() -> None:
+    res = slice_drift(
+        frame(3000, 0, overlap=True), frame(3000, 1, shift_a=0.5, overlap=True), MANIFEST
+    )
+    assert res["a"].drift_detected and res["a"].explained_by == []
+    # b's rows shared with a moved, so b's own columns drift; its rows outside a do not
+    assert res["b"].drifted_columns
+    assert res["b"].explained_by == ["a"] and not res["b"].drift_detected
+    assert res["b"].as_dict()["explained_by"] == ["a"]
+
+
+def test_overlapping_slices_that_both_drift_are_both_flagged() -> None:
+    cur = frame(3000, 1, shift_a=0.5, shift_b_only=0.5, overlap=True)
+    res = slice_drift(frame(3000, 0, overlap=True), cur, MANIFEST)
+    assert res["a"].drift_detected and res["b"].drift_detected
 
 
 def test_small_slice_reports_insufficient_data_not_drift() -> None:

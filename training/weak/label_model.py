@@ -12,17 +12,21 @@ The triplet identity `|σ_c d_i| = sqrt(|Cov_ij Cov_ik / Cov_jk|)` gives every `
 form (median over triplets, as FlyingSquid does for robustness); the sign follows the
 indicator's polarity ("votes c" is positive evidence for `c`). Means then give `m_i`, hence
 `P(I_i = 1 | Y_c = ±1)`, and the posterior of `Y_c` is a naive-Bayes product. The class
-balance is given, or estimated by a short fixed point (balance → posteriors → balance). The
-per-class posteriors are normalised across classes. No SGD anywhere.
+balance is given, or estimated by a short fixed point (balance → posteriors → balance).
+The per-class posteriors are normalised across classes. No SGD anywhere.
 
 Speed: every statistic is computed on the *distinct rows* of `L` (vote patterns) weighted by
 their counts — with sparse LFs a 100k-row matrix has a few thousand patterns — so fitting costs
-one `np.unique` over row keys plus work on the patterns.
+one sort of integer row keys plus work on the patterns.
 
 This works with unipolar LFs (the common case, each voting one class or abstaining), for which
 FlyingSquid's symmetric ±1 formulation has no signal in the second moments.
 
-NOTE: the one-vs-rest view assumes conditional independence given `Y_c`; LFs for two other
+NOTE: on LFs that break the independence assumption the balance fixed point can drift: on the
+demo's LFs it moves from the vote share 0.29 / 0.51 / 0.20 to 0.23 / 0.71 / 0.07 in 10 steps
+(true 0.42 / 0.39 / 0.18; label accuracy 0.624 → 0.621). Give the balance when it is known.
+
+The one-vs-rest view assumes conditional independence given `Y_c`; LFs for two other
 classes are only approximately independent given "not c". Points where every LF abstains get
 the class balance as their label distribution; `covered` tells them apart.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit, log_expit, softmax
 from threadpoolctl import ThreadpoolController
 
 from training.weak.labeling import ABSTAIN, LFError
@@ -84,6 +89,7 @@ class TripletLabelModel:
         return A
 
     def _check(self, L: np.ndarray) -> None:
+        """Shape and value range of `L` (the all-abstain check runs on its patterns)."""
         if L.ndim != 2 or L.shape[1] < 3:
             raise LFError(
                 f"the label model needs at least 3 labeling functions; got {L.shape[1] if L.ndim == 2 else 0}"
@@ -93,8 +99,6 @@ class TripletLabelModel:
             raise LFError(
                 f"label matrix holds {bad.tolist()}, outside ABSTAIN (-1) and 0..{self.C - 1}"
             )
-        if (L == ABSTAIN).all():
-            raise LFError("every labeling function abstains on every point: nothing to learn from")
 
     @staticmethod
     def _scaled_d(cov: np.ndarray, positive: np.ndarray) -> np.ndarray:
@@ -135,18 +139,21 @@ class TripletLabelModel:
             )
         return out
 
-    def _patterns(self, L: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Distinct rows of `L`, their counts, and each row's pattern index."""
+    def _patterns(
+        self, L: np.ndarray, inverse: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Distinct rows of `L`, their counts, and (when asked) each row's pattern index."""
         m = L.shape[1]
         if m * np.log2(self.C + 1) < 62:  # a row fits one int64 key (mixed radix C + 1)
             radix = (self.C + 1) ** np.arange(m, dtype=np.int64)
-            keys = (L.astype(np.int64) + 1) @ radix
-            _, first, inverse, counts = np.unique(
-                keys, return_index=True, return_inverse=True, return_counts=True
-            )
-            return L[first], counts, inverse
-        U, inverse, counts = np.unique(L, axis=0, return_inverse=True, return_counts=True)
-        return U, counts, inverse.ravel()
+            keys = np.dot(L.astype(np.int64, copy=False), radix) + radix.sum()  # digits L + 1
+            if inverse:
+                ukeys, index, counts = np.unique(keys, return_inverse=True, return_counts=True)
+            else:  # sorting alone: ~10x faster than asking np.unique for first indices too
+                (ukeys, counts), index = np.unique(keys, return_counts=True), None
+            return (ukeys[:, None] // radix) % (self.C + 1) - 1, counts, index
+        U, index, counts = np.unique(L, axis=0, return_inverse=True, return_counts=True)
+        return U, counts, index.ravel()
 
     def fit(self, L: np.ndarray) -> TripletLabelModel:
         """Estimate per-class indicator rates (and the class balance unless given)."""
@@ -158,10 +165,13 @@ class TripletLabelModel:
         self._check(L)
         m = L.shape[1]
         U, counts, _ = self._patterns(L)
+        if (U == ABSTAIN).all():
+            raise LFError("every labeling function abstains on every point: nothing to learn from")
         onehot = self._onehot(U)
         weights = counts.astype(np.float64) / len(L)
-        mu = weights @ onehot
-        second = (onehot.T * weights) @ onehot
+        w32 = weights.astype(np.float32)  # float32 products: 4x faster than mixing in float64
+        mu = (w32 @ onehot).astype(np.float64)
+        second = ((onehot.T * w32) @ onehot).astype(np.float64)
         centred = second - np.outer(mu, mu)
         self._selectors = [self._selector(m, c) for c in range(self.C)]
         signs = np.tile([1.0, -1.0], m)
@@ -194,25 +204,25 @@ class TripletLabelModel:
         return votes / votes.sum()
 
     def _posterior(self, onehot: np.ndarray) -> np.ndarray:
-        logits = np.zeros((onehot.shape[0], self.C))
+        """`P(Y | λ)` per row of `onehot`, from every class's naive-Bayes log-odds at once.
+
+        `log P(λ, Y_c = +1) − log P(λ, Y_c = −1) = const_c + I · (w⁺ − w⁻)` with `I = onehot @ A_c`;
+        `P(Y_c = +1 | λ)` is its sigmoid, normalised across classes.
+        """
+        log_odds = np.empty((onehot.shape[1], self.C))
+        const = np.empty(self.C)
         for c, (model, A) in enumerate(zip(self.models, self._selectors, strict=True)):
             p = float(np.clip(self.balance[c], EPS, 1 - EPS))
-            # log P(λ, Y_c = ±1) = const± + I · w±, with I = onehot @ A
-            w_pos = np.log(model.p_fire_pos) - np.log(1 - model.p_fire_pos)
-            w_neg = np.log(model.p_fire_neg) - np.log(1 - model.p_fire_neg)
-            log_pos = (
-                np.log(p)
-                + np.log(1 - model.p_fire_pos).sum()
-                + onehot @ (A @ w_pos).astype(np.float32)
-            )
-            log_neg = (
-                np.log(1 - p)
-                + np.log(1 - model.p_fire_neg).sum()
-                + onehot @ (A @ w_neg).astype(np.float32)
-            )
-            logits[:, c] = log_pos - np.logaddexp(log_pos, log_neg)  # log P(Y_c = +1 | λ)
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        return probs / probs.sum(1, keepdims=True)
+            pos, neg = model.p_fire_pos, model.p_fire_neg
+            w = np.log(pos) - np.log1p(-pos) - np.log(neg) + np.log1p(-neg)
+            log_odds[:, c] = A @ w
+            const[c] = np.log(p) - np.log1p(-p) + np.log1p(-pos).sum() - np.log1p(-neg).sum()
+        z = onehot @ log_odds.astype(np.float32) + const
+        probs = expit(z)
+        total = probs.sum(1, keepdims=True)
+        if (total > 0).all():
+            return probs / total
+        return softmax(log_expit(z), axis=1)  # every class underflowed somewhere: in log space
 
     def predict_proba(self, L: np.ndarray) -> np.ndarray:
         """Probabilistic labels `[N, C]`."""
@@ -220,7 +230,7 @@ class TripletLabelModel:
             raise LFError("the label model is not fitted; call fit(L) first")
         L = np.asarray(L)
         with _single_threaded_blas():
-            U, _, inverse = self._patterns(L)
+            U, _, inverse = self._patterns(L, inverse=True)
             return self._posterior(self._onehot(U))[inverse]
 
     def lf_accuracies(self, L: np.ndarray) -> np.ndarray:

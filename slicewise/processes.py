@@ -38,8 +38,8 @@ class BentoServer:
         """Base URL of the server."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 120.0) -> BentoServer:
-        """Start the server and wait until `/readyz` answers 200."""
+    def start(self, timeout: float = 120.0, wait_for: str = "/readyz") -> BentoServer:
+        """Start the server and wait until `wait_for` (`/readyz`, or `/livez`) answers 200."""
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         bentoml = str(Path(sys.executable).with_name("bentoml"))
         self.proc = subprocess.Popen(
@@ -66,7 +66,7 @@ class BentoServer:
                     + (f"; see {self.log_file}" if self.log_file else "")
                 )
             try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(self.url + wait_for, timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -86,7 +86,7 @@ class BentoServer:
         self.proc = None
 
     def __enter__(self) -> BentoServer:
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

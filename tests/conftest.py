@@ -52,6 +52,14 @@ def redis_server() -> Iterator[LocalRedis]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def module_redis() -> Iterator[LocalRedis]:
+    """A Redis server of the test module's own (the outage tests stop and restart it)."""
+    server = LocalRedis().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     server = LocalRedis().start()

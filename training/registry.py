@@ -6,15 +6,22 @@ whose version is the bundle's version; the evaluation summary goes into its meta
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 from slicewise import contracts as c
 
+log = logging.getLogger(__name__)
+
 
 def register_bundle(bundle: c.Bundle) -> str:
-    """Copy `bundle` into the BentoML model store; return the tag `slicewise-classifier:<version>`."""
+    """Copy `bundle` into the BentoML model store; return the tag `slicewise-classifier:<version>`.
+
+    Re-exporting a checkpoint gives the same version: its earlier registration is replaced.
+    """
     import bentoml
+    from bentoml.exceptions import NotFound
 
     m = bundle.manifest
     summary = {k: v for k, v in m.evaluation.items() if isinstance(v, int | float | str | bool)}
@@ -27,6 +34,13 @@ def register_bundle(bundle: c.Bundle) -> str:
         **summary,
     }
     tag = f"{c.MODEL_NAME}:{m.version}"
+    try:
+        bentoml.models.get(tag)
+    except NotFound:
+        pass
+    else:
+        log.info("replacing %s in the BentoML model store with the new export", tag)
+        bentoml.models.delete(tag)
     with bentoml.models.create(
         tag, labels={"project": str(m.training.get("project", ""))}, metadata=metadata
     ) as model:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slicewise import contracts as c
-from slicewise.processes import REPO, BentoServer
-from slicewise.redis_server import LocalRedis, free_port
+from slicewise.processes import BentoServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOKEN = "s3cret-token"
@@ -30,18 +26,11 @@ MAX_TEXTS, MAX_CHARS, LOG_BUFFER = 8, 200, 20
 
 
 @pytest.fixture(scope="module")
-def redis_srv():
-    srv = LocalRedis().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tiny_bundle, bentoml_home, redis_srv, tmp_path_factory):
+def server(tiny_bundle, bentoml_home, module_redis, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve-behaviour") / "serve.log"
     env = {
         "SLICEWISE_MODEL_DIR": str(tiny_bundle),
-        "REDIS_URL": redis_srv.url,
+        "REDIS_URL": module_redis.url,
         "BENTOML_HOME": str(bentoml_home),
         "SLICEWISE_API_TOKEN": TOKEN,
         "SLICEWISE_MAX_TEXTS": str(MAX_TEXTS),
@@ -166,7 +155,7 @@ def test_concurrent_requests_are_batched_into_fewer_model_calls(server) -> None:
 
 
 def test_hot_swap_follows_the_production_key_without_failing_requests(
-    server, redis_srv, tiny_bundle, tmp_path
+    server, module_redis, tiny_bundle, tmp_path
 ) -> None:
     from training.registry import register_bundle
 
@@ -180,7 +169,7 @@ def test_hot_swap_follows_the_production_key_without_failing_requests(
 
     old = _post(server, "/predict", json={"texts": ["before"]}).json()["model_version"]
     assert old != version
-    redis.Redis.from_url(redis_srv.url).set(c.PRODUCTION_VERSION_KEY, version)
+    redis.Redis.from_url(module_redis.url).set(c.PRODUCTION_VERSION_KEY, version)
     seen: list[str] = []
     deadline = time.monotonic() + 30
     with cf.ThreadPoolExecutor(8) as pool:
@@ -196,13 +185,15 @@ def test_hot_swap_follows_the_production_key_without_failing_requests(
     assert set(seen) <= {old, version}
     text = httpx.get(server.url + "/metrics", timeout=10).text
     assert f'slicewise_model_info{{model_version="{version}"' in text
-    redis.Redis.from_url(redis_srv.url).delete(c.PRODUCTION_VERSION_KEY)
+    redis.Redis.from_url(module_redis.url).delete(c.PRODUCTION_VERSION_KEY)
 
 
-def test_redis_outage_never_fails_predictions_counts_drops_and_resumes(server, redis_srv) -> None:
-    client = redis.Redis.from_url(redis_srv.url)
+def test_redis_outage_never_fails_predictions_counts_drops_and_resumes(
+    server, module_redis
+) -> None:
+    client = redis.Redis.from_url(module_redis.url)
     dropped_before = _metric(server, "slicewise_prediction_log_dropped_total")
-    redis_srv.stop()
+    module_redis.stop()
     try:
         for i in range(6):  # 48 predictions, buffer holds 20
             r = _post(server, "/predict", json={"texts": [f"outage {i}.{j}" for j in range(8)]})
@@ -210,8 +201,8 @@ def test_redis_outage_never_fails_predictions_counts_drops_and_resumes(server, r
         time.sleep(1.0)
         assert _metric(server, "slicewise_prediction_log_dropped_total") >= dropped_before + 28
     finally:
-        redis_srv.start()
-    client = redis.Redis.from_url(redis_srv.url)
+        module_redis.start()
+    client = redis.Redis.from_url(module_redis.url)
     assert _post(server, "/predict", json={"texts": ["back"]}).status_code == 200
     deadline = time.monotonic() + 15
     while client.xlen(c.PREDICTIONS_STREAM) < LOG_BUFFER and time.monotonic() < deadline:
@@ -222,46 +213,15 @@ def test_redis_outage_never_fails_predictions_counts_drops_and_resumes(server, r
 
 
 def test_missing_bundle_is_not_ready_and_says_why(bentoml_home, tmp_path) -> None:
-    port, missing = free_port(), tmp_path / "no-such-bundle"
+    missing = tmp_path / "no-such-bundle"
     env = {
-        **os.environ,
         "SLICEWISE_MODEL_DIR": str(missing),
         "BENTOML_HOME": str(bentoml_home),
         "REDIS_URL": "redis://127.0.0.1:1/0",
     }
     log = tmp_path / "serve.log"
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                bentoml,
-                "serve",
-                "service.service:Slicewise",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/livez", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        assert httpx.get(url + "/livez", timeout=5).status_code == 200
+    with BentoServer(env, log_file=log).start(wait_for="/livez") as srv:
         time.sleep(1.0)
-        assert httpx.get(url + "/readyz", timeout=5).status_code == 503
+        assert httpx.get(srv.url + "/readyz", timeout=5).status_code == 503
         text = log.read_text()
         assert "slicewise is NOT ready" in text and str(missing) in text
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=20)

@@ -13,7 +13,6 @@ import redis
 from service.prediction_log import PREDICTION_KEY
 from slicewise import contracts as c
 from slicewise.processes import BentoServer
-from slicewise.redis_server import LocalRedis
 from training.backbone import load_tokenizer
 from training.export import OnnxRunner
 
@@ -22,18 +21,11 @@ TEXTS = ["not good at all", "is this great?", "table chair paper"]
 
 
 @pytest.fixture(scope="module")
-def redis_srv():
-    srv = LocalRedis().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tiny_bundle, bentoml_home, redis_srv, tmp_path_factory):
+def server(tiny_bundle, bentoml_home, module_redis, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {
         "SLICEWISE_MODEL_DIR": str(tiny_bundle),
-        "REDIS_URL": redis_srv.url,
+        "REDIS_URL": module_redis.url,
         "BENTOML_HOME": str(bentoml_home),
         "SLICEWISE_MAX_TEXTS": "8",
         "SLICEWISE_MAX_TEXT_CHARS": "200",
@@ -72,8 +64,8 @@ def test_predictions_carry_slice_scores_matching_the_onnx_model(
         ]
 
 
-def test_prediction_log_and_feedback_reach_redis(server, redis_srv) -> None:
-    r = redis.Redis.from_url(redis_srv.url, decode_responses=True)
+def test_prediction_log_and_feedback_reach_redis(server, module_redis) -> None:
+    r = redis.Redis.from_url(module_redis.url, decode_responses=True)
     before = r.xlen(c.PREDICTIONS_STREAM)
     ids = [p["id"] for p in predict(server, TEXTS).json()["predictions"]]
     deadline = time.time() + 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -98,6 +99,23 @@ def test_bundle_is_registered_in_the_model_store(tiny_bundle, bentoml_home) -> N
     model = bentoml.models.get(f"{c.MODEL_NAME}:{version}")
     assert model.info.metadata["monitored"] == ["negation", "question"]
     assert c.Bundle.load(model.path).manifest.version == version
+    # re-exporting the same checkpoint gives the same version: the registration is replaced
+    from training.registry import register_bundle
+
+    assert register_bundle(c.Bundle.load(tiny_bundle)) == f"{c.MODEL_NAME}:{version}"
+    assert (
+        c.Bundle.load(bentoml.models.get(f"{c.MODEL_NAME}:{version}").path).manifest.version
+        == version
+    )
+
+
+def test_int8_model_quantises_the_encoder_and_keeps_the_head_fp32(tiny_bundle) -> None:
+    import onnx
+
+    graph = onnx.load(str(Path(tiny_bundle) / c.MODEL_INT8_ONNX)).graph
+    quantised = [n.name for n in graph.node if n.op_type == "MatMulInteger"]
+    assert quantised and all(n.startswith("/encoder/") for n in quantised), quantised
+    assert any(n.op_type == "MatMul" and n.name.startswith("/head/") for n in graph.node)
 
 
 def test_thresholds_maximise_indicator_f1() -> None:

@@ -49,7 +49,16 @@ class Unauthorized(BentoMLException):
     error_code = HTTPStatus.UNAUTHORIZED
 
 
-@bentoml.service(name="slicewise-model", traffic={"timeout": 60}, workers=1)
+# BentoML ≥ 1.4.31 closes its client session to a dependency every `max_requests` requests
+# (default 100) while other requests are still in flight on it: under load that drops
+# connections and can leave a request hanging (bentoml/BentoML#5540). One model worker needs
+# no connection rotation, so the session lives on.
+@bentoml.service(
+    name="slicewise-model",
+    traffic={"timeout": 60},
+    workers=1,
+    runner_connection={"max_requests": 2**31 - 1, "max_age": 10.0 * 365 * 24 * 3600},
+)
 class SliceModel:
     """The model call: batched, swappable."""
 

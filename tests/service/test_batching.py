@@ -1,0 +1,87 @@
+"""The in-process adaptive batcher: merging, result routing, errors, the size cap."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from service.batching import AdaptiveBatcher
+
+
+class Recorder:
+    """Doubles its inputs; records every batch; the first call blocks a while."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.fail_on = fail_on
+        self.lock = threading.Lock()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        with self.lock:
+            self.batches.append(list(items))
+            first = len(self.batches) == 1
+        if first:
+            time.sleep(0.1)  # requests arriving meanwhile form the next batch
+        if self.fail_on is not None and self.fail_on in items:
+            raise ValueError(f"bad item {self.fail_on}")
+        return [2 * x for x in items]
+
+
+async def _submit_all(batcher: AdaptiveBatcher, requests: list[list[int]]) -> list:
+    tasks = []
+    for r in requests:
+        tasks.append(asyncio.create_task(batcher.submit(r)))
+        await asyncio.sleep(0)  # the first request starts alone; the rest queue behind it
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_results() -> None:
+    fn = Recorder()
+    requests = [[i, 100 + i] for i in range(10)]
+    results = asyncio.run(_submit_all(AdaptiveBatcher(fn, max_batch_size=64), requests))
+    assert results == [[2 * a, 2 * b] for a, b in requests]
+    assert len(fn.batches) == 2  # one alone, then the nine that waited meanwhile
+    assert sorted(x for b in fn.batches for x in b) == sorted(x for r in requests for x in r)
+
+
+def test_batches_respect_the_size_cap() -> None:
+    fn = Recorder()
+    requests = [[i, i, i] for i in range(12)]
+    results = asyncio.run(_submit_all(AdaptiveBatcher(fn, max_batch_size=8), requests))
+    assert results == [[2 * i] * 3 for i in range(12)]
+    assert all(len(b) <= 8 for b in fn.batches) and len(fn.batches) >= 5
+
+
+def test_an_error_reaches_every_request_of_its_batch_and_serving_goes_on() -> None:
+    fn = Recorder(fail_on=7)
+
+    async def scenario() -> tuple[list, list[int]]:
+        batcher = AdaptiveBatcher(fn, max_batch_size=64)
+        first = await _submit_all(batcher, [[1], [5], [7], [9]])
+        return first, await batcher.submit([3])
+
+    first, after = asyncio.run(scenario())
+    assert first[0] == [2]  # ran alone, before the bad batch
+    assert all(isinstance(r, ValueError) and "bad item 7" in str(r) for r in first[1:])
+    assert after == [6]
+
+
+def test_a_single_oversized_request_runs_alone() -> None:
+    fn = Recorder()
+    out = asyncio.run(AdaptiveBatcher(fn, max_batch_size=4).submit(list(range(10))))
+    assert out == [2 * x for x in range(10)] and fn.batches == [list(range(10))]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_idle_service_answers_each_request_at_once(n: int) -> None:
+    fn = Recorder()
+
+    async def one_by_one() -> list:
+        batcher = AdaptiveBatcher(fn, max_batch_size=64)
+        return [await batcher.submit([i]) for i in range(n)]
+
+    assert asyncio.run(one_by_one()) == [[2 * i] for i in range(n)]
+    assert fn.batches == [[i] for i in range(n)]

@@ -205,3 +205,15 @@ def test_interactive_loop_extends_fits_and_trains_a_head() -> None:
     bad[3, 0] = np.nan
     with pytest.raises(LFError, match="NaN"):
         interactive_loop(cfg, L, bad, member)
+
+
+@pytest.mark.parametrize("m", [10, 40])  # 40 LFs do not fit one int64 key: np.unique on rows
+def test_vote_patterns_reconstruct_the_label_matrix(m: int) -> None:
+    L, _, _ = synth(5_000, m)
+    model = TripletLabelModel(3)
+    U, counts, index = model._patterns(L, inverse=True)
+    np.testing.assert_array_equal(U[index], L)
+    assert counts.sum() == len(L) and len(np.unique(U, axis=0)) == len(U)
+    U2, counts2, _ = model._patterns(L)
+    np.testing.assert_array_equal(U2, U)
+    np.testing.assert_array_equal(counts2, counts)

@@ -74,11 +74,7 @@ class TripletLabelModel:
 
     def _onehot(self, L: np.ndarray) -> np.ndarray:
         """[N, m·C] float32 one-hot votes (all zeros where the LF abstains)."""
-        n, m = L.shape
-        onehot = np.zeros((n, m * self.C), dtype=np.float32)
-        rows, cols = np.nonzero(L != ABSTAIN)
-        onehot[rows, cols * self.C + L[rows, cols]] = 1.0
-        return onehot
+        return (L[:, :, None] == np.arange(self.C)).reshape(len(L), -1).astype(np.float32)
 
     def _selector(self, m: int, c: int) -> np.ndarray:
         """[m·C, 2m]: indicator 2j = LF j votes c, 2j+1 = LF j votes another class."""
@@ -143,15 +139,17 @@ class TripletLabelModel:
         self, L: np.ndarray, inverse: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Distinct rows of `L`, their counts, and (when asked) each row's pattern index."""
-        m = L.shape[1]
-        if m * np.log2(self.C + 1) < 62:  # a row fits one int64 key (mixed radix C + 1)
-            radix = (self.C + 1) ** np.arange(m, dtype=np.int64)
-            keys = np.dot(L.astype(np.int64, copy=False), radix) + radix.sum()  # digits L + 1
+        m, bits = L.shape[1], int(self.C).bit_length()  # a digit L + 1 in 0..C takes `bits`
+        if m * bits < 63:  # a row fits one int64 key
+            shifts = bits * np.arange(m, dtype=np.int64)
+            place = np.left_shift(1, shifts)
+            keys = np.dot(L.astype(np.int64, copy=False), place) + place.sum()  # digits L + 1
             if inverse:
                 ukeys, index, counts = np.unique(keys, return_inverse=True, return_counts=True)
             else:  # sorting alone: ~10x faster than asking np.unique for first indices too
                 (ukeys, counts), index = np.unique(keys, return_counts=True), None
-            return (ukeys[:, None] // radix) % (self.C + 1) - 1, counts, index
+            digits = (ukeys[:, None] >> shifts) & ((1 << bits) - 1)
+            return digits - 1, counts, index
         U, index, counts = np.unique(L, axis=0, return_inverse=True, return_counts=True)
         return U, counts, index.ravel()
 

@@ -210,7 +210,7 @@ s, n = med["slicewise"], med["naive"]
 md = (
     f"""| concurrency 32, 1 text/request, {args.rounds}×{args.seconds:.0f}s interleaved | req/s | p50 ms | p95 ms | p99 ms | errors |
 |---|---:|---:|---:|---:|---:|
-| slicewise (BentoML, adaptive batching, ONNX Runtime {served_file.name}) | {s["rps"]:.1f} | {s["p50_ms"]:.0f} | {s["p95_ms"]:.0f} | {s["p99_ms"]:.0f} | {s["errors"]:.0f} |
+| slicewise (BentoML, in-process adaptive batching, ONNX Runtime {served_file.name}) | {s["rps"]:.1f} | {s["p50_ms"]:.0f} | {s["p95_ms"]:.0f} | {s["p99_ms"]:.0f} | {s["errors"]:.0f} |
 | naive (PyTorch eager, one request at a time) | {n["rps"]:.1f} | {n["p50_ms"]:.0f} | {n["p95_ms"]:.0f} | {n["p99_ms"]:.0f} | {n["errors"]:.0f} |
 
 - slicewise / naive throughput: **{s["rps"] / n["rps"]:.2f}×**; raw ONNX Runtime throughput of the same file (batch 64, no HTTP): {raw:.0f} texts/s, the service reaches **{s["rps"] / raw:.0%}** of it.

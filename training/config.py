@@ -224,6 +224,12 @@ class CommentaryConfig(_Section):
     inner_steps: int = Field(20, gt=0)
     outer_steps: int = Field(50, gt=0)
     monitored_slice_weight: float = Field(1.0, ge=0)
+    spread_penalty: float = Field(
+        0.1,
+        ge=0,
+        description="weight of KL(uniform ‖ normalised weights) in the outer loss: keeps the "
+        "commentary from putting all weight on a few examples",
+    )
 
 
 class ProjectConfig(HasSlices, _Section):

@@ -138,7 +138,8 @@ def quantize_onnx(src: Path, dst: Path) -> None:
     The slice-aware head (nodes under `/head/`) stays fp32: a few small products next to the
     encoder, so the slice scores keep full precision at no measurable cost in speed. Per-tensor
     quantisation cost 1.6 macro-F1 points overall and 2.4 on the negation slice of the demo;
-    per-channel + reduced range 0.2 (validation) to 0.5 (test) points overall (bench/bench_onnx.py, test and validation).
+    per-channel + reduced range costs about 0.5 points or less (bench/bench_onnx.py measures
+    both splits).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic

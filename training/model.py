@@ -198,13 +198,22 @@ def head_loss(
         lambda_ind: weight of the indicator loss (summed over the K slices).
         lambda_pred: weight of the per-slice predictor loss, each slice's CE averaged over its
             members in the batch.
-        sample_weight: optional per-example weights `[B]` (commentaries), normalised to mean 1.
+        sample_weight: optional per-example weights `[B]` (commentaries), normalised to mean 1
+            within each class of the batch (int labels) or over the batch (soft labels): they
+            re-weight examples against others of their class and never change the class balance.
         slice_experts: False for the baseline, whose prediction uses no slice experts: the
             per-slice predictor term is then left out, keeping it a plain head.
     """
     b = target.shape[0]
-    w = torch.ones(b, device=target.device) if sample_weight is None else sample_weight
-    w = w / w.mean().clamp(min=1e-12)
+    if sample_weight is None:
+        w = torch.ones(b, device=target.device)
+    elif target.dim() == 1:
+        c = out.logits.shape[1]
+        total = torch.zeros(c, dtype=sample_weight.dtype).index_add(0, target, sample_weight)
+        count = torch.bincount(target, minlength=c).to(sample_weight.dtype)
+        w = sample_weight * (count / total.clamp(min=1e-12))[target]
+    else:
+        w = sample_weight / sample_weight.mean().clamp(min=1e-12)
     member = torch.cat([torch.ones(b, 1, device=membership.device), membership.float()], dim=1)
     loss = (w * _cross_entropy(out.logits, target)).mean()
     if lambda_ind:

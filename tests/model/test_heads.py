@@ -48,10 +48,13 @@ def test_loss_terms_hard_soft_and_weighted() -> None:
     torch.testing.assert_close(head_loss(out, soft, m), head_loss(out, y, m))
     assert head_loss(out, y, m, lambda_ind=1) > ce_only
     assert head_loss(out, y, m, lambda_ind=0, lambda_pred=1) > ce_only
-    # weights are normalised to mean 1: uniform weights change nothing, skewed ones do
+    # weights are normalised to mean 1 per class: uniform weights change nothing, nor do
+    # weights that differ only between classes (a commentary never changes the class balance)
     torch.testing.assert_close(
         head_loss(out, y, m, sample_weight=torch.full((4,), 3.0)), head_loss(out, y, m)
     )
+    per_class = torch.tensor([5.0, 1.0, 0.5, 2.0])[y]
+    torch.testing.assert_close(head_loss(out, y, m, sample_weight=per_class), head_loss(out, y, m))
     assert not torch.isclose(
         head_loss(out, y, m, sample_weight=torch.tensor([1.0, 0, 0, 0])), head_loss(out, y, m)
     )

@@ -159,7 +159,6 @@ class SliceAwareHead(nn.Module):
         z, attention = self.combiner(h, r, q, c)
         return HeadOutput(self.final(self.dropout(z)), indicator_logits, slice_logits, attention)
 
-
     def _expert_dropout(self, r: torch.Tensor) -> torch.Tensor:
         """Dropout on `r [B, K, d]` with one mask per example shared by its experts.
 

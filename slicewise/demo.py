@@ -4,6 +4,7 @@ bundle yet, then start Redis, the service on :3000 and the drift monitor on :910
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -62,6 +63,9 @@ def demo_run(
     Example: `slicewise demo-run --port 3000`, then `slicewise demo-traffic --shift-slice negation`.
     """
     ensure_bundle(bundle, config)
+    # `kill` (SIGTERM) stops everything like Ctrl-C does: the service runs in its own session and
+    # would outlive this process otherwise
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         redis_srv = LocalRedis(port=redis_port).start()
     except RedisServerError:

@@ -54,12 +54,7 @@ class Slicewise:
         self.runtime: ModelRuntime | None = None
         self.error: str | None = None
         try:
-            self._install(
-                ModelRuntime.load(
-                    resolve_bundle(self.settings.model_dir, self.settings.model_tag),
-                    self.settings.prefer_int8,
-                )
-            )
+            self._install(self._load(self.settings.model_dir, self.settings.model_tag))
         except (BundleError, OSError, RuntimeError) as exc:
             self.error = f"model not loaded: {exc}"
             log.error("slicewise is NOT ready: %s", self.error)
@@ -82,6 +77,10 @@ class Slicewise:
             on_drop=metrics.LOG_DROPPED.inc,
         )
         self._watcher: asyncio.Task[None] | None = None
+
+    def _load(self, model_dir: str | None, tag: str) -> ModelRuntime:
+        """Open a bundle folder, or a model-store tag, and warm it up (blocking)."""
+        return ModelRuntime.load(resolve_bundle(model_dir, tag), self.settings.prefer_int8)
 
     def _install(self, runtime: ModelRuntime) -> None:
         old = self.runtime
@@ -110,11 +109,7 @@ class Slicewise:
                 raw = await asyncio.to_thread(self.log.client.get, PRODUCTION_VERSION_KEY)
                 wanted = raw.decode() if raw else None
                 if wanted and (self.runtime is None or wanted != self.runtime.version):
-                    runtime = await asyncio.to_thread(
-                        ModelRuntime.load,
-                        resolve_bundle(None, f"{MODEL_NAME}:{wanted}"),
-                        self.settings.prefer_int8,
-                    )
+                    runtime = await asyncio.to_thread(self._load, None, f"{MODEL_NAME}:{wanted}")
                     self._install(runtime)
                     log.info("hot-swapped to model %s", wanted)
             except Exception as exc:  # keep serving the current model; say why

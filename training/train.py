@@ -19,7 +19,7 @@ from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
 from slicewise.contracts import new_version
-from training.backbone import embed_texts, load_encoder, load_tokenizer
+from training.backbone import embed_texts, load_encoder
 from training.config import ProjectConfig
 from training.data import Splits, dataset_fingerprint, load_dataset, split_dataset
 from training.model import Kind, SliceAwareClassifier, SliceAwareHead, head_loss
@@ -311,18 +311,4 @@ def load_checkpoint(path: str | Path) -> tuple[ProjectConfig, TrainedModel]:
         state["val_macro_f1"],
         state["best_epoch"],
         Path(path),
-    )
-
-
-def tokenize(cfg: ProjectConfig, texts: list[str]) -> dict[str, torch.Tensor]:
-    """Tokenise texts as the exported model expects (int64 ids and mask)."""
-    tok = load_tokenizer(cfg.backbone)
-    return dict(
-        tok(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=cfg.backbone.max_length,
-            return_tensors="pt",
-        )
     )

@@ -7,7 +7,6 @@ import concurrent.futures as cf
 import json
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,7 +38,6 @@ def server(tiny_bundle, bentoml_home, module_redis, tmp_path_factory):
         "SLICEWISE_HOTSWAP_INTERVAL": "0.3",
     }
     srv = BentoServer(env, log_file=log).start()
-    srv.log_path = log  # type: ignore[attr-defined]
     yield srv
     srv.stop()
 
@@ -208,7 +206,7 @@ def test_redis_outage_never_fails_predictions_counts_drops_and_resumes(
     while client.xlen(c.PREDICTIONS_STREAM) < LOG_BUFFER and time.monotonic() < deadline:
         time.sleep(0.2)
     assert client.xlen(c.PREDICTIONS_STREAM) >= LOG_BUFFER  # the buffered entries got written
-    log = Path(server.log_path).read_text()
+    log = server.log_file.read_text()
     assert "Redis unavailable" in log and "writing resumed" in log
 
 

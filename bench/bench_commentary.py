@@ -16,8 +16,8 @@ from common import write
 
 from training.commentary import learn_commentary
 from training.config import load_config
-from training.evaluate import monitored_mean, slice_metrics
-from training.train import predict_head, prepare_data, train_head
+from training.evaluate import head_slice_metrics, monitored_mean
+from training.train import prepare_data, train_head
 
 cfg = load_config()
 prep = prepare_data(cfg, progress=False)
@@ -34,13 +34,7 @@ for kind in ("sbl", "moa"):
             res = train_head(
                 cfg, kind, tr, va, seed, com.weights if weighted else None, progress=False
             )  # type: ignore[arg-type]
-            m = slice_metrics(
-                te.labels,
-                predict_head(res.head, te.embeddings)["probabilities"].argmax(1),
-                te.membership,
-                cfg.slice_names,
-                cfg.labels,
-            )
+            m = head_slice_metrics(cfg, res.head, te)
             rows[name].append(
                 {
                     "overall": m["overall"]["macro_f1"],

@@ -16,8 +16,8 @@ from common import write
 from snorkel.labeling.model import LabelModel
 
 from training.config import load_config
-from training.evaluate import slice_metrics
-from training.train import EncodedSplit, predict_head, prepare_data, train_head
+from training.evaluate import head_slice_metrics
+from training.train import EncodedSplit, prepare_data, train_head
 from training.weak import ABSTAIN, TripletLabelModel, apply_lfs
 from training.weak.epoxy import extend_votes, nearest_votes, prepare_embeddings, tune_thresholds
 from training.weak.pipeline import interactive_loop
@@ -87,22 +87,13 @@ for name, L in (("LFs only", L_tr), ("LFs + Epoxy extension", L_ext)):
         va,
         progress=False,
     ).head
-    pred = predict_head(head, te.embeddings)["probabilities"].argmax(1)
     rows[name] = {
         "coverage": float(cov.mean()),
         "label_acc": float((probs[cov].argmax(1) == tr.labels[cov]).mean()),
-        "head_test_macro_f1": slice_metrics(
-            te.labels, pred, te.membership, cfg.slice_names, cfg.labels
-        )["overall"]["macro_f1"],
+        "head_test_macro_f1": head_slice_metrics(cfg, head, te)["overall"]["macro_f1"],
     }
 gold_head = train_head(cfg, "moa", tr, va, progress=False).head
-gold_f1 = slice_metrics(
-    te.labels,
-    predict_head(gold_head, te.embeddings)["probabilities"].argmax(1),
-    te.membership,
-    cfg.slice_names,
-    cfg.labels,
-)["overall"]["macro_f1"]
+gold_f1 = head_slice_metrics(cfg, gold_head, te)["overall"]["macro_f1"]
 
 # the whole loop on 30k precomputed embeddings (train + reference splits): extend with the tuned
 # thresholds, fit, train the same slice-aware head (fast path: 64-d whitened PCA input, 6 epochs)
@@ -120,13 +111,7 @@ mean30, comps30 = res.projection
 z_te = ((torch.from_numpy(te.embeddings) - mean30) @ comps30).numpy()
 loop["n"] = len(emb30)
 loop["coverage"] = res.labels.stats["coverage"]
-loop["head_test_macro_f1"] = slice_metrics(
-    te.labels,
-    predict_head(res.head, z_te)["probabilities"].argmax(1),
-    te.membership,
-    cfg.slice_names,
-    cfg.labels,
-)["overall"]["macro_f1"]
+loop["head_test_macro_f1"] = head_slice_metrics(cfg, res.head, te, z_te)["overall"]["macro_f1"]
 
 md = f"""| label matrix | ours: fit (s) | Snorkel LabelModel: fit (s) | speed-up | ours: label acc | Snorkel: label acc |
 |---|---:|---:|---:|---:|---:|

@@ -17,8 +17,8 @@ from snorkel.classification import DictDataset, Trainer
 from snorkel.slicing import SliceAwareClassifier
 
 from training.config import load_config
-from training.evaluate import monitored_mean, slice_metrics
-from training.train import EncodedSplit, predict_head, prepare_data, train_head
+from training.evaluate import head_slice_metrics, monitored_mean, slice_metrics
+from training.train import EncodedSplit, prepare_data, train_head
 
 cfg = load_config()
 prep = prepare_data(cfg, progress=False)
@@ -82,8 +82,7 @@ for seed in (0, 1, 2):
     )
     for kind, label in (("sbl", "slicewise SBL"), ("baseline", "slicewise baseline")):
         head = train_head(bcfg, kind, tr, va, seed=seed, progress=False).head
-        pred = predict_head(head, te.embeddings)["probabilities"].argmax(1)
-        rows[label].append(slice_metrics(te.labels, pred, te.membership, names, bcfg.labels))
+        rows[label].append(head_slice_metrics(bcfg, head, te))
 
 mon = cfg.monitored_slices
 summary = {

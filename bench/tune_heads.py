@@ -13,8 +13,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.config import load_config
-from training.evaluate import monitored_mean, slice_metrics
-from training.train import predict_head, prepare_data, train_head
+from training.evaluate import head_slice_metrics, monitored_mean
+from training.train import prepare_data, train_head
 
 GRID = {
     "bs512": {"batch_size": 512, "lr": 2e-3},
@@ -39,13 +39,7 @@ for name, over in GRID.items():
         t0 = time.perf_counter()
         res = train_head(c2, kind, tr, va, seed=0, progress=False)
         secs = time.perf_counter() - t0
-        m = slice_metrics(
-            va.labels,
-            predict_head(res.head, va.embeddings)["probabilities"].argmax(1),
-            va.membership,
-            cfg.slice_names,
-            cfg.labels,
-        )
+        m = head_slice_metrics(cfg, res.head, va)
         out[f"{name}/{kind}"] = {
             "overall": m["overall"]["macro_f1"],
             "monitored": monitored_mean(m, cfg.monitored_slices),

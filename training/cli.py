@@ -234,8 +234,8 @@ def label(
         import pandas as pd
 
         from training.config import load_config
-        from training.evaluate import slice_metrics
-        from training.train import EncodedSplit, predict_head, prepare_data, train_head
+        from training.evaluate import head_slice_metrics
+        from training.train import EncodedSplit, prepare_data, train_head
         from training.weak import LFError, apply_lfs, lf_analysis
         from training.weak.pipeline import weak_labels
 
@@ -276,14 +276,7 @@ def label(
                 tr.embeddings[covered], probs[covered].astype(np.float32), tr.membership[covered]
             )
             head = train_head(cfg, cfg.train.kind, weak, va).head
-            test = prepared.splits["test"]
-            m = slice_metrics(
-                test.labels,
-                predict_head(head, test.embeddings)["probabilities"].argmax(1),
-                test.membership,
-                cfg.slice_names,
-                cfg.labels,
-            )
+            m = head_slice_metrics(cfg, head, prepared.splits["test"])
             typer.echo(
                 f"{cfg.train.kind} head on weak labels: test macro-F1 {m['overall']['macro_f1']:.4f}"
             )

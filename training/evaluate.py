@@ -55,6 +55,19 @@ def slice_metrics(
     return out
 
 
+def head_slice_metrics(
+    cfg: ProjectConfig, head: Any, split: Any, embeddings: np.ndarray | None = None
+) -> dict[str, dict[str, float]]:
+    """`slice_metrics` of a frozen-mode head's predictions on a split (int labels); `embeddings`
+    replaces the split's own (e.g. a projection of them).
+    """
+    from training.train import predict_head
+
+    probs = predict_head(head, split.embeddings if embeddings is None else embeddings)
+    pred = probs["probabilities"].argmax(1)
+    return slice_metrics(split.labels, pred, split.membership, cfg.slice_names, cfg.labels)
+
+
 def monitored_mean(
     metrics: dict[str, dict[str, float]], monitored: Sequence[str], key: str = "macro_f1"
 ) -> float:
@@ -88,7 +101,7 @@ def evaluate_project(
     Returns (and writes as `evaluation.json`) `{"kinds": {kind: {"seeds": [...], "mean": {...}}},
     "monitored": [...], "summary": {kind: {...}}}`.
     """
-    from training.train import predict_head, prepare_data, train_head
+    from training.train import prepare_data, train_head
 
     kinds = list(kinds or cfg.train.compare)
     seeds = list(seeds if seeds is not None else cfg.train.seeds)
@@ -113,10 +126,7 @@ def evaluate_project(
     per_kind: dict[str, list[dict[str, dict[str, float]]]] = {k: [] for k in kinds}
     for kind, seed in tqdm(jobs, desc="evaluate", unit="model", disable=not progress):
         res = train_head(cfg, kind, train, val, seed, progress=False)  # type: ignore[arg-type]
-        pred = predict_head(res.head, test.embeddings)["probabilities"].argmax(1)
-        per_kind[kind].append(
-            slice_metrics(test.labels, pred, test.membership, cfg.slice_names, cfg.labels)
-        )
+        per_kind[kind].append(head_slice_metrics(cfg, res.head, test))
     for kind, runs in per_kind.items():
         mean = aggregate(runs)
         monitored = [monitored_mean(r, cfg.monitored_slices) for r in runs]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from http import HTTPStatus
@@ -59,7 +60,7 @@ class Slicewise:
             self.error = f"model not loaded: {exc}"
             log.error("slicewise is NOT ready: %s", self.error)
         self.batcher: AdaptiveBatcher[dict[str, Any]] = AdaptiveBatcher(
-            self._infer_batch, MAX_BATCH_SIZE
+            self._infer_batch, MAX_BATCH_SIZE, workers=self.settings.model_workers
         )
         self.embedded_redis = None
         redis_url = self.settings.redis_url
@@ -80,7 +81,8 @@ class Slicewise:
 
     def _load(self, model_dir: str | None, tag: str) -> ModelRuntime:
         """Open a bundle folder, or a model-store tag, and warm it up (blocking)."""
-        return ModelRuntime.load(resolve_bundle(model_dir, tag), self.settings.prefer_int8)
+        threads = max(1, len(os.sched_getaffinity(0)) // self.settings.model_workers)
+        return ModelRuntime.load(resolve_bundle(model_dir, tag), self.settings.prefer_int8, threads)
 
     def _install(self, runtime: ModelRuntime) -> None:
         old = self.runtime
@@ -92,6 +94,7 @@ class Slicewise:
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
+        self.batcher.close()
         self.log.close()
         if self.embedded_redis is not None:
             self.embedded_redis.stop()
@@ -116,13 +119,13 @@ class Slicewise:
                 log.warning("hot-swap check failed: %s", exc)
 
     def _infer_batch(self, texts: list[str]) -> list[dict[str, Any]]:
-        """Predictions (without ids) for one batch of texts; runs in a worker thread."""
+        """Predictions (without ids) for one batch of texts; runs in a model worker thread."""
         runtime = self.runtime
         if runtime is None:
             raise ServiceUnavailable(self.error or "model not loaded")
-        outputs = runtime.predict(texts)
-        metrics.INFERENCE_SECONDS.labels("tokenize").observe(runtime.last.tokenize)
-        metrics.INFERENCE_SECONDS.labels("infer").observe(runtime.last.infer)
+        outputs, took = runtime.predict(texts)
+        metrics.INFERENCE_SECONDS.labels("tokenize").observe(took.tokenize)
+        metrics.INFERENCE_SECONDS.labels("infer").observe(took.infer)
         metrics.BATCH_SIZE.observe(len(texts))
         preds = build_predictions(outputs, runtime.bundle.manifest)
         for p in preds:

@@ -28,6 +28,7 @@ class Settings:
     stream_maxlen: int = 100_000  # SLICEWISE_STREAM_MAXLEN: approximate length cap of the stream
     log_buffer: int = 10_000  # SLICEWISE_LOG_BUFFER: records held in memory while Redis is away
     hotswap_interval: float = 2.0  # SLICEWISE_HOTSWAP_INTERVAL seconds between version polls
+    model_workers: int = 2  # SLICEWISE_MODEL_WORKERS: batches in the model at once
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -45,4 +46,5 @@ class Settings:
             stream_maxlen=int(env.get("SLICEWISE_STREAM_MAXLEN", cls.stream_maxlen)),
             log_buffer=int(env.get("SLICEWISE_LOG_BUFFER", cls.log_buffer)),
             hotswap_interval=float(env.get("SLICEWISE_HOTSWAP_INTERVAL", cls.hotswap_interval)),
+            model_workers=int(env.get("SLICEWISE_MODEL_WORKERS", cls.model_workers)),
         )

@@ -85,3 +85,27 @@ def test_idle_service_answers_each_request_at_once(n: int) -> None:
 
     assert asyncio.run(one_by_one()) == [[2 * i] for i in range(n)]
     assert fn.batches == [[i] for i in range(n)]
+
+
+def test_two_workers_run_two_batches_at_once() -> None:
+    both_in = threading.Barrier(2, timeout=5)  # breaks (an error) unless two calls overlap
+    calls: list[list[int]] = []
+
+    def fn(items: list[int]) -> list[int]:
+        calls.append(items)
+        both_in.wait()
+        return [2 * x for x in items]
+
+    async def scenario() -> list:
+        batcher = AdaptiveBatcher(fn, max_batch_size=64, workers=2)
+        first = asyncio.create_task(batcher.submit([1]))
+        while not calls:  # the first batch is in the model...
+            await asyncio.sleep(0.001)
+        return [await batcher.submit([2]), await first]  # ...when the second one starts
+
+    assert asyncio.run(scenario()) == [[4], [2]]
+
+
+def test_workers_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        AdaptiveBatcher(lambda items: items, workers=0)

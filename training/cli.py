@@ -263,6 +263,10 @@ def label(
         typer.echo(
             f"coverage {covered.mean():.3f}, label accuracy on covered {acc:.3f} (vs the gold train labels)"
         )
+        balance = ", ".join(
+            f"{lab} {p:.2f}" for lab, p in zip(cfg.labels, res.stats["class_balance"], strict=True)
+        )
+        typer.echo(f"class balance ({res.stats['class_balance_source']}): {balance}")
         out.parent.mkdir(parents=True, exist_ok=True)
         frame = pd.DataFrame(probs, columns=[f"p_{lab}" for lab in cfg.labels])
         frame.insert(0, "text", tr.texts)

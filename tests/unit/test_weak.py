@@ -48,6 +48,22 @@ def test_recovers_known_lf_accuracies_and_class_balance() -> None:
     assert ours > 0.85 and ours >= (majority == y[covered]).mean()
 
 
+@pytest.mark.parametrize("balance", [(0.2, 0.3, 0.5), (0.6, 0.25, 0.15)])
+def test_class_balance_from_third_moments(balance) -> None:
+    L, _, _ = synth(60_000, 18, seed=1, balance=balance)
+    model = TripletLabelModel(3).fit(L)
+    assert model.balance_source == "third moments"
+    np.testing.assert_allclose(model.balance, balance, atol=0.03)
+
+
+def test_class_balance_falls_back_to_the_vote_share_with_few_lfs_per_class() -> None:
+    L, _, _ = synth(20_000, 9)  # 3 LFs a class: too few triplets for third moments
+    model = TripletLabelModel(3).fit(L)
+    votes = np.bincount(L[L != ABSTAIN], minlength=3) + 1.0
+    assert model.balance_source == "vote share"
+    np.testing.assert_allclose(model.balance, votes / votes.sum())
+
+
 def test_abstain_everywhere_gets_the_class_balance() -> None:
     L, _, _ = synth(20_000, 6)
     model = TripletLabelModel(3, class_balance=np.array([0.5, 0.3, 0.2])).fit(L)

@@ -65,6 +65,7 @@ def weak_labels(
         {
             "coverage": float(covered.mean()),
             "class_balance": model.balance.tolist(),
+            "class_balance_source": model.balance_source,
             "lf_accuracy": model.lf_accuracies(L).tolist(),
         },
     )
@@ -197,7 +198,11 @@ def interactive_loop(
         covered,
         L_ext,
         list(taus),
-        {"coverage": float(covered.mean()), "class_balance": model.balance.tolist()},
+        {
+            "coverage": float(covered.mean()),
+            "class_balance": model.balance.tolist(),
+            "class_balance_source": model.balance_source,
+        },
     )
     return LoopResult(head, (mean, comps), labels, timings)
 

@@ -39,7 +39,7 @@ for kind, row in s.items():
         f"{row['monitored_macro_f1']:.4f} | {100 * (row['monitored_macro_f1'] - base['monitored_macro_f1']):+.2f} |"
     )
 lines.append(
-    f"\nMonitored slices: {', '.join(cfg.monitored_slices)}. Heads: {cfg.train.model_dump(include={'batch_size', 'lr', 'temperature', 'lambda_ind', 'lambda_pred', 'dropout'})}. "
+    f"\nMonitored slices: {', '.join(cfg.monitored_slices)}. Heads: {cfg.train.model_dump(include={'batch_size', 'lr', 'temperature', 'lambda_ind', 'lambda_pred', 'dropout', 'moa_attention_dim'})}. "
     f"9 heads trained in {heads_s:.0f}s (data load + embeddings {embed_s:.0f}s, cached after the first run)."
 )
 write(

@@ -174,6 +174,7 @@ class TrainConfig(_Section):
     lambda_ind: float = Field(1.0, ge=0)
     lambda_pred: float = Field(1.0, ge=0)
     temperature: float = Field(1.0, gt=0)
+    moa_attention_dim: int = Field(64, gt=0, description="query/key width of MoA's dual attention")
     embed_batch_size: int = Field(128, gt=0)
     cache_dir: Path = Path(".slicewise/cache")
     checkpoint_dir: Path = Path(".slicewise/checkpoints")

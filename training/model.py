@@ -16,7 +16,8 @@ The three kinds differ **only in the combiner**:
   membership scores.
 - `sbl` (Chen et al. 2019): `a = softmax_s(q_s · c_s / τ)`, `z = Σ_s a_s r_s`.
 - `moa`: SBL's `z_a` mixed per example with a dual attention of the base representation over
-  the experts, `b = softmax_s(⟨W_q h, W_k r_s⟩ / √d)`, `z_b = Σ_s b_s r_s`, by a learned gate
+  the experts, `b = softmax_s(⟨W_q h, W_k r_s⟩ / √a)` (query/key width `a`, default 64),
+  `z_b = Σ_s b_s r_s`, by a learned gate
   `g = sigmoid(w_gᵀ h)`: `z = g · z_a + (1 − g) · z_b`. The reported `slice_attention` is the
   effective mixture `g · a + (1 − g) · b`. The gate's bias starts at 2 (g ≈ 0.88), so training
   starts from SBL rather than from an even mix with an untrained attention.
@@ -92,22 +93,22 @@ class SBLCombiner(Combiner):
 class MoACombiner(SBLCombiner):
     """Mixture of attentions: SBL plus a dual attention of `h` over the experts, gated."""
 
-    def __init__(self, d: int, temperature: float = 1.0) -> None:
+    def __init__(self, d: int, temperature: float = 1.0, attention_dim: int = 64) -> None:
         super().__init__(temperature)
-        self.query = nn.Linear(d, d, bias=False)
-        self.key = nn.Linear(d, d, bias=False)
+        self.query = nn.Linear(d, attention_dim, bias=False)
+        self.key = nn.Linear(d, attention_dim, bias=False)
         self.gate = nn.Linear(d, 1)
         nn.init.constant_(
             self.gate.bias, 2.0
         )  # start close to SBL (g ≈ 0.88); the dual attention earns its share
-        self.scale = 1.0 / math.sqrt(d)
+        self.scale = 1.0 / math.sqrt(attention_dim)
 
     def forward(
         self, h: torch.Tensor, r: torch.Tensor, q: torch.Tensor, c: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`z = g · z_a + (1 − g) · z_b` with SBL's `a` and the dual attention `b`."""
         a = self.slice_attention(q, c)
-        # ⟨W_q h, W_k r_s⟩ = ⟨W_kᵀ W_q h, r_s⟩: one d×d product per example instead of K
+        # ⟨W_q h, W_k r_s⟩ = ⟨W_kᵀ W_q h, r_s⟩: two d×a products per example instead of K
         scores = torch.einsum("bd,bkd->bk", self.query(h) @ self.key.weight, r) * self.scale
         b = torch.softmax(scores, dim=-1)
         g = torch.sigmoid(self.gate(h))  # [B, 1]
@@ -126,6 +127,7 @@ class SliceAwareHead(nn.Module):
         kind: Kind = "moa",
         dropout: float = 0.1,
         temperature: float = 1.0,
+        attention_dim: int = 64,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -145,7 +147,7 @@ class SliceAwareHead(nn.Module):
         self.combiner: Combiner = {
             "baseline": lambda: Combiner(),
             "sbl": lambda: SBLCombiner(temperature),
-            "moa": lambda: MoACombiner(d, temperature),
+            "moa": lambda: MoACombiner(d, temperature, attention_dim),
         }[kind]()
 
     def forward(self, h: torch.Tensor) -> HeadOutput:

@@ -120,7 +120,9 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
 def new_head(cfg: ProjectConfig, kind: Kind, d: int) -> SliceAwareHead:
     """A fresh head for this project."""
     t = cfg.train
-    return SliceAwareHead(d, len(cfg.labels), len(cfg.slices), kind, t.dropout, t.temperature)
+    return SliceAwareHead(
+        d, len(cfg.labels), len(cfg.slices), kind, t.dropout, t.temperature, t.moa_attention_dim
+    )
 
 
 def train_head(

@@ -297,6 +297,9 @@ def load_checkpoint(path: str | Path) -> tuple[ProjectConfig, TrainedModel]:
     from training.config import ProjectConfig
 
     state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, holds a dict
+    query = state["head"].get("combiner.query.weight")
+    if query is not None:  # checkpoints from before `moa_attention_dim` had 384-wide queries
+        state["config"].setdefault("train", {})["moa_attention_dim"] = query.shape[0]
     cfg = ProjectConfig.model_validate(state["config"])
     encoder = load_encoder(cfg.backbone)
     if state["encoder"] is not None:

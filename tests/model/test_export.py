@@ -132,3 +132,18 @@ def test_parity_failure_leaves_nothing_behind(tiny_config, tiny_prepared, tmp_pa
     with pytest.raises(ExportError, match="parity check failed"):
         export_bundle(cfg, trained, tiny_prepared, out, register=False, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_from_before_the_moa_attention_width_still_loads(
+    tiny_bundle, tiny_config, tmp_path
+) -> None:
+    ckpt = sorted((tiny_config.train.checkpoint_dir).glob("tiny-moa-*.pt"))[-1]
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    d = state["head"]["combiner.query.weight"].shape[1]
+    del state["config"]["train"]["moa_attention_dim"]  # an older checkpoint: full-width q / k
+    for name in ("combiner.query.weight", "combiner.key.weight"):
+        state["head"][name] = torch.randn(d, d)
+    torch.save(state, tmp_path / "old.pt")
+    cfg, trained = load_checkpoint(tmp_path / "old.pt")
+    assert cfg.train.moa_attention_dim == d
+    assert trained.model.head.combiner.query.weight.shape == (d, d)

@@ -61,13 +61,34 @@ class AdaptiveBatcher(Generic[T]):
             batch = [item for items, _ in waiting for item in items]
             try:
                 results = await asyncio.to_thread(self.fn, batch)
+            except asyncio.CancelledError:  # close(): the batch in the model gets an error too
+                _fail(
+                    [*waiting, carried] if carried else waiting,
+                    RuntimeError("the service is shutting down"),
+                )
+                raise
             except Exception as exc:  # every request of the batch gets the error
-                for _, future in waiting:
-                    if not future.done():
-                        future.set_exception(exc)
+                _fail(waiting, exc)
                 continue
             start = 0
             for items, future in waiting:
                 if not future.done():  # a cancelled request (client gone) is skipped
                     future.set_result(results[start : start + len(items)])
                 start += len(items)
+
+    def close(self) -> None:
+        """Stop the workers; requests still queued get an error instead of waiting forever.
+
+        Call it from the serving event loop (BentoML runs shutdown hooks there).
+        """
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        while self._queue is not None and not self._queue.empty():
+            _fail([self._queue.get_nowait()], RuntimeError("the service is shutting down"))
+
+
+def _fail(waiting: list[tuple[list[Any], asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, future in waiting:
+        if not future.done():
+            future.set_exception(exc)

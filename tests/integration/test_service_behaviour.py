@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import re
 import shutil
 import time
 from typing import Any
@@ -227,3 +228,26 @@ def test_missing_bundle_is_not_ready_and_says_why(bentoml_home, tmp_path) -> Non
         assert httpx.get(srv.url + "/readyz", timeout=5).status_code == 503
         text = log.read_text()
         assert "slicewise is NOT ready" in text and str(missing) in text
+
+
+def test_embedded_redis_holds_the_log_and_shutdown_is_clean(
+    tiny_bundle, bentoml_home, tmp_path
+) -> None:
+    log = tmp_path / "serve.log"
+    env = {"SLICEWISE_MODEL_DIR": str(tiny_bundle), "BENTOML_HOME": str(bentoml_home)}
+    srv = BentoServer(env, log_file=log)
+    srv.env.pop("REDIS_URL", None)  # unset: the service starts its own redis-server
+    with srv.start():
+        r = httpx.post(srv.url + "/predict", json={"texts": ["a", "b", "c"]}, timeout=30)
+        assert r.status_code == 200
+        url = re.search(r"embedded redis-server at (redis://\S+)", log.read_text()).group(1)
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while client.xlen(c.PREDICTIONS_STREAM) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ids = [e[1][b"id"].decode() for e in client.xrange(c.PREDICTIONS_STREAM)]
+        assert ids == [p["id"] for p in r.json()["predictions"]]
+    text = log.read_text()
+    assert "Completed cleanup hook: _shutdown" in text and "Traceback" not in text
+    with pytest.raises(redis.ConnectionError):
+        client.ping()  # the embedded server went with the service

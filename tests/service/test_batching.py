@@ -109,3 +109,27 @@ def test_two_workers_run_two_batches_at_once() -> None:
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError, match="workers must be at least 1"):
         AdaptiveBatcher(lambda items: items, workers=0)
+
+
+def test_close_stops_the_workers_and_fails_what_is_left() -> None:
+    release = threading.Event()
+
+    def fn(items: list[int]) -> list[int]:
+        release.wait(5)
+        return items
+
+    async def scenario() -> tuple[list, list[bool]]:
+        batcher = AdaptiveBatcher(fn, max_batch_size=1)
+        requests = [asyncio.create_task(batcher.submit([i])) for i in range(3)]
+        while batcher._queue is None or batcher._queue.qsize() > 1:  # 0 in the model, 1 waits
+            await asyncio.sleep(0.001)
+        workers = list(batcher._tasks)
+        batcher.close()
+        results = await asyncio.gather(*requests, return_exceptions=True)
+        release.set()
+        await asyncio.sleep(0)
+        return results, [w.done() for w in workers]
+
+    results, workers_done = asyncio.run(scenario())
+    assert all(isinstance(r, RuntimeError) and "shutting down" in str(r) for r in results)
+    assert workers_done == [True]

@@ -4,8 +4,9 @@
    eager service (one request at a time, no batching), interleaved rounds, medians;
 2. the raw ONNX Runtime batch throughput of the same model file (the ceiling), two ways: one
    call at a time on all cores (batch 64), and the service's layout (as many single-threaded
-   calls at once as it has model workers, batch 16: the fastest layout measured here);
-3. the cost of the slice heads: the MoA model vs a plain-head (baseline) model, same backbone;
+   calls at once as it has model workers, batch 16: the fastest layout measured here), in
+   every round next to the two services (both idle then), so the ratio is taken side by side;
+3. the cost of the slice heads: the exported model vs a plain-head (baseline) model, same backbone;
 4. reliability: Redis stopped for 20 s under load, then restarted; a soak at half the peak rate.
 
 Needs the demo bundle (`slicewise export`). Run: .venv/bin/python bench/bench_service.py [--soak-seconds 300]
@@ -39,7 +40,7 @@ from training.data import load_dataset, split_dataset
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--seconds", type=float, default=20.0, help="length of one load round")
-parser.add_argument("--rounds", type=int, default=2)
+parser.add_argument("--rounds", type=int, default=4)
 parser.add_argument("--soak-seconds", type=float, default=300.0)
 args = parser.parse_args()
 
@@ -170,20 +171,22 @@ for _ in range(120):
         time.sleep(1)
 served_file = bundle.model_file(prefer_int8=True)
 results: dict[str, list[dict]] = {"slicewise": [], "naive": []}
+workers = Settings.from_env().model_workers
+layouts = {  # name: (batch, calls at once, intra-op threads per call)
+    "one call, all cores, batch 64": (64, 1, 0),
+    f"{workers} single-thread calls at once, batch 16": (16, workers, 1),
+}
+raw_runs: dict[str, list[float]] = {name: [] for name in layouts}
 try:
     asyncio.run(load(server.url, 3))
-    for _ in range(args.rounds):  # interleaved
+    for _ in range(args.rounds):  # interleaved: service, naive, raw ONNX Runtime (both idle)
         results["slicewise"].append(asyncio.run(load(server.url, args.seconds)))
         results["naive"].append(asyncio.run(load(naive_url, args.seconds)))
+        for name, (batch, parallel, threads) in layouts.items():
+            raw_runs[name].append(raw_ort_throughput(served_file, batch, parallel, threads))
     naive.terminate()
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
-    workers = Settings.from_env().model_workers
-    raw = {
-        "one call, all cores, batch 64": raw_ort_throughput(served_file, 64),
-        f"{workers} single-thread calls at once, batch 16": raw_ort_throughput(
-            served_file, 16, parallel=workers, threads=1
-        ),
-    }
+    raw = {name: statistics.median(v) for name, v in raw_runs.items()}
     ceiling = max(raw.values())
 
     # reliability: Redis away for 20 s under load
@@ -240,7 +243,7 @@ md = (
 | naive (PyTorch eager, one request at a time) | {n["rps"]:.1f} | {n["p50_ms"]:.0f} | {n["p95_ms"]:.0f} | {n["p99_ms"]:.0f} | {n["errors"]:.0f} |
 
 - slicewise / naive throughput: **{s["rps"] / n["rps"]:.2f}×**.
-- raw ONNX Runtime throughput of the same file (pre-tokenised, no HTTP): """
+- raw ONNX Runtime throughput of the same file (pre-tokenised, no HTTP; measured in every round, median): """
     + "; ".join(f"{k}: {v:.0f} texts/s" for k, v in raw.items())
     + f""". The service reaches **{s["rps"] / ceiling:.1%}** of the faster.
 - slice heads cost (ONNX fp32, batch 32, interleaved, median): {bundle.manifest.model_kind} {heads["slice"]:.1f} ms"""
@@ -260,6 +263,7 @@ write(
         "load": results,
         "median": med,
         "raw_ort_texts_per_s": raw,
+        "raw_ort_runs": raw_runs,
         "service_vs_raw": s["rps"] / ceiling,
         "slice_heads": heads,
         "redis_outage": {

@@ -121,7 +121,9 @@ def test_close_stops_the_workers_and_fails_what_is_left() -> None:
     async def scenario() -> tuple[list, list[bool]]:
         batcher = AdaptiveBatcher(fn, max_batch_size=1)
         requests = [asyncio.create_task(batcher.submit([i])) for i in range(3)]
-        while batcher._queue is None or batcher._queue.qsize() > 1:  # 0 in the model, 1 waits
+        while (
+            batcher._queue is None or batcher._queue.qsize() > 1
+        ):  # 0 in the model, 1 carried, 2 queued
             await asyncio.sleep(0.001)
         workers = list(batcher._tasks)
         batcher.close()

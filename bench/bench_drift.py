@@ -22,7 +22,7 @@ import pandas as pd
 from common import ROOT, write
 
 from monitoring.drift import evidently_report, slice_drift, slice_masks
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 from training.backbone import load_tokenizer
 from training.config import load_config
 from training.export import OnnxRunner, reference_profile

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from common import ROOT, write
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 from training.config import load_config
 from training.data import load_dataset, split_dataset
 from training.evaluate import monitored_mean, slice_metrics

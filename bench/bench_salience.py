@@ -11,7 +11,7 @@ import time
 import numpy as np
 from common import RESULTS, ROOT, write
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 from training.backbone import load_tokenizer
 from training.config import load_config
 from training.salience import aggregate, explain, label_association, write_report

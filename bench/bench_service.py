@@ -31,9 +31,9 @@ import redis
 from common import ROOT, write
 
 from service.settings import Settings
-from slicewise import contracts as c
+from slicewise.core import contracts as c
+from slicewise.core.redis_server import LocalRedis, free_port
 from slicewise.processes import BentoServer
-from slicewise.redis_server import LocalRedis, free_port
 from training.backbone import load_tokenizer
 from training.config import load_config
 from training.data import load_dataset, split_dataset

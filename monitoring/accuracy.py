@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
 from monitoring.drift import slice_masks
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 
 
 class ConfidenceCalibrator:

@@ -18,8 +18,7 @@ RedisOpt = Annotated[
 
 
 def _bundle(bundle: Path | None, tag: str):
-    from service.runtime import resolve_bundle
-    from slicewise.contracts import BundleError
+    from slicewise.core.contracts import BundleError, resolve_bundle
 
     try:
         return resolve_bundle(str(bundle) if bundle else None, tag)
@@ -67,7 +66,7 @@ def monitor(
     from monitoring.exporter import MonitorMetrics
     from monitoring.monitor import Monitor, MonitorSettings
     from monitoring.window import WindowError
-    from slicewise.contracts import BundleError
+    from slicewise.core.contracts import BundleError
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -31,7 +31,7 @@ import pandas as pd
 from evidently.legacy.calculations.stattests.registry import get_stattest
 from evidently.legacy.core import ColumnType
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 
 ALL = "all"
 

@@ -9,7 +9,7 @@ import redis
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily
 
-from slicewise.contracts import MetricNames as M
+from slicewise.core.contracts import MetricNames as M
 
 RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"  # Redis hash outcome -> count
 

@@ -21,7 +21,7 @@ from monitoring.accuracy import (
 from monitoring.drift import evidently_report, slice_drift
 from monitoring.exporter import MonitorMetrics
 from monitoring.window import read_feedback, read_window
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 
 log = logging.getLogger("slicewise.monitor")
 

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from slicewise.contracts import ALERT_DEDUP_PREFIX, RETRAIN_QUEUE
+from slicewise.core.contracts import ALERT_DEDUP_PREFIX, RETRAIN_QUEUE
 
 log = logging.getLogger("slicewise.webhook")
 

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import redis
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 
 
 class WindowError(RuntimeError):

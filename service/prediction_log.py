@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import redis
 
-from slicewise.contracts import FEEDBACK_STREAM, PREDICTIONS_STREAM, PredictionRecord
+from slicewise.core.contracts import FEEDBACK_STREAM, PREDICTIONS_STREAM, PredictionRecord
 
 log = logging.getLogger("slicewise.service")
 PREDICTION_KEY = "slicewise:prediction:"  # + id -> model version, for feedback lookups

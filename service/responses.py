@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from slicewise.contracts import Manifest
+from slicewise.core.contracts import Manifest
 
 
 class RequestError(ValueError):

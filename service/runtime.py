@@ -16,29 +16,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 
 log = logging.getLogger("slicewise.service")
-
-
-def resolve_bundle(model_dir: str | None, tag: str) -> c.Bundle:
-    """The bundle in `model_dir`, else the BentoML store model `tag`.
-
-    Raises:
-        BundleError: naming the folder or tag and what is wrong with it.
-    """
-    if model_dir:
-        return c.Bundle.load(model_dir)
-    import bentoml
-
-    try:
-        model = bentoml.models.get(tag)
-    except bentoml.exceptions.NotFound:
-        raise c.BundleError(
-            f"no model {tag} in the BentoML model store and SLICEWISE_MODEL_DIR is unset; "
-            "run `slicewise export` or point SLICEWISE_MODEL_DIR at a bundle"
-        ) from None
-    return c.Bundle.load(model.path)
 
 
 def load_tokenizer(bundle: c.Bundle) -> Tokenizer:

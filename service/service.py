@@ -24,10 +24,16 @@ from service import metrics
 from service.batching import AdaptiveBatcher
 from service.prediction_log import PredictionLog
 from service.responses import RequestError, build_predictions, check_feedback_label, validate_texts
-from service.runtime import ModelRuntime, resolve_bundle
+from service.runtime import ModelRuntime
 from service.schemas import FeedbackResponse, PredictResponse
 from service.settings import Settings
-from slicewise.contracts import MODEL_NAME, PRODUCTION_VERSION_KEY, BundleError, PredictionRecord
+from slicewise.core.contracts import (
+    MODEL_NAME,
+    PRODUCTION_VERSION_KEY,
+    BundleError,
+    PredictionRecord,
+    resolve_bundle,
+)
 
 log = logging.getLogger("slicewise.service")
 log.setLevel(logging.INFO)  # BentoML shows only warnings of foreign loggers otherwise
@@ -65,7 +71,7 @@ class Slicewise:
         self.embedded_redis = None
         redis_url = self.settings.redis_url
         if redis_url is None:
-            from slicewise.redis_server import LocalRedis
+            from slicewise.core.redis_server import LocalRedis
 
             self.embedded_redis = LocalRedis().start()
             redis_url = self.embedded_redis.url

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from slicewise.contracts import MODEL_NAME
+from slicewise.core.contracts import MODEL_NAME
 
 
 def _flag(name: str, default: bool) -> bool:

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
+from slicewise.core.redis_server import LocalRedis, RedisServerError
 from slicewise.processes import BentoServer
-from slicewise.redis_server import LocalRedis, RedisServerError
 
 app = typer.Typer()
 
@@ -24,7 +24,7 @@ CURL = """curl -s -X POST http://127.0.0.1:{port}/predict -H 'Content-Type: appl
 
 def ensure_bundle(bundle_dir: Path, config: Path | None) -> Path:
     """Train and export the demo model unless `bundle_dir` already holds a bundle."""
-    from slicewise.contracts import Bundle, BundleError
+    from slicewise.core.contracts import Bundle, BundleError
 
     try:
         Bundle.load(bundle_dir)

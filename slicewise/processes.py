@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from slicewise.redis_server import free_port
+from slicewise.core.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from slicewise.redis_server import LocalRedis
+from slicewise.core.redis_server import LocalRedis
 
 TINY_BERT = dict(
     hidden_size=32,

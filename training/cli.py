@@ -24,7 +24,7 @@ ConfigOpt = Annotated[
 @contextlib.contextmanager
 def domain_errors() -> Iterator[None]:
     """Turn the project's validation errors into a one-line message and exit code 2."""
-    from slicewise.contracts import BundleError
+    from slicewise.core.contracts import BundleError
     from training.backbone import BackboneError
     from training.commentary import CommentaryError
     from training.config import ConfigError

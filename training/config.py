@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from slicewise.contracts import HasSlices
+from slicewise.core.contracts import HasSlices
 
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "tweets.yaml"

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 from training.backbone import load_tokenizer
 from training.config import ProjectConfig
 from training.evaluate import slice_metrics
@@ -213,7 +213,7 @@ def reference_profile(
     labels: np.ndarray,
     membership: np.ndarray,
 ) -> Any:
-    """The model's outputs on the reference split, in the columns of `slicewise.contracts`."""
+    """The model's outputs on the reference split, in the columns of `slicewise.core.contracts`."""
     import pandas as pd
 
     probs = outputs["probabilities"]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from slicewise.contracts import new_version
+from slicewise.core.contracts import new_version
 from training.backbone import load_encoder, load_tokenizer
 from training.config import ProjectConfig
 from training.model import Kind, SliceAwareClassifier, head_loss

@@ -10,7 +10,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 
 log = logging.getLogger(__name__)
 

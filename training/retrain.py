@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 from training.config import ProjectConfig
 from training.promotion import GateDecision, promotion_gate
 

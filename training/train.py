@@ -18,7 +18,7 @@ import torch
 from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
-from slicewise.contracts import new_version
+from slicewise.core.contracts import new_version
 from training.backbone import embed_texts, load_encoder
 from training.config import ProjectConfig
 from training.data import Splits, dataset_fingerprint, load_dataset, split_dataset

@@ -30,7 +30,7 @@ def test_bento_holds_the_service_and_no_torch(tmp_path, bentofile) -> None:
     src = sorted(
         str(p.relative_to(bento.parent / "src")) for p in (bento.parent / "src").rglob("*.py")
     )
-    assert "service/service.py" in src and "slicewise/contracts.py" in src
+    assert "service/service.py" in src and "slicewise/core/contracts.py" in src
     assert not any(p.startswith("training/") or p.startswith("monitoring/") for p in src)
     reqs = (bento.parent / "env/python/requirements.txt").read_text().lower()
     assert "onnxruntime" in reqs and "torch" not in reqs and "transformers" not in reqs

@@ -20,9 +20,9 @@ import pytest
 import redis
 import yaml
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
+from slicewise.core.redis_server import LocalRedis, free_port
 from slicewise.processes import REPO, BentoServer
-from slicewise.redis_server import LocalRedis, free_port
 from tests.conftest import tiny_config_dict
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

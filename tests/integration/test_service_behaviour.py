@@ -16,7 +16,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 from slicewise.processes import BentoServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from service.prediction_log import PREDICTION_KEY
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 from slicewise.processes import BentoServer
 from training.backbone import load_tokenizer
 from training.export import OnnxRunner

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 from training.backbone import load_tokenizer
 from training.export import ExportError, OnnxRunner, export_bundle, tune_thresholds
 from training.train import load_checkpoint, train_model

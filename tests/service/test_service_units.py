@@ -14,8 +14,8 @@ import redis
 
 from service.prediction_log import PredictionLog
 from service.responses import RequestError, build_predictions, check_feedback_label, validate_texts
-from slicewise.contracts import PREDICTIONS_STREAM, PredictionRecord
-from slicewise.redis_server import LocalRedis
+from slicewise.core.contracts import PREDICTIONS_STREAM, PredictionRecord
+from slicewise.core.redis_server import LocalRedis
 
 
 @pytest.mark.parametrize(

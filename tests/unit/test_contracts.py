@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from slicewise.contracts import Bundle, BundleError, PredictionRecord
+from slicewise.core.contracts import Bundle, BundleError, PredictionRecord
 
 
 def _manifest(**over) -> dict:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from monitoring.drift import column_drift, slice_drift
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 
 MANIFEST = c.Manifest(
     version="v",

@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from monitoring.exporter import MonitorMetrics
 from monitoring.monitor import Monitor, MonitorSettings
 from monitoring.window import read_feedback, read_window
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 
 
 def _log(client: redis.Redis, bundle: c.Bundle, n: int, seed: int = 0) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import redis
 
-from slicewise import contracts as c
+from slicewise.core import contracts as c
 from training.config import parse_config
 from training.retrain import feedback_examples, logged_texts, weak_examples
 

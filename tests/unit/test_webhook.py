@@ -9,7 +9,7 @@ import redis
 from starlette.testclient import TestClient
 
 from monitoring.webhook import create_app
-from slicewise.contracts import RETRAIN_QUEUE
+from slicewise.core.contracts import RETRAIN_QUEUE
 
 AUTH = {"Authorization": "Bearer t0ken"}
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from slicewise.core.errors import SlicewiseError
+
 SCHEMA_VERSION = 1
 MODEL_NAME = "slicewise-classifier"
 
@@ -44,7 +46,7 @@ RETRAIN_QUEUE = "slicewise:retrain:queue"
 ALERT_DEDUP_PREFIX = "slicewise:alert:"
 
 
-class BundleError(ValueError):
+class BundleError(SlicewiseError, ValueError):
     """The artifact bundle is missing, incomplete or inconsistent."""
 
 
@@ -182,6 +184,26 @@ class Bundle:
         """The per-slice evaluation table (`eval.json`), or {} when absent."""
         f = self.path / EVAL_JSON
         return json.loads(f.read_text()) if f.exists() else {}
+
+
+def resolve_bundle(model_dir: str | None, tag: str) -> Bundle:
+    """The bundle in `model_dir`, else the BentoML store model `tag`.
+
+    Raises:
+        BundleError: naming the folder or tag and what is wrong with it.
+    """
+    if model_dir:
+        return Bundle.load(model_dir)
+    import bentoml  # lazy: training and monitoring read bundles without the model store
+
+    try:
+        model = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise BundleError(
+            f"no model {tag} in the BentoML model store and SLICEWISE_MODEL_DIR is unset; "
+            "run `slicewise export` or point SLICEWISE_MODEL_DIR at a bundle"
+        ) from None
+    return Bundle.load(model.path)
 
 
 # Reference-profile column names (reference.parquet). Production windows read from the

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import redis
 
+from slicewise.core.errors import SlicewiseError
 
-class RedisServerError(RuntimeError):
+
+class RedisServerError(SlicewiseError, RuntimeError):
     """redis-server is not installed or did not start."""
 
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from slicewise.core.errors import SlicewiseError
 from training.config import ProjectConfig, SliceConfig
 
 SliceFn = Callable[[str], bool]
 _REGISTRY: dict[str, SliceFn] = {}
 
 
-class SliceError(ValueError):
+class SliceError(SlicewiseError, ValueError):
     """A slicing function is unknown, raises, or defines an empty slice."""
 
 

@@ -4,7 +4,10 @@ Every section is a small model with `extra="forbid"`, so a misspelt key is an er
 names it (and suggests the closest valid key). `load_config` turns pydantic's errors into
 one `ConfigError` whose lines each name the file, the field path and the fix.
 
-Importing this module needs neither torch nor pandas.
+The `monitor` section (`MonitorConfig`), the section base class and `ConfigError` live in
+`slicewise.core.settings`, so the monitor reads the same validated model; `override` applies
+validated command-line overrides to any section. Importing this module needs neither torch
+nor pandas.
 """
 
 from __future__ import annotations
@@ -12,24 +15,33 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from slicewise.core.contracts import HasSlices
-from slicewise.core.errors import SlicewiseError
+from slicewise.core.settings import ConfigError, MonitorConfig, override
+from slicewise.core.settings import Section as _Section
+
+__all__ = [
+    "KINDS",
+    "ConfigError",
+    "Kind",
+    "Mode",
+    "MonitorConfig",
+    "ProjectConfig",
+    "load_config",
+    "override",
+    "parse_config",
+]
 
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+
+Kind = Literal["baseline", "sbl", "moa"]  # the head kinds (training/model.py); defined only here
+KINDS: tuple[Kind, ...] = get_args(Kind)
+Mode = Literal["frozen", "finetune"]
 DEMO_CONFIG = Path(__file__).parent / "configs" / "tweets.yaml"
-
-
-class ConfigError(SlicewiseError, ValueError):
-    """The project configuration is invalid; the message lists every problem."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class SplitConfig(_Section):
@@ -158,11 +170,9 @@ class LabelingFunctionConfig(_RuleSource):
 class TrainConfig(_Section):
     """Head / fine-tuning hyper-parameters (DESIGN §4)."""
 
-    mode: Literal["frozen", "finetune"] = "frozen"
-    kind: Literal["baseline", "sbl", "moa"] = Field("moa", description="the model `export` ships")
-    compare: list[Literal["baseline", "sbl", "moa"]] = Field(
-        default_factory=lambda: ["baseline", "sbl", "moa"]
-    )
+    mode: Mode = "frozen"
+    kind: Kind = Field("moa", description="the model `export` ships")
+    compare: list[Kind] = Field(default_factory=lambda: list(KINDS))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int = Field(30, gt=0)
     finetune_epochs: int = Field(3, gt=0, description="epochs in finetune mode")
@@ -189,18 +199,6 @@ class ExportConfig(_Section):
     parity_tolerance: float = Field(1e-4, gt=0)
     opset: int = Field(17, ge=14)
     register_model: bool = Field(True, description="register in the BentoML model store")
-
-
-class MonitorConfig(_Section):
-    """Drift monitor settings (DESIGN §9)."""
-
-    window_size: int = Field(5000, gt=0, description="last N predictions")
-    window_minutes: float | None = Field(None, gt=0, description="or the last T minutes")
-    min_rows: int = Field(50, gt=0, description="below this a slice reports insufficient data")
-    drift_share: float = Field(0.5, gt=0, le=1, description="share of drifted columns = drift")
-    interval_seconds: float = Field(60.0, gt=0)
-    port: int = Field(9101, gt=0, lt=65536)
-    report_dir: Path = Path(".slicewise/reports")
 
 
 class PromotionGateConfig(_Section):

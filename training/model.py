@@ -27,16 +27,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from training.backbone import mean_pool
-
-Kind = Literal["baseline", "sbl", "moa"]
-KINDS: tuple[Kind, ...] = ("baseline", "sbl", "moa")
+from training.config import KINDS, Kind
 
 
 @dataclass

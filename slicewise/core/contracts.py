@@ -43,6 +43,8 @@ PREDICTIONS_STREAM = "slicewise:predictions"
 FEEDBACK_STREAM = "slicewise:feedback"
 PRODUCTION_VERSION_KEY = "slicewise:production_version"
 RETRAIN_QUEUE = "slicewise:retrain:queue"
+RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"  # hash outcome -> count (retrain writes)
+RETRAIN_RUNS_KEY = "slicewise:retrain:runs"  # list of the last 100 run reports (JSON)
 ALERT_DEDUP_PREFIX = "slicewise:alert:"
 
 
@@ -187,7 +189,15 @@ class Bundle:
 
 
 def resolve_bundle(model_dir: str | None, tag: str) -> Bundle:
-    """The bundle in `model_dir`, else the BentoML store model `tag`.
+    """The bundle in `model_dir`, else the BentoML store model `tag`: the one place a bundle
+    is looked up in the model store (service, monitor, retrain).
+
+    Args:
+        model_dir: a bundle folder, or None / empty to use the model store.
+        tag: a model-store tag, `slicewise-classifier:<version>` or `slicewise-classifier:latest`.
+
+    Returns:
+        The loaded bundle (manifest validated, required files present).
 
     Raises:
         BundleError: naming the folder or tag and what is wrong with it.
@@ -281,6 +291,32 @@ class PredictionRecord:
 
 def _s(x: str | bytes) -> str:
     return x.decode() if isinstance(x, bytes) else x
+
+
+def read_feedback(client: Any, count: int = 100_000) -> dict[str, str]:
+    """The true labels users sent: the `slicewise:feedback` stream's latest `count` entries.
+
+    Each entry has the fields `id` (a prediction id), `label` and `ts`; the service writes
+    them (`service/prediction_log.py`). Entries missing `id` or `label` are skipped.
+
+    Args:
+        client: a `redis.Redis` client.
+        count: how many of the newest entries to read.
+
+    Returns:
+        Prediction id -> label, in stream order; a later label for the same id wins.
+
+    Raises:
+        redis.RedisError: Redis cannot be read.
+    """
+    entries = client.xrevrange(FEEDBACK_STREAM, count=count)
+    out: dict[str, str] = {}
+    for _, fields in reversed(entries):
+        f = {_s(k): _s(v) for k, v in fields.items()}
+        if "id" in f and "label" in f:
+            out.pop(f["id"], None)  # re-insert: the order is that of the latest label
+            out[f["id"]] = f["label"]
+    return out
 
 
 # Prometheus metric names (DESIGN §8). Service and monitor declare their metrics with these;

@@ -12,9 +12,10 @@ import pandas as pd
 import redis
 
 from slicewise.core import contracts as c
+from slicewise.core.errors import SlicewiseError
 
 
-class WindowError(RuntimeError):
+class WindowError(SlicewiseError, RuntimeError):
     """The prediction log cannot be read or holds nothing usable."""
 
 

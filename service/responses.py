@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 
 from slicewise.core.contracts import Manifest
+from slicewise.core.errors import SlicewiseError
 
 
-class RequestError(ValueError):
+class RequestError(SlicewiseError, ValueError):
     """A request the service refuses; the message names the problem (sent as a 4xx)."""
 
 

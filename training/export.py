@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from slicewise.core import contracts as c
+from slicewise.core.errors import SlicewiseError
 from slicewise.core.slice_rules import RULE_KINDS, SliceError, compile_rule, import_plugins
 from training.backbone import load_tokenizer
 from training.config import ProjectConfig, SliceConfig
@@ -39,7 +40,7 @@ PARITY_TEXTS = [
 ]
 
 
-class ExportError(RuntimeError):
+class ExportError(SlicewiseError, RuntimeError):
     """The export failed a check (e.g. ONNX/torch parity); nothing was written."""
 
 

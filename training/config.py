@@ -175,6 +175,11 @@ class TrainConfig(_Section):
     lambda_pred: float = Field(1.0, ge=0)
     temperature: float = Field(1.0, gt=0)
     moa_attention_dim: int = Field(64, gt=0, description="query/key width of MoA's dual attention")
+    membership: Literal["learned", "rules"] = Field(
+        "learned",
+        description="what SBL / MoA route on: the learned indicators q_s, or the exact "
+        "membership of rule-evaluated slices (an extra input of the exported model)",
+    )
     embed_batch_size: int = Field(128, gt=0)
     cache_dir: Path = Path(".slicewise/cache")
     checkpoint_dir: Path = Path(".slicewise/checkpoints")

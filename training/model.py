@@ -190,9 +190,7 @@ class SliceAwareHead(nn.Module):
         z, attention = self.combiner(h, r, self.routing_membership(q, slice_rules), c)
         return HeadOutput(self.final(self.dropout(z)), indicator_logits, slice_logits, attention)
 
-    def routing_membership(
-        self, q: torch.Tensor, slice_rules: torch.Tensor | None
-    ) -> torch.Tensor:
+    def routing_membership(self, q: torch.Tensor, slice_rules: torch.Tensor | None) -> torch.Tensor:
         """What the combiner routes on `[B, K]`: `q`, or the rules' membership where evaluated."""
         if not self.uses_rules:
             return q

@@ -97,6 +97,8 @@ def monitor(
                     for k in (
                         "window_rows",
                         "drifted_slices",
+                        "traffic_shifted_slices",
+                        "explained_drift",
                         "insufficient_data",
                         "accuracy",
                         "estimated_accuracy",

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from slicewise.core import contracts as c
+from slicewise.core.slice_rules import RULE_KINDS, SliceError, compile_rule, import_plugins
 from training.backbone import load_tokenizer
-from training.config import ProjectConfig
+from training.config import ProjectConfig, SliceConfig
 from training.evaluate import slice_metrics
 from training.slices import slice_evaluator
 from training.train import PreparedData, TrainedModel
@@ -251,7 +252,11 @@ def reference_profile(
     labels: np.ndarray,
     membership: np.ndarray,
 ) -> Any:
-    """The model's outputs on the reference split, in the columns of `slicewise.core.contracts`."""
+    """The model's outputs on the reference split, in the columns of `slicewise.core.contracts`.
+
+    Slice columns hold membership as the service returns it in `slices` (exact, from the slice
+    rules), so the monitor cuts reference and production rows the same way.
+    """
     import pandas as pd
 
     probs = outputs["probabilities"]
@@ -259,7 +264,10 @@ def reference_profile(
     cols[c.PREDICTED_LABEL_COLUMN] = [cfg.labels[i] for i in probs.argmax(1)]
     cols[c.CONFIDENCE_COLUMN] = probs.max(1)
     for j, name in enumerate(cfg.slice_names):
-        cols[c.slice_score_column(name)] = outputs["slice_membership"][:, j]
+        # `slice_<name>` is what the service logs as `slices`: every config slice has a rule
+        # the service evaluates, so exact membership; the learned score is kept beside it
+        cols[c.slice_score_column(name)] = membership[:, j].astype(np.float32)
+        cols[c.learned_score_column(name)] = outputs["slice_membership"][:, j]
         cols[c.slice_fn_column(name)] = membership[:, j].astype(np.int8)
     cols[c.TEXT_LENGTH_COLUMN] = np.array([len(t) for t in texts], dtype=np.int64)
     cols[c.TRUE_LABEL_COLUMN] = [cfg.labels[i] for i in labels]
@@ -302,9 +310,31 @@ def export_bundle(
     return bundle
 
 
+def slice_rule(slice_cfg: SliceConfig) -> c.SliceRule:
+    """A config slice's definition as the manifest carries it."""
+    return c.SliceRule.model_validate(
+        {k: getattr(slice_cfg, k) for k in RULE_KINDS if getattr(slice_cfg, k) is not None}
+    )
+
+
+def check_slice_rules(cfg: ProjectConfig) -> None:
+    """Compile every slice rule as the service will (plugins imported first).
+
+    Raises:
+        ExportError: naming the slice whose rule does not compile; no bundle is written.
+    """
+    try:
+        import_plugins(cfg.plugins)
+        for s in cfg.slices:
+            compile_rule(s.name, slice_rule(s))
+    except SliceError as exc:
+        raise ExportError(f"refusing to export: {exc}") from None
+
+
 def _write_bundle(
     cfg: ProjectConfig, trained: TrainedModel, prepared: PreparedData, dst: Path, progress: bool
 ) -> c.Bundle:
+    check_slice_rules(cfg)
     model = trained.model.eval()
     tokenizer = load_tokenizer(cfg.backbone)
     tokenizer.save_pretrained(str(dst / c.TOKENIZER_DIR))
@@ -352,7 +382,14 @@ def _write_bundle(
     )
 
     slices = [
-        c.SliceInfo(name=s.name, description=s.description, threshold=t, monitored=s.monitored)
+        c.SliceInfo(
+            name=s.name,
+            description=s.description,
+            threshold=t,
+            monitored=s.monitored,
+            rule=slice_rule(s),
+            membership="rule",
+        )
         for s, t in zip(cfg.slices, thresholds, strict=True)
     ]
     manifest = c.Manifest(
@@ -380,6 +417,7 @@ def _write_bundle(
             "has_int8": bool(cfg.export.quantize),
         },
         dataset_fingerprint=prepared.fingerprint,
+        plugins=cfg.plugins,
     )
     (dst / c.MANIFEST_JSON).write_text(manifest.model_dump_json(indent=2))
     return c.Bundle.load(dst)

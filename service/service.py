@@ -96,8 +96,9 @@ class Slicewise:
             self.embedded_redis = LocalRedis(password=password).start()
             redis_url = self.embedded_redis.url
             log.info(
-                "REDIS_URL unset: started an embedded redis-server at %s (password required)",
+                "REDIS_URL unset: started an embedded redis-server at %s (%s; password required)",
                 self.embedded_redis.url_without_password,
+                self.embedded_redis.exe,
             )
         self.redis_url = redis_url
         self.log = PredictionLog(

@@ -145,7 +145,10 @@ class Slicewise:
         while True:
             await asyncio.sleep(self.settings.hotswap_interval)
             current = self.runtime.version if self.runtime is not None else None
-            await asyncio.to_thread(self.hotswap.poll, self.log.client, current)
+            try:
+                await asyncio.to_thread(self.hotswap.poll, self.log.client, current)
+            except Exception as exc:  # keep watching and serving the current model; say why
+                log.warning("hot-swap check failed: %s: %s", type(exc).__name__, exc)
 
     def _infer_batch(self, texts: list[str]) -> list[dict[str, Any]]:
         """Predictions (without ids) for one batch of texts; runs in a model worker thread."""

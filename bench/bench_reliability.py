@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import httpx
 import psutil
-from common import ROOT, write
+from common import ROOT, redis_outage, write
 
 from slicewise.core import contracts as c
 from slicewise.core.redis_server import LocalRedis
@@ -214,14 +214,7 @@ try:
         )
     )
 
-    def outage() -> None:
-        time.sleep(5)
-        rds.stop()
-        time.sleep(20)
-        rds.start()
-
-    t = threading.Thread(target=outage)
-    t.start()
+    t = redis_outage(rds)
     during = asyncio.run(load(server.url, 35, 16))
     t.join()
 finally:

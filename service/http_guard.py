@@ -97,6 +97,9 @@ def error_message(status: int, body: bytes, path: str) -> str:
         return f"no such route: {clip(path)}"
     if status == HTTPStatus.METHOD_NOT_ALLOWED:
         return f"method not allowed on {clip(path)}"
+    text = body.decode("utf-8", "replace").strip() if data is None else ""
+    if text:
+        return text  # a plain-text error: its text is the message
     try:
         return HTTPStatus(status).phrase
     except ValueError:

@@ -61,6 +61,8 @@ Text = Annotated[
         max_length=LIMITS.max_text_chars,
         description="at least one visible character (not only whitespace, zero-width or "
         "control characters)",
+        # documented, not enforced here: validate_texts refuses these with one message
+        json_schema_extra={"minLength": 1, "pattern": "\\S"},
     ),
 ]
 

@@ -108,16 +108,24 @@ def test_a_bad_object_fails_validation() -> None:
         )
 
 
-def gpu_limits(objs: list[dict]) -> list[str]:
-    found = []
+def pod_specs(objs: list[dict]) -> list[tuple[str, dict]]:
+    out = []
     for o in objs:
         spec = o.get("spec", {})
         pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get(
             "spec", {}
         ).get("template", {}).get("spec")
-        for c in (pod or {}).get("containers", []):
+        if pod:
+            out.append((f"{o['kind']}/{o['metadata']['name']}", pod))
+    return out
+
+
+def gpu_limits(objs: list[dict]) -> list[str]:
+    found = []
+    for name, pod in pod_specs(objs):
+        for c in pod.get("containers", []):
             if "nvidia.com/gpu" in c.get("resources", {}).get("limits", {}):
-                found.append(f"{o['kind']}/{o['metadata']['name']}")
+                found.append(name)
     return found
 
 
@@ -149,19 +157,10 @@ def test_probes_non_root_and_read_only_root(rendered, target) -> None:
     )
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert dep["initContainers"][0]["name"] == "check-redis"
-    for o in rendered[target]:
-        spec = o.get("spec", {})
-        pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get(
-            "spec", {}
-        ).get("template", {}).get("spec")
-        if not pod:
-            continue
-        assert pod["securityContext"]["runAsNonRoot"] is True, o["metadata"]["name"]
+    for name, pod in pod_specs(rendered[target]):
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
         for ctr in pod.get("containers", []) + pod.get("initContainers", []):
-            assert ctr["securityContext"]["readOnlyRootFilesystem"] is True, (
-                o["metadata"]["name"],
-                ctr["name"],
-            )
+            assert ctr["securityContext"]["readOnlyRootFilesystem"] is True, (name, ctr["name"])
             assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
             assert "limits" in ctr["resources"]
 
@@ -221,18 +220,6 @@ def test_generated_files_are_up_to_date() -> None:
         assert (ROOT / "k8s/base/generated" / name).read_text() == text, (
             f"run python k8s/generate.py ({name} is stale)"
         )
-
-
-def pod_specs(objs: list[dict]) -> list[tuple[str, dict]]:
-    out = []
-    for o in objs:
-        spec = o.get("spec", {})
-        pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get(
-            "spec", {}
-        ).get("template", {}).get("spec")
-        if pod:
-            out.append((f"{o['kind']}/{o['metadata']['name']}", pod))
-    return out
 
 
 @pytest.mark.parametrize("target", OVERLAYS)

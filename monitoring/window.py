@@ -12,10 +12,11 @@ import pandas as pd
 import redis
 
 from slicewise.core import contracts as c
+from slicewise.core.errors import SlicewiseError
 from slicewise.core.feedback import read_feedback_labels
 
 
-class WindowError(RuntimeError):
+class WindowError(SlicewiseError, RuntimeError):
     """The prediction log cannot be read or holds nothing usable."""
 
 

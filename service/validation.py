@@ -10,13 +10,14 @@ from typing import Any
 
 from service.http_guard import clip
 from slicewise.core.contracts import PREDICTION_ID_PATTERN
+from slicewise.core.errors import SlicewiseError
 
 # Characters that draw nothing although their Unicode category is a letter or a symbol.
 BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 _PREDICTION_ID = re.compile(PREDICTION_ID_PATTERN)
 
 
-class RequestError(ValueError):
+class RequestError(SlicewiseError, ValueError):
     """A request the service refuses; the message names the problem (sent as a 4xx)."""
 
 

@@ -28,12 +28,13 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from slicewise.core.errors import SlicewiseError
 from training.config import ProjectConfig
 from training.model import Kind, head_loss
 from training.train import PreparedData, new_head
 
 
-class CommentaryError(ValueError):
+class CommentaryError(SlicewiseError, ValueError):
     """A commentary file is missing, malformed or belongs to another dataset."""
 
 

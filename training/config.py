@@ -17,13 +17,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slicewise.core.contracts import HasSlices
+from slicewise.core.errors import SlicewiseError
 from slicewise.core.slice_rules import SliceError, compile_rule, rule_kind
 
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "tweets.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(SlicewiseError, ValueError):
     """The project configuration is invalid; the message lists every problem."""
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from slicewise.core import contracts as c
+from slicewise.core.errors import SlicewiseError
 from training.backbone import load_tokenizer
 from training.config import ProjectConfig
 from training.evaluate import slice_metrics
@@ -38,7 +39,7 @@ PARITY_TEXTS = [
 ]
 
 
-class ExportError(RuntimeError):
+class ExportError(SlicewiseError, RuntimeError):
     """The export failed a check (e.g. ONNX/torch parity); nothing was written."""
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import redis
 
 from slicewise.core import contracts as c
+from slicewise.core.errors import SlicewiseError
 from slicewise.core.feedback import read_feedback_labels
 from training.config import ProjectConfig
 from training.promotion import GateDecision, promotion_gate
@@ -37,7 +38,7 @@ RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"
 RETRAIN_RUNS_KEY = "slicewise:retrain:runs"
 
 
-class RetrainError(RuntimeError):
+class RetrainError(SlicewiseError, RuntimeError):
     """Retraining cannot start (no production model, mismatched labels or slices, …)."""
 
 

@@ -75,7 +75,11 @@ class Slicewise:
 
             self.embedded_redis = LocalRedis().start()
             redis_url = self.embedded_redis.url
-            log.info("REDIS_URL unset: started an embedded redis-server at %s", redis_url)
+            log.info(
+                "REDIS_URL unset: started an embedded redis-server at %s (%s)",
+                redis_url,
+                self.embedded_redis.exe,
+            )
         self.redis_url = redis_url
         self.log = PredictionLog(
             redis_url,

@@ -10,14 +10,14 @@ Importing this module needs neither torch nor pandas.
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slicewise.core.contracts import HasSlices
+from slicewise.core.slice_rules import SliceError, compile_rule, rule_kind
 
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "tweets.yaml"
@@ -98,16 +98,6 @@ class _RuleSource(_Section):
         None, description="a registered function name, or `package.module:function`"
     )
 
-    @field_validator("regex")
-    @classmethod
-    def _regex_compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {v!r}: {exc}") from exc
-        return v
-
     @field_validator("word_count")
     @classmethod
     def _word_count_range(cls, v: dict[str, int] | None) -> dict[str, int] | None:
@@ -121,15 +111,16 @@ class _RuleSource(_Section):
                 )
         return v
 
+    _kind: ClassVar[str] = "slicing"
+
     @model_validator(mode="after")
-    def _exactly_one_source(self) -> Self:
-        given = [k for k in ("keywords", "regex", "word_count", "function") if getattr(self, k)]
-        if len(given) != 1:
-            what = ", ".join(given) if given else "none"
-            raise ValueError(
-                f"{self.name!r} must define exactly one of keywords, regex, word_count, "
-                f"function (got {what})"
-            )
+    def _rule_compiles(self) -> Self:
+        """Exactly one source, and a declarative rule compiles (the evaluator's own check)."""
+        try:
+            if rule_kind(self) != "function":  # functions resolve when the plugins are imported
+                compile_rule(self.name, self, kind=self._kind)
+        except SliceError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 
@@ -144,6 +135,8 @@ class LabelingFunctionConfig(_RuleSource):
 
     A `function` LF returns a label name or None (abstain) itself, so `label` is optional for it.
     """
+
+    _kind: ClassVar[str] = "labeling"
 
     label: str | None = None
 

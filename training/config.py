@@ -236,6 +236,12 @@ class CommentaryConfig(_Section):
 
     inner_steps: int = Field(20, gt=0)
     outer_steps: int = Field(50, gt=0)
+    horizon: int = Field(
+        400,
+        gt=0,
+        description="inner steps one head trains for across outer steps (warm start) before a "
+        "fresh head; `inner_steps` gives every outer step a fresh head",
+    )
     monitored_slice_weight: float = Field(1.0, ge=0)
     spread_penalty: float = Field(
         0.1,

@@ -13,6 +13,7 @@ import redis
 
 from slicewise.core import contracts as c
 from slicewise.core.errors import SlicewiseError
+from slicewise.core.feedback import read_feedback_labels
 
 
 class WindowError(SlicewiseError, RuntimeError):
@@ -101,9 +102,9 @@ def records_frame(fields: list[dict], manifest: c.Manifest) -> pd.DataFrame:
 
 
 def read_feedback(client: redis.Redis, count: int = 100_000) -> pd.DataFrame:
-    """The latest feedback labels: columns `id`, `label` (last label per id wins)."""
+    """The feedback labels: columns `id`, `label` (one row per id: its current label)."""
     try:
-        labels = c.read_feedback(client, count)
+        labels = read_feedback_labels(client, count)
     except redis.RedisError as exc:
         raise WindowError(f"cannot read {c.FEEDBACK_STREAM} from Redis: {exc}") from exc
     return pd.DataFrame(list(labels.items()), columns=["id", "label"])

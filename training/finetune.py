@@ -73,7 +73,8 @@ def finetune(
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         i = idx.numpy()
-        out = model.head(model.embed(**encode([train_texts[j] for j in i])))
+        rules = torch.from_numpy(train.membership[i].astype(np.float32)).to(device)
+        out = model.head(model.embed(**encode([train_texts[j] for j in i])), rules)
         return head_loss(
             out,
             torch.from_numpy(train.labels[i]).to(device),
@@ -89,7 +90,8 @@ def finetune(
         model.eval()
         preds = []
         for s in range(0, len(val), 256):
-            probs, _, _ = model(**encode(val_texts[s : s + 256]))
+            rules = torch.from_numpy(val.membership[s : s + 256].astype(np.float32))
+            probs, _, _ = model(**encode(val_texts[s : s + 256]), slice_rules=rules.to(device))
             preds.append(probs.argmax(1).cpu().numpy())
         return {"val_macro_f1": macro_f1(val.labels, np.concatenate(preds), len(cfg.labels))}
 

@@ -69,7 +69,14 @@ def new_head(cfg: ProjectConfig, kind: Kind, d: int) -> SliceAwareHead:
     """
     t = cfg.train
     return SliceAwareHead(
-        d, len(cfg.labels), len(cfg.slices), kind, t.dropout, t.temperature, t.moa_attention_dim
+        d,
+        len(cfg.labels),
+        len(cfg.slices),
+        kind,
+        t.dropout,
+        t.temperature,
+        t.moa_attention_dim,
+        t.membership,
     )
 
 

@@ -89,7 +89,7 @@ def train_head(
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         return head_loss(
-            head(x[idx]),
+            head(x[idx], m[idx].float()),
             y[idx],
             m[idx],
             t.lambda_ind,
@@ -99,7 +99,9 @@ def train_head(
         )
 
     def validate() -> dict[str, float]:
-        val_probs = predict_head(head, validation.embeddings)["probabilities"]
+        val_probs = predict_head(head, validation.embeddings, validation.membership)[
+            "probabilities"
+        ]
         picked = val_probs[np.arange(len(val_probs)), validation.labels]
         return {
             "val_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
@@ -124,9 +126,16 @@ def train_head(
 
 @torch.inference_mode()
 def predict_head(
-    head: SliceAwareHead, embeddings: np.ndarray, batch_size: int = 4096
+    head: SliceAwareHead,
+    embeddings: np.ndarray,
+    membership: np.ndarray | None = None,
+    batch_size: int = 4096,
 ) -> dict[str, np.ndarray]:
-    """`probabilities`, `slice_membership`, `slice_attention` for frozen embeddings."""
+    """`probabilities`, `slice_membership`, `slice_attention` for frozen embeddings.
+
+    `membership` (the rules' `[N, k]` membership) is what a rules-membership head routes on.
+    """
+    rules = None if membership is None else torch.from_numpy(membership.astype(np.float32))
     was_training = head.training
     head.eval()
     outs: dict[str, list[np.ndarray]] = {
@@ -135,7 +144,10 @@ def predict_head(
         "slice_attention": [],
     }
     for start in range(0, len(embeddings), batch_size):
-        o = head(torch.from_numpy(embeddings[start : start + batch_size]))
+        o = head(
+            torch.from_numpy(embeddings[start : start + batch_size]),
+            None if rules is None else rules[start : start + batch_size],
+        )
         outs["probabilities"].append(o.probabilities.numpy())
         outs["slice_membership"].append(o.slice_membership.numpy())
         outs["slice_attention"].append(o.attention.numpy())

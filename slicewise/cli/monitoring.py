@@ -90,7 +90,15 @@ def monitor(
         mon.run_forever()
         return
     summary = mon.run_once()
-    keys = ("window_rows", "drifted_slices", "insufficient_data", "accuracy", "estimated_accuracy")
+    keys = (
+        "window_rows",
+        "drifted_slices",
+        "traffic_shifted_slices",
+        "explained_drift",
+        "insufficient_data",
+        "accuracy",
+        "estimated_accuracy",
+    )
     typer.echo(json.dumps({k: summary[k] for k in keys}, indent=2))
 
 

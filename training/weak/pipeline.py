@@ -212,7 +212,7 @@ def interactive_loop(
             head,
             opt,
             lambda idx: head_loss(
-                head(xs[idx]),
+                head(xs[idx], ms[idx].float()),
                 ys[idx],
                 ms[idx],
                 cfg.train.lambda_ind,

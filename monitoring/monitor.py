@@ -1,4 +1,4 @@
-"""`slicewise monitor`: one pass (or a loop) of per-slice drift and accuracy (DESIGN §9)."""
+"""`slicewise monitor`: one pass (or a loop) of per-slice drift and accuracy (docs/design.md §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Project configuration: one YAML file, validated by pydantic (DESIGN §3).
+"""Project configuration: one YAML file, validated by pydantic (docs/design.md §3).
 
 Every section is a small model with `extra="forbid"`, so a misspelt key is an error that
 names it (and suggests the closest valid key). `load_config` turns pydantic's errors into
@@ -178,7 +178,7 @@ class LabelingFunctionConfig(_RuleSource):
 
 
 class TrainConfig(_Section):
-    """Head / fine-tuning hyper-parameters (DESIGN §4)."""
+    """Head / fine-tuning hyper-parameters (docs/design.md §4)."""
 
     mode: Mode = "frozen"
     kind: Kind = Field("moa", description="the model `export` ships")
@@ -207,7 +207,7 @@ class TrainConfig(_Section):
 
 
 class ExportConfig(_Section):
-    """ONNX export and bundle registration (DESIGN §5)."""
+    """ONNX export and bundle registration (docs/design.md §5)."""
 
     output_dir: Path = Path(".slicewise/bundle")
     quantize: bool = True
@@ -217,14 +217,14 @@ class ExportConfig(_Section):
 
 
 class PromotionGateConfig(_Section):
-    """The per-slice promotion gate (DESIGN §9): drops are in macro-F1 points (0..1 scale)."""
+    """The per-slice promotion gate (docs/design.md §9): drops are in macro-F1 points (0..1 scale)."""
 
     max_overall_drop: float = Field(0.005, ge=0, description="epsilon")
     max_slice_drop: float = Field(0.01, ge=0, description="delta, for every monitored slice")
 
 
 class WeakSupervisionConfig(_Section):
-    """Label model + Epoxy extension settings (DESIGN §10)."""
+    """Label model + Epoxy extension settings (docs/design.md §10)."""
 
     class_balance: list[float] | None = None
     extend: bool = True
@@ -234,7 +234,7 @@ class WeakSupervisionConfig(_Section):
 
 
 class CommentaryConfig(_Section):
-    """Commentary learning settings (DESIGN §11)."""
+    """Commentary learning settings (docs/design.md §11)."""
 
     inner_steps: int = Field(20, gt=0)
     outer_steps: int = Field(50, gt=0)

@@ -1,4 +1,4 @@
-"""Export a trained classifier as the artifact bundle of DESIGN §5.
+"""Export a trained classifier as the artifact bundle of docs/design.md §5.
 
 Steps: TorchScript-based ONNX export with dynamic batch and sequence axes (it gives a graph
 that ONNX Runtime's BERT optimizer fuses into `Attention` / `SkipLayerNormalization`; the

@@ -1,4 +1,4 @@
-"""Registration of artifact bundles in the BentoML model store (DESIGN §5).
+"""Registration of artifact bundles in the BentoML model store (docs/design.md §5).
 
 The bundle directory's files are copied into a store model named `slicewise-classifier`
 whose version is the bundle's version; the evaluation summary goes into its metadata.

@@ -1,7 +1,7 @@
 """Contracts shared by training (writer), service and monitoring (readers).
 
 This module fixes the artifact bundle layout, the manifest schema, the reference-profile
-columns, the Redis prediction-log record and the Redis keys (DESIGN.md §5, §7). It imports
+columns, the Redis prediction-log record and the Redis keys (docs/design.md §5, §7). It imports
 neither torch nor pandas, so the serving image can use it.
 """
 
@@ -42,7 +42,7 @@ SLICE_RULES_INPUT = "slice_rules"
 OUTPUT_NAMES = ("probabilities", "slice_membership", "slice_attention")
 BASE_SLICE = "base"
 
-# Redis keys (DESIGN §7, §9).
+# Redis keys (docs/design.md §7, §9).
 PREDICTIONS_STREAM = "slicewise:predictions"
 FEEDBACK_STREAM = "slicewise:feedback"
 PRODUCTION_VERSION_KEY = "slicewise:production_version"
@@ -173,7 +173,7 @@ def utc_now_iso() -> str:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A validated artifact bundle directory (DESIGN §5)."""
+    """A validated artifact bundle directory (docs/design.md §5)."""
 
     path: Path
     manifest: Manifest
@@ -304,7 +304,7 @@ TRUE_LABEL_COLUMN = "true_label"
 
 @dataclass
 class PredictionRecord:
-    """One entry of the `slicewise:predictions` Redis stream (DESIGN §7)."""
+    """One entry of the `slicewise:predictions` Redis stream (docs/design.md §7)."""
 
     model_version: str
     label: str
@@ -356,7 +356,7 @@ def _s(x: str | bytes) -> str:
     return x.decode() if isinstance(x, bytes) else x
 
 
-# Prometheus metric names (DESIGN §8). Service and monitor declare their metrics with these;
+# Prometheus metric names (docs/design.md §8). Service and monitor declare their metrics with these;
 # alert rules and dashboards in monitoring/ query them.
 class MetricNames:
     """Names of every slicewise metric (Prometheus client names, without `_total` suffixes

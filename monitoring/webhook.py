@@ -72,7 +72,16 @@ def retrain_job(note: Notification) -> dict[str, Any] | None:
 
 
 def create_app(client: redis.Redis, token: str, dedup_ttl: int = 3600) -> Starlette:
-    """The webhook ASGI app."""
+    """The webhook ASGI app: `POST /alerts` (Alertmanager's webhook) and `/healthz`.
+
+    Args:
+        client: Redis holding the retrain queue and the dedup keys.
+        token: the bearer token Alertmanager sends.
+        dedup_ttl: seconds one `groupKey` stays deduplicated.
+
+    Returns:
+        A Starlette app.
+    """
 
     async def alerts(request: Request) -> JSONResponse:
         given = request.headers.get("authorization", "")

@@ -47,3 +47,6 @@ class FeedbackResponse(BaseModel):
     id: str
     label: str
     stored: bool
+    replaced: str | None = Field(
+        None, description="the label this one replaced (a correction), null for a first label"
+    )

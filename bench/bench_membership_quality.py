@@ -20,13 +20,11 @@ from typing import Any
 import numpy as np
 from common import RESULTS, ROOT, write
 
-from training.config import load_config
+from training.config import KINDS, MEMBERSHIPS, load_config
 from training.evaluate import aggregate, head_slice_metrics, monitored_mean
 from training.train import prepare_data, train_head
 
 PROJECTS = {"tweets": "training/configs/tweets.yaml", "sms-spam": "training/configs/sms_spam.yaml"}
-KINDS = ("baseline", "sbl", "moa")
-MEMBERSHIPS = ("learned", "rules")
 SEEDS = (0, 1, 2)
 SPLITS = ("validation", "test")
 

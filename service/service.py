@@ -115,7 +115,12 @@ class Slicewise:
     def _load(self, model_dir: str | None, tag: str) -> ModelRuntime:
         """Open a bundle folder, or a model-store tag, and warm it up (blocking)."""
         threads = max(1, len(os.sched_getaffinity(0)) // self.settings.model_workers)
-        return ModelRuntime.load(resolve_bundle(model_dir, tag), self.settings.prefer_int8, threads)
+        return ModelRuntime.load(
+            resolve_bundle(model_dir, tag),
+            self.settings.prefer_int8,
+            threads,
+            evaluate_rules=self.settings.slice_rules,
+        )
 
     def _install(self, runtime: ModelRuntime) -> None:
         old = self.runtime
@@ -160,10 +165,12 @@ class Slicewise:
         outputs, took = runtime.predict(texts)
         metrics.INFERENCE_SECONDS.labels("tokenize").observe(took.tokenize)
         metrics.INFERENCE_SECONDS.labels("infer").observe(took.infer)
+        metrics.INFERENCE_SECONDS.labels("rules").observe(took.rules)
         metrics.BATCH_SIZE.observe(len(texts))
-        preds = build_predictions(outputs, runtime.bundle.manifest)
+        preds = build_predictions(outputs, runtime.bundle.manifest, runtime.membership.cuts)
         for p in preds:
             p["model_version"] = runtime.version
+            p["membership"] = runtime.membership.modes
         return preds
 
     @bentoml.api(route="/predict")
@@ -174,7 +181,7 @@ class Slicewise:
             Field(min_length=1, max_length=LIMITS.max_texts, examples=[SAMPLE_TEXTS]),
         ],
     ) -> PredictResponse:
-        """Label, probabilities and slice membership scores for each text.
+        """Label, probabilities, slice membership and learned slice scores for each text.
 
         Example: `curl -X POST localhost:3000/predict -H 'Content-Type: application/json'
         -d '{"texts": ["I would not fly with them again."]}'`
@@ -185,7 +192,7 @@ class Slicewise:
             raise InvalidArgument(str(exc)) from None
         preds = await self.batcher.submit(texts)
         t0 = time.perf_counter()
-        version = preds[0]["model_version"]
+        version, membership = preds[0]["model_version"], preds[0]["membership"]
         records = []
         for text, p in zip(texts, preds, strict=True):
             p["id"] = uuid.uuid4().hex
@@ -204,7 +211,9 @@ class Slicewise:
         self.log.append(records)
         metrics.observe_predictions(preds, version)
         metrics.INFERENCE_SECONDS.labels("postprocess").observe(time.perf_counter() - t0)
-        return PredictResponse.model_validate({"model_version": version, "predictions": preds})
+        return PredictResponse.model_validate(
+            {"model_version": version, "membership": membership, "predictions": preds}
+        )
 
     @bentoml.api(route="/feedback")
     async def feedback(

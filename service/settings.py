@@ -37,6 +37,7 @@ class Settings:
     log_buffer: int = 10_000  # SLICEWISE_LOG_BUFFER: records held in memory while Redis is away
     hotswap_interval: float = 2.0  # SLICEWISE_HOTSWAP_INTERVAL seconds between version polls
     model_workers: int = 2  # SLICEWISE_MODEL_WORKERS: batches in the model at once
+    slice_rules: bool = True  # SLICEWISE_SLICE_RULES: evaluate rule slices exactly (0: learned)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -70,6 +71,7 @@ class Settings:
             log_buffer=num("SLICEWISE_LOG_BUFFER", cls.log_buffer),
             hotswap_interval=num("SLICEWISE_HOTSWAP_INTERVAL", cls.hotswap_interval, float),
             model_workers=num("SLICEWISE_MODEL_WORKERS", cls.model_workers),
+            slice_rules=_flag("SLICEWISE_SLICE_RULES", cls.slice_rules),
         )
         if settings.require_token and not settings.api_token:
             raise SettingsError(

@@ -270,3 +270,37 @@ def test_embedded_redis_holds_the_log_and_shutdown_is_clean(
     assert "Completed cleanup hook: _shutdown" in text and "Traceback" not in text
     with pytest.raises(redis.ConnectionError):
         client.ping()  # the embedded server went with the service
+
+
+def test_plugin_slices_are_evaluated_and_an_unimportable_one_stays_learned(
+    tiny_bundle, bentoml_home, tmp_path
+) -> None:
+    """A bundle whose `short` slice is a plugin's registered function and whose `question`
+    slice needs a module the service cannot import: `short` is exact, `question` learned (one
+    log line names it), serving goes on."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    raw = json.loads((bundle / c.MANIFEST_JSON).read_text())
+    raw["plugins"] = ["no_such_plugin_xyz", "tests.service.slice_plugin"]
+    by_name = {s["name"]: s for s in raw["slices"]}
+    by_name["short"]["rule"] = {"function": "shouting"}
+    by_name["question"]["rule"] = {"function": "only_in_no_such_plugin"}
+    (bundle / c.MANIFEST_JSON).write_text(json.dumps(raw))
+    log = tmp_path / "serve.log"
+    env = {
+        "SLICEWISE_MODEL_DIR": str(bundle),
+        "BENTOML_HOME": str(bentoml_home),
+        "REDIS_URL": "redis://127.0.0.1:1/0",  # no Redis: predictions must still succeed
+    }
+    with BentoServer(env, log_file=log).start() as srv:
+        texts = ["NOT good?", "fine not bad", "is it ok?"]
+        r = httpx.post(srv.url + "/predict", json={"texts": texts}, timeout=30)
+        assert r.status_code == 200
+        body = r.json()
+        scores = [p["slice_scores"]["question"] for p in body["predictions"]]
+    assert body["membership"] == {"negation": "rule", "question": "learned", "short": "rule"}
+    assert [p["slices"]["short"] for p in body["predictions"]] == [1.0, 0.0, 0.0]  # "NOT"
+    assert [p["slices"]["negation"] for p in body["predictions"]] == [1.0, 1.0, 0.0]
+    assert [p["slices"]["question"] for p in body["predictions"]] == scores  # learned
+    lines = [ln for ln in log.read_text().splitlines() if "membership is learned" in ln]
+    assert len(lines) == 1 and "'question'" in lines[0] and "no_such_plugin_xyz" in lines[0]

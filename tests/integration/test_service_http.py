@@ -15,6 +15,7 @@ from slicewise.core import contracts as c
 from slicewise.processes import BentoServer
 from training.backbone import load_tokenizer
 from training.export import OnnxRunner
+from training.slices import slice_membership
 
 pytestmark = pytest.mark.integration
 TEXTS = ["not good at all", "is this great?", "table chair paper"]
@@ -42,7 +43,7 @@ def predict(server, texts, **kw):
     return httpx.post(server.url + "/predict", json={"texts": texts}, timeout=30, **kw)
 
 
-def test_predictions_carry_slice_scores_matching_the_onnx_model(
+def test_predictions_carry_exact_membership_and_the_onnx_slice_scores(
     server, tiny_bundle, tiny_config
 ) -> None:
     r = predict(server, TEXTS)
@@ -50,17 +51,28 @@ def test_predictions_carry_slice_scores_matching_the_onnx_model(
     body = r.json()
     bundle = c.Bundle.load(tiny_bundle)
     assert body["model_version"] == bundle.manifest.version
+    assert body["membership"] == dict.fromkeys(bundle.manifest.slice_names, "rule")
     runner = OnnxRunner.open(tiny_bundle / "model.onnx", load_tokenizer(tiny_config.backbone), 16)
     expected = runner.run(TEXTS)
+    exact = slice_membership(TEXTS, tiny_config)  # training's slicing functions
     for i, p in enumerate(body["predictions"]):
-        assert set(p) == {"id", "label", "confidence", "probabilities", "slices", "active_slices"}
+        assert set(p) == {
+            "id",
+            "label",
+            "confidence",
+            "probabilities",
+            "slices",
+            "slice_scores",
+            "active_slices",
+        }
         probs = [p["probabilities"][lab] for lab in bundle.manifest.labels]
         np.testing.assert_allclose(probs, expected["probabilities"][i], atol=1e-4)
-        scores = [p["slices"][s] for s in bundle.manifest.slice_names]
+        scores = [p["slice_scores"][s] for s in bundle.manifest.slice_names]
         np.testing.assert_allclose(scores, expected["slice_membership"][i], atol=1e-4)
+        assert [p["slices"][s] for s in bundle.manifest.slice_names] == exact[i].tolist()
         assert p["label"] == bundle.manifest.labels[int(np.argmax(probs))]
         assert p["active_slices"] == [
-            s.name for s in bundle.manifest.slices if p["slices"][s.name] >= s.threshold
+            s for j, s in enumerate(bundle.manifest.slice_names) if exact[i, j]
         ]
 
 
@@ -104,7 +116,7 @@ def test_metrics_move_as_predictions_arrive(server) -> None:
         'slicewise_model_info{model_version="' in text
         and 'provider="CPUExecutionProvider"} 1.0' in text
     )
-    for stage in ("tokenize", "infer", "postprocess"):
+    for stage in ("tokenize", "infer", "rules", "postprocess"):
         assert f'slicewise_inference_seconds_count{{stage="{stage}"}}' in text
     assert "slicewise_slice_membership_score_bucket" in text
 
@@ -160,3 +172,8 @@ def test_liveness_readiness_and_openapi(server) -> None:
     spec = httpx.get(server.url + "/docs.json").json()
     schema = json.dumps(spec)
     assert "/predict" in spec["paths"] and "active_slices" in schema and "model_version" in schema
+    props = spec["components"]["schemas"]["Prediction"]["properties"]
+    assert "slice_scores" in props and "exact 0 or 1" in props["slices"]["description"]
+    assert (
+        "membership" in spec["components"]["schemas"]["PredictResponseIODescriptor"]["properties"]
+    )

@@ -1,8 +1,9 @@
 """Tokenizer + ONNX Runtime session for one bundle, and where bundles come from.
 
-CUDA is used when ONNX Runtime has the CUDA provider and a session on it starts; otherwise
-the CPU provider (with the int8 model when the bundle has one and the settings allow). The
-active provider is reported by `ModelRuntime.provider`.
+CUDA is used when ONNX Runtime has the CUDA provider and a session on it starts, with the
+bundle's fp16 model when it has one (`export.fp16`); otherwise the CPU provider (with the int8
+model when the bundle has one and the settings allow). The active provider is reported by
+`ModelRuntime.provider`.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ class ModelRuntime:
     model_file: Path
 
     @classmethod
-    def load(cls, bundle: c.Bundle, prefer_int8: bool = True, threads: int = 0) -> ModelRuntime:
+    def load(
+        cls, bundle: c.Bundle, prefer_int8: bool = True, threads: int = 0, prefer_fp16: bool = True
+    ) -> ModelRuntime:
         """Open the bundle's model on the best provider and run one warm-up inference.
 
         `threads`: ONNX Runtime intra-op threads per call (0: its default, one per core). The
@@ -70,7 +73,9 @@ class ModelRuntime:
         """
         providers = choose_providers()
         on_gpu = providers[0] == "CUDAExecutionProvider"
-        model_file = bundle.model_file(prefer_int8=prefer_int8 and not on_gpu)
+        model_file = bundle.model_file(
+            prefer_int8=prefer_int8 and not on_gpu, prefer_fp16=prefer_fp16 and on_gpu
+        )
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads
@@ -78,6 +83,9 @@ class ModelRuntime:
         provider = session.get_providers()[0]
         if on_gpu and provider != "CUDAExecutionProvider":  # pragma: no cover - needs a GPU build
             log.warning("CUDA provider is installed but did not start; serving on %s", provider)
+            if model_file.name == c.MODEL_FP16_ONNX:  # no fp16 kernels on the CPU provider
+                model_file = bundle.model_file(prefer_int8=prefer_int8)
+                session = ort.InferenceSession(str(model_file), opts, providers=providers[1:])
         runtime = cls(bundle, session, load_tokenizer(bundle), provider, model_file)
         runtime.predict(["warm-up"])
         log.info("loaded model %s (%s) on %s", bundle.manifest.version, model_file.name, provider)

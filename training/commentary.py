@@ -54,7 +54,7 @@ class CommentaryNet(nn.Module):
     ) -> torch.Tensor:
         """Weights `[B]`."""
         onehot = nn.functional.one_hot(y, self.num_classes).float()
-        t = torch.full((len(h), 1), float(progress))
+        t = torch.full((len(h), 1), float(progress), device=h.device)
         return torch.sigmoid(self.net(torch.cat([h, onehot, member.float(), t], dim=1))).squeeze(1)
 
 

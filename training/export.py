@@ -51,14 +51,20 @@ class OnnxRunner:
     max_length: int
 
     @classmethod
-    def open(cls, model_path: Path, tokenizer: Any, max_length: int) -> OnnxRunner:
-        """Open `model_path` on the CPU provider."""
+    def open(
+        cls,
+        model_path: Path,
+        tokenizer: Any,
+        max_length: int,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    ) -> OnnxRunner:
+        """Open `model_path` on `providers` (the CPU provider unless told otherwise)."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return cls(
-            ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"]),
+            ort.InferenceSession(str(model_path), opts, providers=list(providers)),
             tokenizer,
             max_length,
         )
@@ -163,6 +169,23 @@ def quantize_onnx(src: Path, dst: Path) -> None:
         reduce_range=True,
         nodes_to_exclude=head,
     )
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 copy of a fused model for the CUDA provider (inputs and outputs stay int64/fp32).
+
+    The final softmax and the slice sigmoids stay fp32 (`op_block_list`), so the served
+    probabilities keep full precision. The CPU provider lacks fp16 kernels for the fused ops:
+    this file is for GPUs only (the service picks it on CUDA when the bundle has one).
+    """
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(src)))
+    model.convert_float_to_float16(
+        keep_io_types=True, op_block_list=["Softmax", "Sigmoid", "SoftmaxCrossEntropyLoss"]
+    )
+    model.save_model_to_file(str(dst))
 
 
 def check_parity(model: torch.nn.Module, runner: OnnxRunner, tolerance: float) -> dict[str, float]:
@@ -275,6 +298,8 @@ def _write_bundle(
     fused = optimize_onnx(raw, dst / c.MODEL_ONNX, model.encoder.config)
     if cfg.export.quantize:
         quantize_onnx(raw, dst / c.MODEL_INT8_ONNX)
+    if cfg.export.fp16:
+        convert_fp16(dst / c.MODEL_ONNX, dst / c.MODEL_FP16_ONNX)
     raw.unlink()
     for extra in dst.glob("*.onnx.data"):
         extra.unlink()

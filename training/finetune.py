@@ -7,6 +7,8 @@ head `cfg.train.lr`. Uses CUDA when available (the reason to finetune at all).
 from __future__ import annotations
 
 import copy
+import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -26,11 +28,24 @@ def finetune(
     seed: int = 0,
     sample_weight: np.ndarray | None = None,
     progress: bool = True,
+    device: str | torch.device | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> TrainedModel:
-    """Train backbone and head end to end; return the best model on validation macro-F1."""
+    """Train backbone and head end to end; return the best model on validation macro-F1.
+
+    Args:
+        cfg: the project configuration (`train.finetune_*` settings).
+        kind: the head kind.
+        prepared: the splits, with their texts.
+        seed: seeds torch, NumPy and the batch order.
+        sample_weight: optional per-example weights of the train split.
+        progress: show progress bars.
+        device: where to train; default CUDA when available, else the CPU.
+        on_epoch: called after each epoch with `(epoch, seconds it took, validation macro-F1)`.
+    """
     t = cfg.train
     gen = _set_seed(seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tokenizer = load_tokenizer(cfg.backbone)
     encoder = load_encoder(cfg.backbone)
     model = SliceAwareClassifier(encoder, new_head(cfg, kind, encoder.config.hidden_size)).to(
@@ -69,6 +84,7 @@ def finetune(
     batch = min(t.batch_size, 32)
     best = (-1.0, 0, copy.deepcopy(model.state_dict()))
     for epoch in range(t.finetune_epochs):
+        started = time.perf_counter()
         model.train()
         order = torch.randperm(len(train), generator=gen).split(batch)
         for idx in tqdm(
@@ -89,6 +105,10 @@ def finetune(
             loss.backward()
             opt.step()
         f1 = val_f1()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if on_epoch is not None:
+            on_epoch(epoch, time.perf_counter() - started, f1)
         if f1 > best[0]:
             best = (f1, epoch, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= t.patience:

@@ -210,8 +210,9 @@ def head_loss(
         w = torch.ones(b, device=target.device)
     elif target.dim() == 1:
         c = out.logits.shape[1]
-        total = torch.zeros(c, dtype=sample_weight.dtype).index_add(0, target, sample_weight)
-        count = torch.bincount(target, minlength=c).to(sample_weight.dtype)
+        zeros = torch.zeros(c, dtype=sample_weight.dtype, device=target.device)  # CUDA-safe
+        total = zeros.index_add(0, target, sample_weight)
+        count = zeros.index_add(0, target, torch.ones_like(sample_weight))
         w = sample_weight * (count / total.clamp(min=1e-12))[target]
     else:
         w = sample_weight / sample_weight.mean().clamp(min=1e-12)

@@ -23,21 +23,43 @@ log = logging.getLogger("slicewise.service")
 
 
 def load_tokenizer(bundle: c.Bundle) -> Tokenizer:
-    """The bundle's fast tokenizer with truncation to `max_length` and padding to the batch."""
+    """The bundle's fast tokenizer with truncation to `max_length` (batches pad themselves)."""
     path = bundle.tokenizer_dir / "tokenizer.json"
     if not path.exists():
         raise c.BundleError(f"model bundle {bundle.path} has no tokenizer/tokenizer.json")
     tok = Tokenizer.from_file(str(path))
     tok.enable_truncation(bundle.manifest.max_length)
-    pad_id = tok.token_to_id("[PAD]") or 0
-    tok.enable_padding(pad_id=pad_id, pad_token="[PAD]")
+    tok.no_padding()
     return tok
+
+
+def length_buckets(lengths: np.ndarray, min_size: int = 8, ratio: float = 1.5) -> list[np.ndarray]:
+    """Row indices grouped by token length, shortest first, so each group pads to its own longest.
+
+    A new group starts where the length exceeds `ratio` × the group's shortest and the group
+    already has `min_size` rows (smaller groups cost more in per-call overhead than they save).
+    """
+    order = np.argsort(lengths, kind="stable")
+    groups, start = [], 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or (
+            i - start >= min_size and lengths[order[i]] > ratio * lengths[order[start]]
+        ):
+            groups.append(order[start:i])
+            start = i
+    return groups
 
 
 def choose_providers(prefer_gpu: bool = True) -> list[str]:
     """CUDA first when this onnxruntime build has it, CPU always as the fallback."""
     available = ort.get_available_providers()
     if prefer_gpu and "CUDAExecutionProvider" in available:
+        preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu ≥ 1.21
+        if preload is not None:  # pragma: no cover - needs a GPU build
+            try:  # the CUDA/cuDNN libraries of the nvidia-* wheels (`onnxruntime-gpu[cuda,cudnn]`)
+                preload()
+            except Exception as exc:  # the session start below reports what is still missing
+                log.warning("onnxruntime.preload_dlls failed: %s", exc)
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
@@ -59,6 +81,7 @@ class ModelRuntime:
     tokenizer: Tokenizer
     provider: str
     model_file: Path
+    pad_id: int = 0
 
     @classmethod
     def load(
@@ -86,7 +109,9 @@ class ModelRuntime:
             if model_file.name == c.MODEL_FP16_ONNX:  # no fp16 kernels on the CPU provider
                 model_file = bundle.model_file(prefer_int8=prefer_int8)
                 session = ort.InferenceSession(str(model_file), opts, providers=providers[1:])
-        runtime = cls(bundle, session, load_tokenizer(bundle), provider, model_file)
+        tokenizer = load_tokenizer(bundle)
+        pad_id = tokenizer.token_to_id("[PAD]") or 0
+        runtime = cls(bundle, session, tokenizer, provider, model_file, pad_id)
         runtime.predict(["warm-up"])
         log.info("loaded model %s (%s) on %s", bundle.manifest.version, model_file.name, provider)
         return runtime
@@ -97,15 +122,32 @@ class ModelRuntime:
         return self.bundle.manifest.version
 
     def predict(self, texts: list[str]) -> tuple[dict[str, np.ndarray], Timings]:
-        """Raw model outputs for a batch of texts, and where the time went (thread-safe)."""
+        """Raw model outputs for a batch of texts, and where the time went (thread-safe).
+
+        The batch runs as length buckets (`length_buckets`): each pads to its own longest text
+        instead of the batch's, so short tweets stop paying for a long one.
+        """
         t0 = time.perf_counter()
-        enc = self.tokenizer.encode_batch(texts)
-        feeds = {
-            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-        }
-        t1 = time.perf_counter()
-        outs = self.session.run(list(c.OUTPUT_NAMES), feeds)
-        return dict(zip(c.OUTPUT_NAMES, outs, strict=True)), Timings(
-            t1 - t0, time.perf_counter() - t1
-        )
+        ids = [e.ids for e in self.tokenizer.encode_batch(texts)]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        tokenize = time.perf_counter() - t0
+        infer = 0.0
+        out: dict[str, np.ndarray] = {}
+        for group in length_buckets(lengths):
+            t1 = time.perf_counter()
+            width = int(lengths[group].max())
+            input_ids = np.full((len(group), width), self.pad_id, dtype=np.int64)
+            for row, i in enumerate(group):
+                input_ids[row, : lengths[i]] = ids[i]
+            mask = (np.arange(width) < lengths[group, None]).astype(np.int64)
+            t2 = time.perf_counter()
+            res = self.session.run(
+                list(c.OUTPUT_NAMES), {"input_ids": input_ids, "attention_mask": mask}
+            )
+            infer += time.perf_counter() - t2
+            tokenize += t2 - t1
+            for name, arr in zip(c.OUTPUT_NAMES, res, strict=True):
+                if name not in out:
+                    out[name] = np.empty((len(texts), *arr.shape[1:]), dtype=arr.dtype)
+                out[name][group] = arr
+        return out, Timings(tokenize, infer)

@@ -19,14 +19,13 @@ import asyncio
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import numpy as np
 import psutil
 import redis
-from common import ROOT, write
+from common import ROOT, redis_outage, write
 from loadgen import load, raw_ort_throughput, tokenised_batches
 
 from service.settings import Settings
@@ -124,14 +123,7 @@ try:
     client = redis.Redis.from_url(rds.url)
     before = client.xlen(c.PREDICTIONS_STREAM)
 
-    def outage() -> None:
-        time.sleep(5)
-        rds.stop()
-        time.sleep(20)
-        rds.start()
-
-    t = threading.Thread(target=outage)
-    t.start()
+    t = redis_outage(rds)
     during = asyncio.run(load(server.url, texts, 35, concurrency=16))
     t.join()
     time.sleep(3)

@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from service.membership import SliceMembership
 from slicewise.core import contracts as c
 
 log = logging.getLogger("slicewise.service")
@@ -70,6 +71,7 @@ class Timings:
 
     tokenize: float = 0.0
     infer: float = 0.0
+    rules: float = 0.0
 
 
 @dataclass
@@ -81,18 +83,25 @@ class ModelRuntime:
     tokenizer: Tokenizer
     provider: str
     model_file: Path
+    membership: SliceMembership
     pad_id: int = 0
 
     @classmethod
     def load(
-        cls, bundle: c.Bundle, prefer_int8: bool = True, threads: int = 0, prefer_fp16: bool = True
+        cls,
+        bundle: c.Bundle,
+        prefer_int8: bool = True,
+        threads: int = 0,
+        evaluate_rules: bool = True,
+        prefer_fp16: bool = True,
     ) -> ModelRuntime:
         """Open the bundle's model on the best provider and run one warm-up inference.
 
         `threads`: ONNX Runtime intra-op threads per call (0: its default, one per core). The
         service runs several calls at once, one thread each: on 2 cores that served 19% more
         requests than one call at a time on two threads, whose thread pool stalls whenever the
-        HTTP thread takes a core.
+        HTTP thread takes a core. `evaluate_rules`: evaluate the bundle's slice rules exactly
+        (`service/membership.py`); off, every slice's membership is the learned score.
         """
         providers = choose_providers()
         on_gpu = providers[0] == "CUDAExecutionProvider"
@@ -109,11 +118,18 @@ class ModelRuntime:
             if model_file.name == c.MODEL_FP16_ONNX:  # no fp16 kernels on the CPU provider
                 model_file = bundle.model_file(prefer_int8=prefer_int8)
                 session = ort.InferenceSession(str(model_file), opts, providers=providers[1:])
+        membership = SliceMembership.from_manifest(bundle.manifest, evaluate_rules)
         tokenizer = load_tokenizer(bundle)
         pad_id = tokenizer.token_to_id("[PAD]") or 0
-        runtime = cls(bundle, session, tokenizer, provider, model_file, pad_id)
+        runtime = cls(bundle, session, tokenizer, provider, model_file, membership, pad_id)
         runtime.predict(["warm-up"])
-        log.info("loaded model %s (%s) on %s", bundle.manifest.version, model_file.name, provider)
+        log.info(
+            "loaded model %s (%s) on %s; slice membership: %s",
+            bundle.manifest.version,
+            model_file.name,
+            provider,
+            membership.modes,
+        )
         return runtime
 
     @property
@@ -122,7 +138,9 @@ class ModelRuntime:
         return self.bundle.manifest.version
 
     def predict(self, texts: list[str]) -> tuple[dict[str, np.ndarray], Timings]:
-        """Raw model outputs for a batch of texts, and where the time went (thread-safe).
+        """Model outputs for a batch of texts plus `slices` (membership: exact 0/1 for rule
+        slices, the learned `slice_membership` score otherwise), and where the time went
+        (thread-safe).
 
         The batch runs as length buckets (`length_buckets`): each pads to its own longest text
         instead of the batch's, so short tweets stop paying for a long one.
@@ -131,8 +149,11 @@ class ModelRuntime:
         ids = [e.ids for e in self.tokenizer.encode_batch(texts)]
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         tokenize = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        exact, failed = self.membership.evaluate(texts)
+        rules = time.perf_counter() - t1
         infer = 0.0
-        out: dict[str, np.ndarray] = {}
+        outs: dict[str, np.ndarray] = {}
         for group in length_buckets(lengths):
             t1 = time.perf_counter()
             width = int(lengths[group].max())
@@ -147,7 +168,9 @@ class ModelRuntime:
             infer += time.perf_counter() - t2
             tokenize += t2 - t1
             for name, arr in zip(c.OUTPUT_NAMES, res, strict=True):
-                if name not in out:
-                    out[name] = np.empty((len(texts), *arr.shape[1:]), dtype=arr.dtype)
-                out[name][group] = arr
-        return out, Timings(tokenize, infer)
+                if name not in outs:
+                    outs[name] = np.empty((len(texts), *arr.shape[1:]), dtype=arr.dtype)
+                outs[name][group] = arr
+        t3 = time.perf_counter()
+        outs["slices"] = self.membership.combine(outs["slice_membership"], exact, failed)
+        return outs, Timings(tokenize, infer, rules + time.perf_counter() - t3)

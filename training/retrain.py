@@ -2,11 +2,15 @@
 
 Data = the project's labelled training split + feedback labels joined to logged texts (needs
 raw-text logging) + optionally weak labels for logged texts without feedback
-(`training.weak`). The candidate is exported to a scratch folder and compared with the
-production model on the same held-out test split (both through ONNX Runtime). Promotion
-registers the candidate and writes its version to the Redis key the service watches; the
-outcome is counted in Redis (exported by the monitor as `slicewise_retrain_runs_total`) and a
-run report is written. A crash midway leaves production untouched and counts as `failed`.
+(`training.weak`: the config's labeling functions and the triplet label model; no Epoxy
+extension here, see `weak_examples`). Hard labels (labelled data, feedback) and weak soft labels
+are trained on together as `[N, C]` targets: a hard label is a one-hot row.
+
+The candidate is exported to a scratch folder and compared with the production model on the
+same held-out test split (both through ONNX Runtime). Promotion registers the candidate and
+writes its version to the Redis key the service watches; the outcome is counted in Redis
+(exported by the monitor as `slicewise_retrain_runs_total`) and a run report is written. A crash
+midway leaves production untouched and counts as `failed`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import numpy as np
 import redis
 
 from slicewise.core import contracts as c
+from slicewise.core.errors import SlicewiseError
+from slicewise.core.feedback import read_feedback_labels
 from training.config import ProjectConfig
 from training.promotion import GateDecision, promotion_gate
 
@@ -32,7 +38,7 @@ RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"
 RETRAIN_RUNS_KEY = "slicewise:retrain:runs"
 
 
-class RetrainError(RuntimeError):
+class RetrainError(SlicewiseError, RuntimeError):
     """Retraining cannot start (no production model, mismatched labels or slices, …)."""
 
 
@@ -68,12 +74,10 @@ def production_bundle(client: redis.Redis, fallback_dir: Path | None) -> c.Bundl
 def feedback_examples(
     client: redis.Redis, labels: list[str], count: int = 100_000
 ) -> tuple[list[str], list[str]]:
-    """(texts, labels) of logged predictions that received feedback and have their text logged."""
-    feedback = {
-        f[b"id"].decode(): f[b"label"].decode()
-        for _, f in client.xrange(c.FEEDBACK_STREAM, count=count)
-        if b"id" in f and b"label" in f
-    }
+    """(texts, labels) of logged predictions that received feedback and have their text logged
+    (each prediction once, with its current label).
+    """
+    feedback = read_feedback_labels(client, count)
     texts, ys = [], []
     for _, fields in client.xrevrange(c.PREDICTIONS_STREAM, count=count):
         pid = fields.get(b"id", b"").decode()
@@ -93,7 +97,13 @@ def logged_texts(client: redis.Redis, exclude: set[str], count: int = 100_000) -
 
 
 def weak_examples(cfg: ProjectConfig, texts: list[str]) -> tuple[list[str], np.ndarray]:
-    """(covered texts, probabilistic labels) from the config's LFs and the triplet label model."""
+    """(covered texts, probabilistic labels) from the config's LFs and the triplet label model.
+
+    NOTE: the label matrix goes to the label model as the LFs voted; the Epoxy extension
+    (`training.weak.epoxy`) is not applied, because on the demo it raises coverage but lowers
+    label accuracy (README, "Known limits"). Adding it means extending `L` with the logged
+    texts' embeddings between `apply_lfs` and the label model fit.
+    """
     from training.weak import ABSTAIN, LFError, TripletLabelModel, apply_lfs
 
     if len(cfg.labeling_functions) < 3 or not texts:
@@ -113,7 +123,15 @@ def weak_examples(cfg: ProjectConfig, texts: list[str]) -> tuple[list[str], np.n
     return [t for t, k in zip(texts, covered, strict=True) if k], probs[covered].astype(np.float32)
 
 
+def soft_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """`[N, C]` float32 training targets: int labels `[N]` become one-hot rows, soft rows stay."""
+    if labels.ndim == 2:
+        return labels.astype(np.float32, copy=False)
+    return np.eye(num_classes, dtype=np.float32)[labels]
+
+
 def _append(split: Any, cfg: ProjectConfig, texts: list[str], labels: np.ndarray) -> Any:
+    """`split` plus `texts` (embedded, sliced) labelled `labels` (int `[n]` or soft `[n, C]`)."""
     from training.backbone import embed_texts
     from training.slices import slice_membership
     from training.train import EncodedSplit
@@ -121,9 +139,12 @@ def _append(split: Any, cfg: ProjectConfig, texts: list[str], labels: np.ndarray
     emb = embed_texts(
         cfg.backbone, texts, cfg.train.embed_batch_size, cfg.train.cache_dir, progress=False
     )
+    old, new = split.labels, labels
+    if old.ndim != new.ndim:  # hard + weak: train on soft targets, hard labels one-hot
+        old, new = soft_targets(old, len(cfg.labels)), soft_targets(new, len(cfg.labels))
     return EncodedSplit(
         np.concatenate([split.embeddings, emb]),
-        np.concatenate([split.labels, labels]),
+        np.concatenate([old, new]),
         np.concatenate([split.membership, slice_membership(texts, cfg)]),
         (split.texts or []) + texts,
     )
@@ -205,9 +226,7 @@ def _train_and_gate(
             train = _append(train, cfg, texts, label_ids(labels, cfg.labels))
         report.data["feedback"] = len(texts)
     if use_weak_labels:  # logged texts without feedback, labelled by the LFs + label model
-        feedback_ids = {
-            f[b"id"].decode() for _, f in client.xrange(c.FEEDBACK_STREAM) if b"id" in f
-        }
+        feedback_ids = set(read_feedback_labels(client))
         weak_texts, weak_probs = weak_examples(cfg, logged_texts(client, feedback_ids))
         if weak_texts:
             train = _append(train, cfg, weak_texts, weak_probs)
@@ -247,12 +266,23 @@ def _train_and_gate(
         from training.registry import register_bundle
 
         register_bundle(candidate)
-        client.set(c.PRODUCTION_VERSION_KEY, candidate.manifest.version)
+        promote(client, candidate.manifest.version, report.decision)
         report.outcome = "promoted"
     else:
         report.outcome = "rejected"
     log.info("retrain %s: %s", report.outcome, "; ".join(decision.reasons))
     return report
+
+
+def promote(client: redis.Redis, version: str, decision: dict[str, Any]) -> None:
+    """Write the promotion record of `version` (the service hot-swaps only to versions that
+    have one) and make it the production version, in one transaction.
+    """
+    record = {"version": version, "promoted_at": c.utc_now_iso(), "decision": decision}
+    pipe = client.pipeline(transaction=True)
+    pipe.set(c.promotion_record_key(version), json.dumps(record, default=str))
+    pipe.set(c.PRODUCTION_VERSION_KEY, version)
+    pipe.execute()
 
 
 def _record(client: redis.Redis, report: RetrainReport, report_dir: Path) -> None:

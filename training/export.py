@@ -75,9 +75,14 @@ class OnnxRunner:
 
     @classmethod
     def open(
-        cls, model_path: Path, tokenizer: Any, max_length: int, rules: RulesFn | None = None
+        cls,
+        model_path: Path,
+        tokenizer: Any,
+        max_length: int,
+        rules: RulesFn | None = None,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
     ) -> OnnxRunner:
-        """Open `model_path` on the CPU provider.
+        """Open `model_path` on `providers` (the CPU provider unless told otherwise).
 
         Raises:
             ExportError: the model takes `slice_rules` and no `rules` is given.
@@ -86,7 +91,7 @@ class OnnxRunner:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model_path), opts, providers=list(providers))
         takes_rules = c.SLICE_RULES_INPUT in {i.name for i in session.get_inputs()}
         if takes_rules and rules is None:
             raise ExportError(f"{model_path} takes {c.SLICE_RULES_INPUT!r}; pass rules=")
@@ -201,6 +206,23 @@ def quantize_onnx(src: Path, dst: Path) -> None:
         reduce_range=True,
         nodes_to_exclude=head,
     )
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 copy of a fused model for the CUDA provider (inputs and outputs keep their types).
+
+    The final softmax and the slice sigmoids stay fp32 (`op_block_list`), so the served
+    probabilities keep full precision. The CPU provider runs it too (through casts, slower than
+    fp32): the service picks it only on CUDA.
+    """
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(src)))
+    model.convert_float_to_float16(
+        keep_io_types=True, op_block_list=["Softmax", "Sigmoid", "SoftmaxCrossEntropyLoss"]
+    )
+    model.save_model_to_file(str(dst))
 
 
 def check_parity(model: torch.nn.Module, runner: OnnxRunner, tolerance: float) -> dict[str, float]:
@@ -358,6 +380,8 @@ def _write_bundle(
     fused = optimize_onnx(raw, dst / c.MODEL_ONNX, model.encoder.config)
     if cfg.export.quantize:
         quantize_onnx(raw, dst / c.MODEL_INT8_ONNX)
+    if cfg.export.fp16:
+        convert_fp16(dst / c.MODEL_ONNX, dst / c.MODEL_FP16_ONNX)
     raw.unlink()
     for extra in dst.glob("*.onnx.data"):
         extra.unlink()

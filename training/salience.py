@@ -83,7 +83,7 @@ def explain(
             chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
         ids, mask = enc["input_ids"], enc["attention_mask"]
-        content = mask.bool() & ~torch.isin(ids, torch.tensor(sorted(special)))
+        content = mask.bool() & ~torch.isin(ids, torch.tensor(sorted(special), device=ids.device))
         empty = (~content.any(1)).nonzero().flatten().tolist()
         if empty:
             i = start + empty[0]

@@ -27,6 +27,7 @@ MODEL_NAME = "slicewise-classifier"
 # Files of the artifact bundle.
 MODEL_ONNX = "model.onnx"
 MODEL_INT8_ONNX = "model.int8.onnx"
+MODEL_FP16_ONNX = "model.fp16.onnx"  # optional: fp16 for the CUDA provider
 TOKENIZER_DIR = "tokenizer"
 MANIFEST_JSON = "manifest.json"
 REFERENCE_PARQUET = "reference.parquet"
@@ -214,17 +215,20 @@ class Bundle:
             )
         return cls(root, manifest)
 
-    def model_file(self, prefer_int8: bool = False) -> Path:
+    def model_file(self, prefer_int8: bool = False, prefer_fp16: bool = False) -> Path:
         """The ONNX file to serve.
 
         Args:
             prefer_int8: take `model.int8.onnx` when the bundle has it.
+            prefer_fp16: take `model.fp16.onnx` when the bundle has it (and int8 is not taken).
 
         Returns:
-            The int8 file when asked for and present, else `model.onnx`.
+            The int8 (or fp16) file when asked for and present, else `model.onnx`.
         """
-        int8 = self.path / MODEL_INT8_ONNX
-        return int8 if prefer_int8 and int8.exists() else self.path / MODEL_ONNX
+        for wanted, name in ((prefer_int8, MODEL_INT8_ONNX), (prefer_fp16, MODEL_FP16_ONNX)):
+            if wanted and (self.path / name).exists():
+                return self.path / name
+        return self.path / MODEL_ONNX
 
     @property
     def tokenizer_dir(self) -> Path:

@@ -36,13 +36,24 @@ SEEDS = (0, 1, 2)
 SPLITS = ("validation", "test")
 
 
-def run_project(path: str) -> dict[str, Any]:
-    """Every kind × membership × seed on one project; per-split seeds and their aggregate."""
+def run_project(path: str, train_rows: int = 0) -> dict[str, Any]:
+    """Every kind × membership × seed on one project; per-split seeds and their aggregate.
+
+    `train_rows` > 0 trains on a stratified subsample of the training split (the same rows for
+    every head); validation and test stay whole.
+    """
     cfg = load_config(ROOT / path)
     t0 = time.perf_counter()
     prep = prepare_data(cfg, progress=False)
     prepare_s = time.perf_counter() - t0
     tr, va = prep.splits["train"], prep.splits["validation"]
+    if 0 < train_rows < len(tr):
+        from sklearn.model_selection import train_test_split
+
+        keep, _ = train_test_split(
+            np.arange(len(tr)), train_size=train_rows, stratify=tr.labels, random_state=0
+        )
+        tr = tr.subset(np.sort(keep))
     rows: dict[str, Any] = {}
     t1 = time.perf_counter()
     for kind in KINDS:
@@ -77,7 +88,8 @@ def run_project(path: str) -> dict[str, Any]:
         "config": path,
         "slices": cfg.slice_names,
         "monitored": cfg.monitored_slices,
-        "sizes": {s: len(prep.splits[s]) for s in ("train", "validation", "test")},
+        "sizes": {"train": len(tr), **{s: len(prep.splits[s]) for s in ("validation", "test")}},
+        "train_rows_of": len(prep.splits["train"]),
         "prepare_seconds": prepare_s,
         "heads_seconds": time.perf_counter() - t1,
         "rows": rows,
@@ -171,11 +183,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--project", choices=list(PROJECTS), help="run only this project")
     ap.add_argument("--combine", action="store_true", help="report from the per-project files")
+    ap.add_argument("--train-rows", type=int, default=0, help="stratified training subsample")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.project:
         part = RESULTS / f"membership_quality_{args.project}.json"
-        part.write_text(json.dumps(run_project(PROJECTS[args.project]), default=float))
+        part.write_text(
+            json.dumps(run_project(PROJECTS[args.project], args.train_rows), default=float)
+        )
         return
     if args.combine:
         done = {
@@ -198,7 +213,8 @@ def report(result: dict[str, Any]) -> None:
         project["beats_baseline"] = beats_baseline(project)
         md.append(
             f"## {name} ({project['config']}; train / validation / test = "
-            f"{project['sizes']['train']} / {project['sizes']['validation']} / "
+            f"{project['sizes']['train']} (of {project.get('train_rows_of', project['sizes']['train'])}) / "
+            f"{project['sizes']['validation']} / "
             f"{project['sizes']['test']})\n"
         )
         for split in ("test", "validation"):

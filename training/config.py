@@ -346,7 +346,18 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> ProjectConfig:
-    """Validate an already-parsed mapping; raise `ConfigError` naming each bad field."""
+    """Validate an already-parsed mapping.
+
+    Args:
+        data: the parsed YAML.
+        source: what the data came from, for the messages.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: one line per bad field, naming it and the fix.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a YAML mapping, got {type(data).__name__}")
     try:
@@ -356,9 +367,18 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ProjectConfi
 
 
 def load_config(path: str | Path | None = None) -> ProjectConfig:
-    """Load and validate a project YAML file (default: the tweets demo).
+    """Load and validate a project YAML file.
 
     Relative `dataset.path` values are resolved against the config file's folder.
+
+    Args:
+        path: the YAML file; None: the built-in tweets demo.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: a missing file, bad YAML or bad fields.
     """
     p = Path(path) if path is not None else DEMO_CONFIG
     if not p.is_file():

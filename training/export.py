@@ -248,10 +248,23 @@ def export_bundle(
     trained: TrainedModel,
     prepared: PreparedData,
     out_dir: str | Path | None = None,
+    *,
     register: bool | None = None,
     progress: bool = True,
 ) -> c.Bundle:
     """Write the artifact bundle atomically into `out_dir` and (optionally) register it.
+
+    Args:
+        cfg: project config (export settings, slices, labels).
+        trained: the model to export, with its provenance.
+        prepared: the prepared data (validation for thresholds, test for the evaluation,
+            reference for the reference profile).
+        out_dir: bundle folder (default: `cfg.export.output_dir`).
+        register: register in the BentoML model store (default: `cfg.export.register_model`).
+        progress: show progress bars.
+
+    Returns:
+        The bundle, loaded back from `out_dir`.
 
     Raises:
         ExportError: parity failure or another failed check; `out_dir` is left as it was.

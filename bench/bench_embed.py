@@ -42,6 +42,29 @@ parser.add_argument("--cache", type=Path, default=None, help="reuse this cache's
 args = parser.parse_args()
 cfg = load_config()
 cold = args.cache or Path(tempfile.mkdtemp(prefix="slicewise-cold-cache-"))
+
+
+def runtime_speed(sample: list[str], cache: Path) -> dict[str, list[float]]:
+    """Texts per CPU second of each embedding runtime on `sample`, interleaved rounds (the
+    encoder export in `cache` is kept, the embeddings are deleted after each run)."""
+    speed: dict[str, list[float]] = {"torch": [], "onnx": [], "onnx-int8": []}
+    for _ in range(args.speed_rounds):
+        for rt in speed:
+            c = cfg.backbone.model_copy(update={"embed_runtime": rt})
+            t = time.process_time()
+            embed_texts(
+                c,
+                sample,
+                cfg.train.embed_batch_size,
+                cache_dir=None if rt == "torch" else cache,
+                progress=False,
+            )
+            speed[rt].append(len(sample) / (time.process_time() - t))
+            for f in cache.glob("emb-*.npy"):
+                f.unlink()
+    return speed
+
+
 cfg.train.cache_dir = cold
 runtime = cfg.backbone.embed_runtime
 
@@ -54,21 +77,7 @@ if args.speed_only:
     c0 = time.process_time()
     encoder_onnx(cfg.backbone, cold, int8=True)
     export_cpu = time.process_time() - c0
-    speed: dict[str, list[float]] = {"torch": [], "onnx": [], "onnx-int8": []}
-    for _ in range(args.speed_rounds):
-        for rt in speed:
-            c = cfg.backbone.model_copy(update={"embed_runtime": rt})
-            t = time.process_time()
-            embed_texts(
-                c,
-                sample,
-                cfg.train.embed_batch_size,
-                cache_dir=None if rt == "torch" else cold,
-                progress=False,
-            )
-            speed[rt].append(len(sample) / (time.process_time() - t))
-            for f in cold.glob("emb-*.npy"):
-                f.unlink()
+    speed = runtime_speed(sample, cold)
     tps = {k: statistics.median(v) for k, v in speed.items()}
     est = {k: n_all / v for k, v in tps.items()}
     md = "\n".join(
@@ -126,21 +135,7 @@ print(stages, total, flush=True)
 
 # 2. speed of the three runtimes on the same texts, interleaved
 sample = prep.splits["test"].texts[: args.speed_texts]
-speed: dict[str, list[float]] = {"torch": [], "onnx": [], "onnx-int8": []}
-for _ in range(args.speed_rounds):
-    for rt in speed:
-        c = cfg.backbone.model_copy(update={"embed_runtime": rt})
-        t = time.process_time()
-        embed_texts(
-            c,
-            sample,
-            cfg.train.embed_batch_size,
-            cache_dir=None if rt == "torch" else cold / "speed",
-            progress=False,
-        )
-        speed[rt].append(len(sample) / (time.process_time() - t))
-        for f in (cold / "speed").glob("emb-*.npy"):
-            f.unlink()  # keep the encoder export, never the embeddings
+speed = runtime_speed(sample, cold / "speed")
 tps = {k: statistics.median(v) for k, v in speed.items()}
 print(tps, flush=True)
 

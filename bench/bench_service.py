@@ -178,7 +178,7 @@ md = (
     + f"""
 - Redis stopped 20 s under load (16 concurrent): {during["requests"]} requests, **{during["errors"]} failed**; dropped log entries counted: {dropped:.0f}; stream {before} → {after} entries, writing resumed: {resumed}.
 - Soak {args.soak_seconds:.0f}s at half the peak rate: {soak["requests"]} requests, **{soak["errors"]} errors**, p99 {soak["p99_ms"]:.0f} ms; resident memory {rss0 / 2**20:.0f} → {rss1 / 2**20:.0f} MiB (**{100 * (rss1 / rss0 - 1):+.1f}%**).
-- GPU: pending (`bench/gpu.sh`, [docs/gpu.md](docs/gpu.md)); no GPU machine was available to this task."""
+- GPU: pending: `bench/gpu.sh` (see `docs/gpu.md`) measures it in one run on a GPU machine; none was available to this task."""
 )
 write(
     "service",

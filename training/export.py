@@ -30,7 +30,7 @@ from training.backbone import load_tokenizer
 from training.checkpoint import TrainedModel
 from training.config import ProjectConfig, SliceConfig
 from training.evaluate import slice_metrics
-from training.onnx_graph import convert_fp16, optimize_onnx, quantize_onnx
+from training.onnx_ops import optimize_onnx, quantize_onnx
 from training.prepared import PreparedData
 from training.slices import slice_evaluator
 
@@ -151,6 +151,23 @@ def export_onnx(model: torch.nn.Module, tokenizer: Any, path: Path, opset: int) 
             opset_version=opset,
             dynamo=False,
         )
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 copy of a fused model for the CUDA provider (inputs and outputs keep their types).
+
+    The final softmax and the slice sigmoids stay fp32 (`op_block_list`), so the served
+    probabilities keep full precision. The CPU provider runs it too (through casts, slower than
+    fp32): the service picks it only on CUDA.
+    """
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(src)))
+    model.convert_float_to_float16(
+        keep_io_types=True, op_block_list=["Softmax", "Sigmoid", "SoftmaxCrossEntropyLoss"]
+    )
+    model.save_model_to_file(str(dst))
 
 
 def check_parity(model: torch.nn.Module, runner: OnnxRunner, tolerance: float) -> dict[str, float]:

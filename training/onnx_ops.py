@@ -1,8 +1,6 @@
-"""ONNX graph tools shared by the bundle export and the frozen-embedding encoder: ONNX
-Runtime's transformer fusions, dynamic int8 quantisation and the fp16 copy.
-
-`training.export` (the bundle) and `training.backbone` (the cached embedding encoder) both
-use them; they live here so that neither module imports the other.
+"""ONNX graph passes shared by the bundle export and the embedding encoder: ONNX Runtime's
+transformer fusions and the int8 quantisation (kept apart from `training.export` so that
+`training.backbone` can use them without an import cycle).
 """
 
 from __future__ import annotations
@@ -65,20 +63,3 @@ def quantize_onnx(src: Path, dst: Path) -> None:
         reduce_range=True,
         nodes_to_exclude=head,
     )
-
-
-def convert_fp16(src: Path, dst: Path) -> None:
-    """fp16 copy of a fused model for the CUDA provider (inputs and outputs keep their types).
-
-    The final softmax and the slice sigmoids stay fp32 (`op_block_list`), so the served
-    probabilities keep full precision. The CPU provider runs it too (through casts, slower than
-    fp32): the service picks it only on CUDA.
-    """
-    import onnx
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
-    model = OnnxModel(onnx.load(str(src)))
-    model.convert_float_to_float16(
-        keep_io_types=True, op_block_list=["Softmax", "Sigmoid", "SoftmaxCrossEntropyLoss"]
-    )
-    model.save_model_to_file(str(dst))

@@ -47,7 +47,7 @@ bench: setup  ## run every benchmark in bench/ (slow; writes bench/results/), th
 	$(PY) bench/bench_quality.py
 	$(PY) bench/bench_train_speed.py
 	$(VENV)/bin/slicewise export --out .slicewise/bundle
-	for b in onnx drift label_model snorkel_anchor commentary salience service; do $(PY) bench/bench_$$b.py || exit 1; done
+	for b in onnx drift label_model snorkel_anchor commentary salience service reliability; do $(PY) bench/bench_$$b.py || exit 1; done
 	$(PY) bench/update_readme.py
 
 readme:  ## copy bench/results/*.md into the README's benchmark section

@@ -1,4 +1,4 @@
-"""Response schemas of the REST API (DESIGN §6); they make the OpenAPI document precise."""
+"""Response schemas of the REST API (docs/design.md §6); they make the OpenAPI document precise."""
 
 from __future__ import annotations
 
@@ -47,3 +47,6 @@ class FeedbackResponse(BaseModel):
     id: str
     label: str
     stored: bool
+    replaced: str | None = Field(
+        None, description="the label this one replaced (a correction), null for a first label"
+    )

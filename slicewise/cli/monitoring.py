@@ -6,24 +6,20 @@ Errors: `slicewise.cli.Commands` (exit code 2, one line).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from slicewise.core.errors import SlicewiseError
+from slicewise.cli.options import ConfigOpt, RedisOpt
 
 app = typer.Typer()
-
-RedisOpt = Annotated[
-    str, typer.Option(envvar="REDIS_URL", help="Redis holding the prediction log.")
-]
 
 
 @app.command()
 def monitor(
+    config: ConfigOpt = None,
     redis_url: RedisOpt = "redis://127.0.0.1:6379/0",
     bundle: Annotated[
         Path | None, typer.Option(help="Bundle folder with reference.parquet.")
@@ -31,72 +27,77 @@ def monitor(
     tag: Annotated[
         str, typer.Option(help="Model-store tag when --bundle is not given.")
     ] = "slicewise-classifier:latest",
-    window_size: Annotated[int, typer.Option(help="Last N predictions.")] = 5000,
-    window_minutes: Annotated[
-        float | None, typer.Option(help="Or: predictions of the last T minutes.")
+    window_size: Annotated[
+        int | None, typer.Option(help="Last N predictions [config: monitor.window_size].")
     ] = None,
-    min_rows: Annotated[int, typer.Option(help="Fewer rows in a slice = insufficient data.")] = 50,
+    window_minutes: Annotated[
+        float | None,
+        typer.Option(help="Or: predictions of the last T minutes [monitor.window_minutes]."),
+    ] = None,
+    min_rows: Annotated[
+        int | None,
+        typer.Option(help="Fewer rows in a slice = insufficient data [monitor.min_rows]."),
+    ] = None,
     drift_share: Annotated[
-        float, typer.Option(help="Share of drifted columns that marks a slice drifted.")
-    ] = 0.5,
-    interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 60.0,
+        float | None,
+        typer.Option(
+            help="Share of drifted columns that marks a slice drifted [monitor.drift_share]."
+        ),
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="Seconds between passes [monitor.interval_seconds].")
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="One pass, print the summary, exit.")
     ] = False,
     port: Annotated[
-        int, typer.Option(help="Serve /metrics on this port (0 = do not serve).")
-    ] = 9101,
+        int | None, typer.Option(help="Serve /metrics on this port, 0 = do not [monitor.port].")
+    ] = None,
     report_dir: Annotated[
-        Path, typer.Option(help="Folder for the JSON + Evidently HTML report of each pass.")
-    ] = Path(".slicewise/reports"),
+        Path | None,
+        typer.Option(help="Folder for each pass's JSON + Evidently HTML [monitor.report_dir]."),
+    ] = None,
 ) -> None:
     """Per-slice drift and accuracy of the logged predictions against the reference profile.
 
-    Example: `slicewise monitor --bundle .slicewise/bundle --interval 30` (serves :9101/metrics).
+    Settings come from the config's `monitor` section; an option given here overrides it
+    (validated by the same rules). Example:
+    `slicewise monitor --bundle .slicewise/bundle --interval 30` (serves :9101/metrics).
     """
     import json
 
-    import redis
+    from monitoring.monitor import start_monitor
+    from training.config import load_config, override
 
-    from monitoring.exporter import MonitorMetrics
-    from monitoring.monitor import Monitor, MonitorSettings
-    from slicewise.core.contracts import resolve_bundle
-
+    settings = override(
+        load_config(config).monitor,
+        "command line",
+        window_size=window_size,
+        window_minutes=window_minutes,
+        min_rows=min_rows,
+        drift_share=drift_share,
+        interval_seconds=interval,
+        port=port,
+        report_dir=report_dir,
+    )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    client = redis.Redis.from_url(redis_url)
-    metrics = MonitorMetrics()
-    metrics.watch_retrains(client)
-    mon = Monitor(
-        resolve_bundle(str(bundle) if bundle else None, tag),
-        client,
-        MonitorSettings(window_size, window_minutes, min_rows, drift_share, report_dir),
-        metrics,
-    )
-    if once:
-        summary = mon.run_once()
-        typer.echo(
-            json.dumps(
-                {
-                    k: summary[k]
-                    for k in (
-                        "window_rows",
-                        "drifted_slices",
-                        "traffic_shifted_slices",
-                        "explained_drift",
-                        "insufficient_data",
-                        "accuracy",
-                        "estimated_accuracy",
-                    )
-                },
-                indent=2,
-            )
-        )
+    mon = start_monitor(settings, redis_url, str(bundle) if bundle else None, tag)
+    if not once:
+        mon.run_forever()
         return
-    if port:
-        metrics.serve(port)
-    mon.run_forever(interval)
+    summary = mon.run_once()
+    keys = (
+        "window_rows",
+        "drifted_slices",
+        "traffic_shifted_slices",
+        "explained_drift",
+        "insufficient_data",
+        "accuracy",
+        "estimated_accuracy",
+    )
+    typer.echo(json.dumps({k: summary[k] for k in keys}, indent=2))
 
 
 @app.command()
@@ -120,26 +121,20 @@ def webhook(
 
     Example: `SLICEWISE_WEBHOOK_TOKEN=s3cret slicewise webhook --run-retrains --port 9102`.
     """
-    import threading
+    from monitoring.webhook import serve_webhook
 
-    import redis
-    import uvicorn
-
-    from monitoring.webhook import create_app, default_retrain_command, retrain_worker
-
-    if not token:
-        raise SlicewiseError(
-            "set SLICEWISE_WEBHOOK_TOKEN (or --token): the webhook refuses to run unauthenticated"
-        )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    client = redis.Redis.from_url(redis_url)
-    if run_retrains:
-        stop = threading.Event()
-        cmd = [*default_retrain_command(str(config) if config else None), "--redis-url", redis_url]
-        threading.Thread(target=retrain_worker, args=(client, cmd, stop), daemon=True).start()
-    uvicorn.run(create_app(client, token, dedup_ttl), host=host, port=port, log_level="warning")
+    serve_webhook(
+        redis_url=redis_url,
+        token=token,
+        host=host,
+        port=port,
+        dedup_ttl=dedup_ttl,
+        run_retrains=run_retrains,
+        config=str(config) if config else None,
+    )
 
 
 @app.command("demo-traffic")
@@ -165,43 +160,20 @@ def demo_traffic(
 
     Example: `slicewise demo-traffic --count 3000 --shift-slice negation --shift 0.9`.
     """
-    import asyncio
-    import random
-
-    from tqdm.auto import tqdm
-
-    from monitoring.demo_traffic import replay, shifted_sample
+    from slicewise.demo import replay_test_split
     from training.config import load_config
-    from training.data import load_dataset, split_dataset
-    from training.slices import SliceError, slice_membership
 
-    cfg = load_config(config)
-    test = split_dataset(load_dataset(cfg), cfg.dataset.split).test
-    texts, truth = test["text"].tolist(), dict(zip(test["text"], test["label"], strict=False))
-    in_slice = [False] * len(texts)
-    if shift_slice:
-        if shift_slice not in cfg.slice_names:
-            raise SliceError(f"unknown slice {shift_slice!r}; slices: {cfg.slice_names}")
-        in_slice = slice_membership(texts, cfg)[:, cfg.slice_names.index(shift_slice)].tolist()
-    sample = shifted_sample(texts, in_slice, count, shift if shift_slice else 0.0, seed)
-    rng = random.Random(seed)
-    give = (
-        (lambda t: truth.get(t) if rng.random() < feedback_share else None)
-        if feedback_share
-        else None
+    res = replay_test_split(
+        load_config(config),
+        url=url,
+        count=count,
+        shift_slice=shift_slice,
+        shift=shift,
+        feedback_share=feedback_share,
+        concurrency=concurrency,
+        batch=batch,
+        seed=seed,
     )
-    with tqdm(total=count, desc="demo traffic", unit="text") as bar:
-        res = asyncio.run(
-            replay(
-                url,
-                sample,
-                batch,
-                concurrency,
-                token=os.environ.get("SLICEWISE_API_TOKEN"),
-                feedback=give,
-                progress=bar.update,
-            )
-        )
     typer.echo(
         f"sent {res.sent} texts in {res.seconds:.1f}s: {res.ok} ok, {res.failed} failed, {res.feedback} feedback"
     )

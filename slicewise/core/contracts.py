@@ -1,7 +1,7 @@
 """Contracts shared by training (writer), service and monitoring (readers).
 
 This module fixes the artifact bundle layout, the manifest schema, the reference-profile
-columns, the Redis prediction-log record and the Redis keys (DESIGN.md §5, §7). It imports
+columns, the Redis prediction-log record and the Redis keys (docs/design.md §5, §7). It imports
 neither torch nor pandas, so the serving image can use it.
 """
 
@@ -27,6 +27,7 @@ MODEL_NAME = "slicewise-classifier"
 # Files of the artifact bundle.
 MODEL_ONNX = "model.onnx"
 MODEL_INT8_ONNX = "model.int8.onnx"
+MODEL_FP16_ONNX = "model.fp16.onnx"  # optional: fp16 for the CUDA provider
 TOKENIZER_DIR = "tokenizer"
 MANIFEST_JSON = "manifest.json"
 REFERENCE_PARQUET = "reference.parquet"
@@ -35,14 +36,22 @@ REQUIRED_FILES = (MODEL_ONNX, TOKENIZER_DIR, MANIFEST_JSON)
 
 # ONNX graph I/O names.
 INPUT_NAMES = ("input_ids", "attention_mask")
+# Extra input of a model that routes on rule membership (`train.membership: rules`): float32
+# [batch, k], 1/0 per user slice, NaN where the rule was not evaluated (the model then uses its
+# learned indicator for that slice). Listed in `Manifest.inputs` when the model takes it.
+SLICE_RULES_INPUT = "slice_rules"
 OUTPUT_NAMES = ("probabilities", "slice_membership", "slice_attention")
 BASE_SLICE = "base"
 
-# Redis keys (DESIGN §7, §9).
+# Redis keys (docs/design.md §7, §9).
 PREDICTIONS_STREAM = "slicewise:predictions"
 FEEDBACK_STREAM = "slicewise:feedback"
 PRODUCTION_VERSION_KEY = "slicewise:production_version"
+FEEDBACK_LABELS_KEY = "slicewise:feedback:labels"  # hash: prediction id -> its one label
+PROMOTION_RECORD_PREFIX = "slicewise:promotion:"  # + version -> JSON record of the gate's decision
 RETRAIN_QUEUE = "slicewise:retrain:queue"
+RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"  # hash outcome -> count (retrain writes)
+RETRAIN_RUNS_KEY = "slicewise:retrain:runs"  # list of the last 100 run reports (JSON)
 ALERT_DEDUP_PREFIX = "slicewise:alert:"
 
 
@@ -143,6 +152,16 @@ class Manifest(HasSlices, BaseModel):
         return {s.name: 0.5 if s.membership == "rule" else s.threshold for s in self.slices}
 
 
+# A prediction id (uuid4 hex) and a model version (`new_version`), as regular expressions.
+PREDICTION_ID_PATTERN = r"^[0-9a-f]{32}$"
+VERSION_PATTERN = r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$"
+
+
+def promotion_record_key(version: str) -> str:
+    """Redis key of the promotion record the gate writes for `version`."""
+    return PROMOTION_RECORD_PREFIX + version
+
+
 def new_version() -> str:
     """A sortable, unique model version: UTC timestamp plus a short random suffix."""
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -155,7 +174,7 @@ def utc_now_iso() -> str:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A validated artifact bundle directory (DESIGN §5)."""
+    """A validated artifact bundle directory (docs/design.md §5)."""
 
     path: Path
     manifest: Manifest
@@ -163,6 +182,12 @@ class Bundle:
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
         """Open and validate a bundle directory.
+
+        Args:
+            path: the bundle folder (docs/design.md §5).
+
+        Returns:
+            The bundle with its validated manifest.
 
         Raises:
             BundleError: naming the missing file or the invalid manifest field.
@@ -190,10 +215,20 @@ class Bundle:
             )
         return cls(root, manifest)
 
-    def model_file(self, prefer_int8: bool = False) -> Path:
-        """The ONNX file to serve: the int8 variant when asked for and present."""
-        int8 = self.path / MODEL_INT8_ONNX
-        return int8 if prefer_int8 and int8.exists() else self.path / MODEL_ONNX
+    def model_file(self, prefer_int8: bool = False, prefer_fp16: bool = False) -> Path:
+        """The ONNX file to serve.
+
+        Args:
+            prefer_int8: take `model.int8.onnx` when the bundle has it.
+            prefer_fp16: take `model.fp16.onnx` when the bundle has it (and int8 is not taken).
+
+        Returns:
+            The int8 (or fp16) file when asked for and present, else `model.onnx`.
+        """
+        for wanted, name in ((prefer_int8, MODEL_INT8_ONNX), (prefer_fp16, MODEL_FP16_ONNX)):
+            if wanted and (self.path / name).exists():
+                return self.path / name
+        return self.path / MODEL_ONNX
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -227,7 +262,15 @@ class Bundle:
 
 
 def resolve_bundle(model_dir: str | None, tag: str) -> Bundle:
-    """The bundle in `model_dir`, else the BentoML store model `tag`.
+    """The bundle in `model_dir`, else the BentoML store model `tag`: the one place a bundle
+    is looked up in the model store (service, monitor, retrain).
+
+    Args:
+        model_dir: a bundle folder, or None / empty to use the model store.
+        tag: a model-store tag, `slicewise-classifier:<version>` or `slicewise-classifier:latest`.
+
+    Returns:
+        The loaded bundle (manifest validated, required files present).
 
     Raises:
         BundleError: naming the folder or tag and what is wrong with it.
@@ -278,7 +321,7 @@ TRUE_LABEL_COLUMN = "true_label"
 
 @dataclass
 class PredictionRecord:
-    """One entry of the `slicewise:predictions` Redis stream (DESIGN §7)."""
+    """One entry of the `slicewise:predictions` Redis stream (docs/design.md §7)."""
 
     model_version: str
     label: str
@@ -308,7 +351,18 @@ class PredictionRecord:
 
     @classmethod
     def from_fields(cls, fields: Mapping[str | bytes, str | bytes]) -> PredictionRecord:
-        """Parse a stream entry (bytes or str keys and values)."""
+        """Parse a stream entry.
+
+        Args:
+            fields: the entry's fields as Redis returns them (bytes or str keys and values).
+
+        Returns:
+            The record.
+
+        Raises:
+            KeyError: a required field is missing.
+            ValueError: a field does not parse, or the confidence is not finite.
+        """
         f = {_s(k): _s(v) for k, v in fields.items()}
         confidence = float(f["confidence"])
         if not math.isfinite(confidence):
@@ -330,7 +384,7 @@ def _s(x: str | bytes) -> str:
     return x.decode() if isinstance(x, bytes) else x
 
 
-# Prometheus metric names (DESIGN §8). Service and monitor declare their metrics with these;
+# Prometheus metric names (docs/design.md §8). Service and monitor declare their metrics with these;
 # alert rules and dashboards in monitoring/ query them.
 class MetricNames:
     """Names of every slicewise metric (Prometheus client names, without `_total` suffixes
@@ -345,6 +399,7 @@ class MetricNames:
     INFERENCE_SECONDS = "slicewise_inference_seconds"  # histogram {stage}
     PREDICTION_LOG_DROPPED = "slicewise_prediction_log_dropped"  # counter
     MODEL_INFO = "slicewise_model_info"  # gauge {model_version, provider}
+    FEEDBACK = "slicewise_feedback"  # counter {outcome: new | corrected}
     # monitor
     SLICE_DRIFT_SCORE = "slicewise_slice_drift_score"
     SLICE_DRIFT_DETECTED = "slicewise_slice_drift_detected"

@@ -94,6 +94,7 @@ def test_prediction_log_and_feedback_reach_redis(server, module_redis) -> None:
         "id": ids[0],
         "label": "positive",
         "stored": True,
+        "replaced": None,
     }
     last = r.xrange(c.FEEDBACK_STREAM)[-1][1]
     assert last["id"] == ids[0] and last["label"] == "positive"
@@ -121,13 +122,13 @@ def test_metrics_move_as_predictions_arrive(server) -> None:
 
 
 BAD = [
-    ({"texts": []}, "`texts` is empty"),
-    ({"texts": [""]}, "texts[0] is empty"),
-    ({"texts": ["ok", 3]}, "Input should be a valid string"),
-    ({"texts": ["x"] * 9}, "too many texts: 9 > 8"),
-    ({"texts": ["x" * 201]}, "too long: 201 > 200"),
-    ({"text": ["x"]}, "Field required"),
-    ({"texts": "a string"}, "Input should be a valid array"),
+    ({"texts": []}, "texts: List should have at least 1 item"),
+    ({"texts": [""]}, "texts[0] is empty (it has no visible characters)"),
+    ({"texts": ["ok", 3]}, "texts[1]: Input should be a valid string"),
+    ({"texts": ["x"] * 9}, "texts: List should have at most 8 items"),
+    ({"texts": ["x" * 201]}, "texts[0]: String should have at most 200 characters"),
+    ({"text": ["x"]}, "texts: Field required"),
+    ({"texts": "a string"}, "texts: Input should be a valid array"),
 ]
 
 
@@ -135,7 +136,7 @@ BAD = [
 def test_bad_input_gets_a_4xx_naming_the_problem(server, body, message) -> None:
     r = httpx.post(server.url + "/predict", json=body, timeout=10)
     assert r.status_code == 400
-    assert message in r.text
+    assert set(r.json()) == {"error"} and message in r.json()["error"], r.text
 
 
 def test_invalid_json_and_wrong_content_type(server) -> None:
@@ -144,20 +145,25 @@ def test_invalid_json_and_wrong_content_type(server) -> None:
         content=b'{"texts": [',
         headers={"content-type": "application/json"},
     )
-    assert r.status_code == 400 and "Invalid JSON" in r.text
+    assert r.status_code == 400 and "Invalid JSON" in r.json()["error"]
     r = httpx.post(
         server.url + "/predict", content=b"hello", headers={"content-type": "text/plain"}
     )
-    assert r.status_code == 400
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
     assert predict(server, ["still serving"]).status_code == 200
 
 
 def test_feedback_errors(server) -> None:
+    unknown = "0" * 32
+    r = httpx.post(server.url + "/feedback", json={"id": unknown, "label": "positive"}, timeout=10)
+    assert r.status_code == 404 and r.json() == {"error": f"unknown prediction id '{unknown}'"}
     r = httpx.post(server.url + "/feedback", json={"id": "nope", "label": "positive"}, timeout=10)
-    assert r.status_code == 404 and "unknown prediction id 'nope'" in r.text
+    assert r.status_code == 400 and r.json()["error"].startswith("id: String should have at least")
+    r = httpx.post(server.url + "/feedback", json={"id": "Z" * 32, "label": "positive"}, timeout=10)
+    assert r.status_code == 400 and "id: String should match pattern" in r.json()["error"]
     pid = predict(server, ["x"]).json()["predictions"][0]["id"]
     r = httpx.post(server.url + "/feedback", json={"id": pid, "label": "meh"}, timeout=10)
-    assert r.status_code == 400 and "unknown label 'meh'" in r.text
+    assert r.status_code == 400 and "unknown label 'meh'" in r.json()["error"]
 
 
 def test_liveness_readiness_and_openapi(server) -> None:

@@ -233,3 +233,35 @@ def test_vote_patterns_reconstruct_the_label_matrix(m: int) -> None:
     U2, counts2, _ = model._patterns(L)
     np.testing.assert_array_equal(U2, U)
     np.testing.assert_array_equal(counts2, counts)
+
+
+def test_epoxy_classifier_labels_unseen_points_without_training() -> None:
+    from training.weak.epoxy import EpoxyClassifier
+
+    rng = np.random.default_rng(1)
+    d = 16
+    centres = np.eye(3, d) * 8  # orthogonal: cosine ~0.9 within a cluster, ~0 across
+
+    def points(n: int):
+        y = rng.integers(0, 3, n)
+        emb = (centres[y] + rng.normal(size=(n, d))).astype(np.float32)
+        L = np.full((n, 6), ABSTAIN)
+        for j in range(6):  # LF j votes class j % 3, on 15% of that class, 1% of the others
+            c = j % 3
+            fire = rng.random(n) < np.where(y == c, 0.15, 0.01)
+            L[fire, j] = c
+        return L, emb, y
+
+    L, emb, _ = points(1_500)
+    L_new, emb_new, y_new = points(500)
+    clf = EpoxyClassifier.fit(L, emb, 3, thresholds=[0.9] * 6)
+    probs, covered = clf.predict_proba(L_new, emb_new)
+    own = (L_new != ABSTAIN).any(1)
+    assert own.mean() < 0.5 and covered.mean() > 0.9  # the extension reaches most points
+    assert (probs[covered].argmax(1) == y_new[covered]).mean() > 0.85  # measured 0.89
+    np.testing.assert_allclose(probs[~covered], np.tile(clf.model.balance, ((~covered).sum(), 1)))
+    off = EpoxyClassifier.fit(L, emb, 3, thresholds=[1.01] * 6)  # extension off
+    _, reached = off.predict_proba(np.full((2, 6), ABSTAIN), emb_new[:2])
+    assert not reached.any()  # nothing reaches a point without votes of its own
+    with pytest.raises(LFError, match="3 LFs voted; the classifier was fitted on 6"):
+        clf.predict_proba(L_new[:, :3], emb_new)

@@ -1,4 +1,4 @@
-"""The monitor's Prometheus metrics (DESIGN §8), in a registry of their own."""
+"""The monitor's Prometheus metrics (docs/design.md §8), in a registry of their own."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import redis
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily
 
+from slicewise.core.contracts import RETRAIN_OUTCOMES_KEY
 from slicewise.core.contracts import MetricNames as M
-
-RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"  # Redis hash outcome -> count
 
 
 class RetrainRunsCollector:

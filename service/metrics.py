@@ -1,4 +1,4 @@
-"""Service metrics (DESIGN §8), declared once at module level with prometheus_client.
+"""Service metrics (docs/design.md §8), declared once at module level with prometheus_client.
 
 BentoML runs prometheus_client in multiprocess mode and serves these on `/metrics` next to
 its own `bentoml_service_*` metrics.
@@ -39,6 +39,11 @@ MODEL_INFO = Gauge(
     "The served model version and execution provider (value 1)",
     ["model_version", "provider"],
     multiprocess_mode="livemax",
+)
+FEEDBACK = Counter(
+    M.FEEDBACK,
+    "Feedback labels stored: new, or corrected (replacing an earlier label)",
+    ["outcome"],
 )
 BATCH_SIZE = Histogram(
     "slicewise_batch_size",

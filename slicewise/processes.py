@@ -10,12 +10,13 @@ from pathlib import Path
 
 import httpx
 
+from slicewise.core.errors import SlicewiseError
 from slicewise.core.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-class ServerError(RuntimeError):
+class ServerError(SlicewiseError, RuntimeError):
     """The service did not become ready."""
 
 

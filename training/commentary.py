@@ -38,12 +38,14 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from training.config import ProjectConfig
-from training.model import Kind, head_loss
-from training.train import PreparedData, new_head
+from slicewise.core.errors import SlicewiseError
+from training.config import Kind, ProjectConfig
+from training.fit import new_head
+from training.model import head_loss
+from training.prepared import PreparedData
 
 
-class CommentaryError(ValueError):
+class CommentaryError(SlicewiseError, ValueError):
     """A commentary file is missing, malformed or belongs to another dataset."""
 
 
@@ -220,7 +222,7 @@ def learn_commentary(
             idx = torch.randint(len(x), (batch_size,), generator=gen)
             w = comm(x[idx], y[idx], m[idx], (done + i) / max(1, horizon - 1))
             spread = spread - torch.log(w / w.mean()).mean() / cc.inner_steps  # KL(uniform ‖ w)
-            out = functional_call(head, params, (x[idx],))
+            out = functional_call(head, params, (x[idx], m[idx].float()))
             loss = head_loss(
                 out, y[idx], m[idx], t.lambda_ind, t.lambda_pred, w, kind != "baseline"
             )
@@ -228,7 +230,7 @@ def learn_commentary(
             params = {k: p - inner_lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
         done += cc.inner_steps
         vidx = torch.randint(len(xv), (min(1024, len(xv)),), generator=gen)
-        logits = functional_call(head, params, (xv[vidx],)).logits
+        logits = functional_call(head, params, (xv[vidx], mv[vidx].float())).logits
         ce = nn.functional.cross_entropy(logits, yv[vidx], reduction="none")
         val_loss = (ce * val_weight[vidx]).sum() / val_weight[vidx].sum()
         opt.zero_grad()

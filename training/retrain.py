@@ -28,15 +28,15 @@ import numpy as np
 import redis
 
 from slicewise.core import contracts as c
+from slicewise.core.errors import SlicewiseError
+from slicewise.core.feedback import read_feedback_labels
 from training.config import ProjectConfig
 from training.promotion import GateDecision, promotion_gate
 
 log = logging.getLogger("slicewise.retrain")
-RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"
-RETRAIN_RUNS_KEY = "slicewise:retrain:runs"
 
 
-class RetrainError(RuntimeError):
+class RetrainError(SlicewiseError, RuntimeError):
     """Retraining cannot start (no production model, mismatched labels or slices, …)."""
 
 
@@ -59,25 +59,19 @@ class RetrainReport:
 
 def production_bundle(client: redis.Redis, fallback_dir: Path | None) -> c.Bundle:
     """The model in production: the version named in Redis, else `fallback_dir`, else `:latest`."""
-    from training.registry import bundle_from_store
-
     version = client.get(c.PRODUCTION_VERSION_KEY)
     if version:
-        return bundle_from_store(f"{c.MODEL_NAME}:{version.decode()}")
-    if fallback_dir is not None:
-        return c.Bundle.load(fallback_dir)
-    return bundle_from_store()
+        return c.resolve_bundle(None, f"{c.MODEL_NAME}:{version.decode()}")
+    return c.resolve_bundle(str(fallback_dir) if fallback_dir else None, f"{c.MODEL_NAME}:latest")
 
 
 def feedback_examples(
     client: redis.Redis, labels: list[str], count: int = 100_000
 ) -> tuple[list[str], list[str]]:
-    """(texts, labels) of logged predictions that received feedback and have their text logged."""
-    feedback = {
-        f[b"id"].decode(): f[b"label"].decode()
-        for _, f in client.xrange(c.FEEDBACK_STREAM, count=count)
-        if b"id" in f and b"label" in f
-    }
+    """(texts, labels) of logged predictions that received feedback and have their text logged
+    (each prediction once, with its current label).
+    """
+    feedback = read_feedback_labels(client, count)
     texts, ys = [], []
     for _, fields in client.xrevrange(c.PREDICTIONS_STREAM, count=count):
         pid = fields.get(b"id", b"").decode()
@@ -104,19 +98,15 @@ def weak_examples(cfg: ProjectConfig, texts: list[str]) -> tuple[list[str], np.n
     label accuracy (README, "Known limits"). Adding it means extending `L` with the logged
     texts' embeddings between `apply_lfs` and the label model fit.
     """
-    from training.weak import ABSTAIN, LFError, TripletLabelModel, apply_lfs
+    from training.weak import ABSTAIN, LFError, apply_lfs
+    from training.weak.pipeline import fit_label_model
 
     if len(cfg.labeling_functions) < 3 or not texts:
         return [], np.zeros((0, len(cfg.labels)), np.float32)
     L = apply_lfs(texts, cfg, warn_silent=False)
     covered = (L != ABSTAIN).any(1)
     try:
-        balance = (
-            None
-            if cfg.weak_supervision.class_balance is None
-            else np.asarray(cfg.weak_supervision.class_balance)
-        )
-        probs = TripletLabelModel(len(cfg.labels), balance).fit(L).predict_proba(L)
+        probs = fit_label_model(cfg, L).predict_proba(L)
     except LFError as exc:
         log.warning("no weak labels for logged traffic: %s", exc)
         return [], np.zeros((0, len(cfg.labels)), np.float32)
@@ -133,8 +123,8 @@ def soft_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
 def _append(split: Any, cfg: ProjectConfig, texts: list[str], labels: np.ndarray) -> Any:
     """`split` plus `texts` (embedded, sliced) labelled `labels` (int `[n]` or soft `[n, C]`)."""
     from training.backbone import embed_texts
+    from training.prepared import EncodedSplit
     from training.slices import slice_membership
-    from training.train import EncodedSplit
 
     emb = embed_texts(
         cfg.backbone, texts, cfg.train.embed_batch_size, cfg.train.cache_dir, progress=False
@@ -226,9 +216,7 @@ def _train_and_gate(
             train = _append(train, cfg, texts, label_ids(labels, cfg.labels))
         report.data["feedback"] = len(texts)
     if use_weak_labels:  # logged texts without feedback, labelled by the LFs + label model
-        feedback_ids = {
-            f[b"id"].decode() for _, f in client.xrange(c.FEEDBACK_STREAM) if b"id" in f
-        }
+        feedback_ids = set(read_feedback_labels(client))
         weak_texts, weak_probs = weak_examples(cfg, logged_texts(client, feedback_ids))
         if weak_texts:
             train = _append(train, cfg, weak_texts, weak_probs)
@@ -268,12 +256,23 @@ def _train_and_gate(
         from training.registry import register_bundle
 
         register_bundle(candidate)
-        client.set(c.PRODUCTION_VERSION_KEY, candidate.manifest.version)
+        promote(client, candidate.manifest.version, report.decision)
         report.outcome = "promoted"
     else:
         report.outcome = "rejected"
     log.info("retrain %s: %s", report.outcome, "; ".join(decision.reasons))
     return report
+
+
+def promote(client: redis.Redis, version: str, decision: dict[str, Any]) -> None:
+    """Write the promotion record of `version` (the service hot-swaps only to versions that
+    have one) and make it the production version, in one transaction.
+    """
+    record = {"version": version, "promoted_at": c.utc_now_iso(), "decision": decision}
+    pipe = client.pipeline(transaction=True)
+    pipe.set(c.promotion_record_key(version), json.dumps(record, default=str))
+    pipe.set(c.PRODUCTION_VERSION_KEY, version)
+    pipe.execute()
 
 
 def _record(client: redis.Redis, report: RetrainReport, report_dir: Path) -> None:
@@ -282,8 +281,8 @@ def _record(client: redis.Redis, report: RetrainReport, report_dir: Path) -> Non
     name = report.candidate_version or time.strftime("%Y%m%d-%H%M%S")
     (report_dir / f"retrain-{name}.json").write_text(data)
     try:
-        client.hincrby(RETRAIN_OUTCOMES_KEY, report.outcome, 1)
-        client.lpush(RETRAIN_RUNS_KEY, data)
-        client.ltrim(RETRAIN_RUNS_KEY, 0, 99)
+        client.hincrby(c.RETRAIN_OUTCOMES_KEY, report.outcome, 1)
+        client.lpush(c.RETRAIN_RUNS_KEY, data)
+        client.ltrim(c.RETRAIN_RUNS_KEY, 0, 99)
     except redis.RedisError as exc:
         log.error("could not record the retrain outcome in Redis: %s", exc)

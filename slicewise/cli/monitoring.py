@@ -1,4 +1,7 @@
-"""`slicewise` subcommands implemented by the monitoring package: monitor, webhook, demo-traffic."""
+"""`slicewise` subcommands of the monitoring package: monitor, webhook, demo-traffic.
+
+Errors: `slicewise.cli.Commands` (exit code 2, one line).
+"""
 
 from __future__ import annotations
 
@@ -10,25 +13,15 @@ from typing import Annotated
 
 import typer
 
+from slicewise.cli.options import ConfigOpt, RedisOpt
+from slicewise.core.errors import SlicewiseError
+
 app = typer.Typer()
-
-RedisOpt = Annotated[
-    str, typer.Option(envvar="REDIS_URL", help="Redis holding the prediction log.")
-]
-
-
-def _bundle(bundle: Path | None, tag: str):
-    from slicewise.core.contracts import BundleError, resolve_bundle
-
-    try:
-        return resolve_bundle(str(bundle) if bundle else None, tag)
-    except BundleError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
 def monitor(
+    config: ConfigOpt = None,
     redis_url: RedisOpt = "redis://127.0.0.1:6379/0",
     bundle: Annotated[
         Path | None, typer.Option(help="Bundle folder with reference.parquet.")
@@ -36,79 +29,77 @@ def monitor(
     tag: Annotated[
         str, typer.Option(help="Model-store tag when --bundle is not given.")
     ] = "slicewise-classifier:latest",
-    window_size: Annotated[int, typer.Option(help="Last N predictions.")] = 5000,
-    window_minutes: Annotated[
-        float | None, typer.Option(help="Or: predictions of the last T minutes.")
+    window_size: Annotated[
+        int | None, typer.Option(help="Last N predictions [config: monitor.window_size].")
     ] = None,
-    min_rows: Annotated[int, typer.Option(help="Fewer rows in a slice = insufficient data.")] = 50,
+    window_minutes: Annotated[
+        float | None,
+        typer.Option(help="Or: predictions of the last T minutes [monitor.window_minutes]."),
+    ] = None,
+    min_rows: Annotated[
+        int | None,
+        typer.Option(help="Fewer rows in a slice = insufficient data [monitor.min_rows]."),
+    ] = None,
     drift_share: Annotated[
-        float, typer.Option(help="Share of drifted columns that marks a slice drifted.")
-    ] = 0.5,
-    interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 60.0,
+        float | None,
+        typer.Option(
+            help="Share of drifted columns that marks a slice drifted [monitor.drift_share]."
+        ),
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="Seconds between passes [monitor.interval_seconds].")
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="One pass, print the summary, exit.")
     ] = False,
     port: Annotated[
-        int, typer.Option(help="Serve /metrics on this port (0 = do not serve).")
-    ] = 9101,
+        int | None, typer.Option(help="Serve /metrics on this port, 0 = do not [monitor.port].")
+    ] = None,
     report_dir: Annotated[
-        Path, typer.Option(help="Folder for the JSON + Evidently HTML report of each pass.")
-    ] = Path(".slicewise/reports"),
+        Path | None,
+        typer.Option(help="Folder for each pass's JSON + Evidently HTML [monitor.report_dir]."),
+    ] = None,
 ) -> None:
     """Per-slice drift and accuracy of the logged predictions against the reference profile.
 
-    Example: `slicewise monitor --bundle .slicewise/bundle --interval 30` (serves :9101/metrics).
+    Settings come from the config's `monitor` section; an option given here overrides it
+    (validated by the same rules). Example:
+    `slicewise monitor --bundle .slicewise/bundle --interval 30` (serves :9101/metrics).
     """
     import json
 
-    import redis
+    from monitoring.monitor import start_monitor
+    from training.config import load_config, override
 
-    from monitoring.exporter import MonitorMetrics
-    from monitoring.monitor import Monitor, MonitorSettings
-    from monitoring.window import WindowError
-    from slicewise.core.contracts import BundleError
-
+    settings = override(
+        load_config(config).monitor,
+        "command line",
+        window_size=window_size,
+        window_minutes=window_minutes,
+        min_rows=min_rows,
+        drift_share=drift_share,
+        interval_seconds=interval,
+        port=port,
+        report_dir=report_dir,
+    )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    client = redis.Redis.from_url(redis_url)
-    metrics = MonitorMetrics()
-    metrics.watch_retrains(client)
-    try:
-        mon = Monitor(
-            _bundle(bundle, tag),
-            client,
-            MonitorSettings(window_size, window_minutes, min_rows, drift_share, report_dir),
-            metrics,
-        )
-    except BundleError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if once:
-        try:
-            summary = mon.run_once()
-        except WindowError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        typer.echo(
-            json.dumps(
-                {
-                    k: summary[k]
-                    for k in (
-                        "window_rows",
-                        "drifted_slices",
-                        "insufficient_data",
-                        "accuracy",
-                        "estimated_accuracy",
-                    )
-                },
-                indent=2,
-            )
-        )
+    mon = start_monitor(settings, redis_url, str(bundle) if bundle else None, tag)
+    if not once:
+        mon.run_forever()
         return
-    if port:
-        metrics.serve(port)
-    mon.run_forever(interval)
+    summary = mon.run_once()
+    keys = (
+        "window_rows",
+        "drifted_slices",
+        "traffic_shifted_slices",
+        "explained_drift",
+        "insufficient_data",
+        "accuracy",
+        "estimated_accuracy",
+    )
+    typer.echo(json.dumps({k: summary[k] for k in keys}, indent=2))
 
 
 @app.command()
@@ -140,11 +131,9 @@ def webhook(
     from monitoring.webhook import create_app, default_retrain_command, retrain_worker
 
     if not token:
-        typer.echo(
-            "error: set SLICEWISE_WEBHOOK_TOKEN (or --token): the webhook refuses to run unauthenticated",
-            err=True,
+        raise SlicewiseError(
+            "set SLICEWISE_WEBHOOK_TOKEN (or --token): the webhook refuses to run unauthenticated"
         )
-        raise typer.Exit(2)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -187,7 +176,7 @@ def demo_traffic(
     from monitoring.demo_traffic import replay, shifted_sample
     from training.config import load_config
     from training.data import load_dataset, split_dataset
-    from training.slices import slice_membership
+    from training.slices import SliceError, slice_membership
 
     cfg = load_config(config)
     test = split_dataset(load_dataset(cfg), cfg.dataset.split).test
@@ -195,8 +184,7 @@ def demo_traffic(
     in_slice = [False] * len(texts)
     if shift_slice:
         if shift_slice not in cfg.slice_names:
-            typer.echo(f"error: unknown slice {shift_slice!r}; slices: {cfg.slice_names}", err=True)
-            raise typer.Exit(2)
+            raise SliceError(f"unknown slice {shift_slice!r}; slices: {cfg.slice_names}")
         in_slice = slice_membership(texts, cfg)[:, cfg.slice_names.index(shift_slice)].tolist()
     sample = shifted_sample(texts, in_slice, count, shift if shift_slice else 0.0, seed)
     rng = random.Random(seed)

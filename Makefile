@@ -52,7 +52,7 @@ bench: setup  ## run every benchmark in bench/ on one fresh bundle (slow; writes
 	$(VENV)/bin/slicewise train --kind baseline | tee .slicewise/baseline-train.log
 	$(VENV)/bin/slicewise export --no-register --out .slicewise/bundle-baseline \
 		--checkpoint "$$(sed -n 's/^checkpoint: //p' .slicewise/baseline-train.log)"
-	for b in onnx drift label_model epoxy snorkel_anchor commentary salience slices service; do $(PY) bench/bench_$$b.py || exit 1; done
+	for b in onnx drift label_model epoxy snorkel_anchor commentary salience slices service reliability; do $(PY) bench/bench_$$b.py || exit 1; done
 	$(PY) bench/update_readme.py
 
 readme:  ## copy bench/results/*.md into the README's benchmark section

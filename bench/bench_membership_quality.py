@@ -10,37 +10,67 @@ Validation numbers choose the demo's default membership; test numbers are report
 
 Run: .venv/bin/python bench/bench_membership_quality.py
   -> bench/results/membership_quality.{json,md,png}
+or one project per process (`--project tweets`, `--project sms-spam`: each writes
+bench/results/membership_quality_<project>.json), then `--combine` to write the report from them.
+Heads train on one torch thread: on the shared 2-core machine two threads spent their time
+handing off tiny products.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from typing import Any
 
 import numpy as np
+import torch
 from common import RESULTS, ROOT, write
 
-from training.config import load_config
+from training.config import KINDS, MEMBERSHIPS, load_config
 from training.evaluate import aggregate, head_slice_metrics, monitored_mean
 from training.train import prepare_data, train_head
 
 PROJECTS = {"tweets": "training/configs/tweets.yaml", "sms-spam": "training/configs/sms_spam.yaml"}
-KINDS = ("baseline", "sbl", "moa")
-MEMBERSHIPS = ("learned", "rules")
 SEEDS = (0, 1, 2)
 SPLITS = ("validation", "test")
 
 
-def run_project(path: str) -> dict[str, Any]:
-    """Every kind × membership × seed on one project; per-split seeds and their aggregate."""
+def run_project(
+    path: str,
+    train_rows: int = 0,
+    kinds: tuple[str, ...] = KINDS,
+    save: Any = None,
+) -> dict[str, Any]:
+    """Every kind × membership × seed on one project; per-split seeds and their aggregate.
+
+    `train_rows` > 0 trains on a stratified subsample of the training split (the same rows for
+    every head); validation and test stay whole.
+    """
     cfg = load_config(ROOT / path)
     t0 = time.perf_counter()
     prep = prepare_data(cfg, progress=False)
     prepare_s = time.perf_counter() - t0
     tr, va = prep.splits["train"], prep.splits["validation"]
+    if 0 < train_rows < len(tr):
+        from sklearn.model_selection import train_test_split
+
+        keep, _ = train_test_split(
+            np.arange(len(tr)), train_size=train_rows, stratify=tr.labels, random_state=0
+        )
+        tr = tr.subset(np.sort(keep))
     rows: dict[str, Any] = {}
     t1 = time.perf_counter()
-    for kind in KINDS:
+    out = {
+        "config": path,
+        "slices": cfg.slice_names,
+        "monitored": cfg.monitored_slices,
+        "sizes": {"train": len(tr), **{s: len(prep.splits[s]) for s in ("validation", "test")}},
+        "train_rows_of": len(prep.splits["train"]),
+        "prepare_seconds": prepare_s,
+        "rows": rows,
+    }
+    for kind in kinds:
         for membership in MEMBERSHIPS:
             key = f"{kind}/{membership}"
             if kind == "baseline" and membership == "rules":
@@ -68,15 +98,11 @@ def run_project(path: str) -> dict[str, Any]:
                     },
                 }
             print(key, _cell(rows[key]["test"]["monitored"]["macro_f1"]), flush=True)
-    return {
-        "config": path,
-        "slices": cfg.slice_names,
-        "monitored": cfg.monitored_slices,
-        "sizes": {s: len(prep.splits[s]) for s in ("train", "validation", "test")},
-        "prepare_seconds": prepare_s,
-        "heads_seconds": time.perf_counter() - t1,
-        "rows": rows,
-    }
+            out["heads_seconds"] = time.perf_counter() - t1
+            if save is not None:  # what finished is kept if the run is cut short
+                save(out)
+    out["heads_seconds"] = time.perf_counter() - t1
+    return out
 
 
 def _cell(m: dict[str, float]) -> str:
@@ -162,10 +188,43 @@ def bar_chart(result: dict[str, Any], path) -> None:
 
 
 def main() -> None:
-    """Run both projects and write the result files."""
-    result: dict[str, Any] = {"seeds": list(SEEDS), "projects": {}}
-    done = {name: run_project(path) for name, path in reversed(PROJECTS.items())}
-    result["projects"] = {name: done[name] for name in PROJECTS}  # sms first: tweets' cache fills
+    """Run one or both projects; write the report when both are there."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--project", choices=list(PROJECTS), help="run only this project")
+    ap.add_argument("--combine", action="store_true", help="report from the per-project files")
+    ap.add_argument("--train-rows", type=int, default=0, help="stratified training subsample")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated kinds to run")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    kinds = tuple(args.kinds.split(","))
+    if args.project:
+        part = RESULTS / f"membership_quality_{args.project}_{'-'.join(kinds)}.json"
+
+        def save(out: dict[str, Any]) -> None:
+            part.write_text(json.dumps(out, default=float))
+
+        save(run_project(PROJECTS[args.project], args.train_rows, kinds, save))
+        return
+    if args.combine:
+        done = {n: combine_parts(n) for n in PROJECTS}
+    else:
+        done = {name: run_project(path) for name, path in PROJECTS.items()}
+    report({"seeds": list(SEEDS), "projects": done})
+
+
+def combine_parts(project: str) -> dict[str, Any]:
+    """One project's result from its per-kinds files (rows in kind × membership order)."""
+    files = sorted(RESULTS.glob(f"membership_quality_{project}_*.json"))
+    parts = [json.loads(f.read_text()) for f in files]
+    out = {**parts[0], "heads_seconds": sum(p.get("heads_seconds", 0.0) for p in parts)}
+    rows = {k: v for p in parts for k, v in p["rows"].items()}
+    keys = [f"{k}/{m}" for k in KINDS for m in MEMBERSHIPS]
+    out["rows"] = {k: rows[k] for k in keys if k in rows}
+    return out
+
+
+def report(result: dict[str, Any]) -> None:
+    """Write membership_quality.{json,md,png} from every project's rows."""
     md = [
         "Frozen all-MiniLM-L6-v2 embeddings, heads trained per kind × `train.membership` × seed "
         f"{list(SEEDS)}; mean ± std over seeds. `learned`: SBL / MoA route on the indicator "
@@ -176,7 +235,8 @@ def main() -> None:
         project["beats_baseline"] = beats_baseline(project)
         md.append(
             f"## {name} ({project['config']}; train / validation / test = "
-            f"{project['sizes']['train']} / {project['sizes']['validation']} / "
+            f"{project['sizes']['train']} (of {project.get('train_rows_of', project['sizes']['train'])}) / "
+            f"{project['sizes']['validation']} / "
             f"{project['sizes']['test']})\n"
         )
         for split in ("test", "validation"):

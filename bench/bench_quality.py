@@ -10,7 +10,7 @@ import time
 
 from common import RESULTS, write
 
-from training.config import load_config
+from training.config import KINDS, load_config
 from training.evaluate import evaluate_project, markdown_table
 from training.train import prepare_data
 
@@ -19,9 +19,7 @@ t0 = time.perf_counter()
 prepared = prepare_data(cfg)
 embed_s = time.perf_counter() - t0
 t1 = time.perf_counter()
-result = evaluate_project(
-    cfg, ["baseline", "sbl", "moa"], [0, 1, 2], RESULTS / "quality_run", prepared=prepared
-)
+result = evaluate_project(cfg, list(KINDS), [0, 1, 2], RESULTS / "quality_run", prepared=prepared)
 heads_s = time.perf_counter() - t1
 shutil.move(RESULTS / "quality_run" / "evaluation.png", RESULTS / "quality.png")
 shutil.rmtree(RESULTS / "quality_run")

@@ -4,8 +4,8 @@ the default 1 MiB body limit and a password-protected Redis:
 1. bad inputs, one request each: the status, and whether the body is one `{"error": …}` object;
 2. a 20 MB body (Content-Length announced, and chunked without a length): time to the 413;
 3. a 20 MB body without a token: the 401 arrives although no byte of the body was sent;
-4. 60 s at concurrency 32 (one text a request): errors, and the server's resident memory
-   (process tree) sampled every second;
+4. 60 s at concurrency 32 (one text a request), after a 15 s warm-up at the same concurrency:
+   errors, and the server's resident memory (process tree) sampled every second;
 5. Redis stopped for 20 s under load (concurrency 16, 35 s): failed predictions.
 
 Run: .venv/bin/python bench/bench_reliability.py [--bundle DIR] [--seconds 60]
@@ -205,7 +205,9 @@ try:
         "chunked": [timed_big_body(server.port, True, True) for _ in range(5)],
         "no token": [timed_big_body(server.port, False, False, send_body=False) for _ in range(5)],
     }
-    asyncio.run(load(server.url, 3, 8))  # warm up
+    rss_idle = tree_rss(server.proc.pid)
+    warm = asyncio.run(load(server.url, 15, 32))  # warm-up at the same concurrency, not timed
+    rss_warm = tree_rss(server.proc.pid)
     rss: list[tuple[float, int]] = []
     t_start = time.perf_counter()
     steady = asyncio.run(
@@ -227,6 +229,9 @@ finally:
 mib = [r / 2**20 for _, r in rss]
 early = statistics.mean(mib[10:20]) if len(mib) >= 30 else mib[0]
 late = statistics.mean(mib[-10:])
+half = len(mib) // 2
+second_half_growth = max(mib[half:]) - mib[half]  # growth over the second half of the run
+every10 = {f"{t:.0f}s": round(r / 2**20, 1) for t, r in rss[::10]}
 result = {
     "bundle": bundle.manifest.version,
     "model_kind": bundle.manifest.model_kind,
@@ -234,7 +239,19 @@ result = {
     "big_body_seconds": {k: [round(s, 4) for _, s in v] for k, v in big.items()},
     "big_body_status": {k: sorted({st for st, _ in v}) for k, v in big.items()},
     "steady": steady,
-    "rss_mib": {"first": mib[0], "max": max(mib), "last": mib[-1], "s10_20": early, "last10": late},
+    "warm_up": warm,
+    "rss_mib": {
+        "idle": rss_idle / 2**20,
+        "after_warm_up": rss_warm / 2**20,
+        "first": mib[0],
+        "max": max(mib),
+        "last": mib[-1],
+        "s10_20": early,
+        "last10": late,
+        "second_half_growth": second_half_growth,
+        "every_10s": every10,
+        "samples": [round(m, 1) for m in mib],
+    },
     "redis_outage": during,
 }
 max_ms = {k: 1000 * max(s for _, s in v) for k, v in big.items()}
@@ -258,8 +275,9 @@ Model {bundle.manifest.model_kind} `{bundle.manifest.version}`, token required, 
 | 20 MB body, Content-Length announced → {big["content-length"][0][0]} | max {max_ms["content-length"]:.1f} ms over 5 tries |
 | 20 MB body, chunked (no length) → {big["chunked"][0][0]} | max {max_ms["chunked"]:.1f} ms over 5 tries |
 | 20 MB announced, no token, no body byte sent → {big["no token"][0][0]} | max {max_ms["no token"]:.1f} ms over 5 tries |
+| 15 s warm-up at concurrency 32, then | {warm["ok"]} ok, {warm["failed"]} failed; RSS {rss_idle / 2**20:.0f} → {rss_warm / 2**20:.0f} MiB |
 | {args.seconds:.0f} s at concurrency 32 | {steady["ok"]} ok, {steady["failed"]} failed, {steady["rps"]:.0f} req/s |
-| resident memory (server process tree) | {early:.0f} MiB at 10-20 s, {late:.0f} MiB in the last 10 s (max {max(mib):.0f}) |
+| resident memory (server process tree) | {early:.0f} MiB at 10-20 s, {late:.0f} MiB in the last 10 s (max {max(mib):.0f}); +{second_half_growth:.1f} MiB over the second half; every 10 s: {", ".join(f"{v:.0f}" for v in every10.values())} |
 | Redis stopped 20 s under load (concurrency 16, 35 s) | {during["ok"]} ok, {during["failed"]} failed predictions |
 """
 write("reliability", result, md)

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-import aiohttp
 import httpx
 import numpy as np
 import psutil
 import redis
 from common import ROOT, redis_outage, write
+from loadgen import load, raw_ort_throughput, tokenised_batches
 
 from service.settings import Settings
 from slicewise.core import contracts as c
@@ -50,79 +50,11 @@ texts = split_dataset(load_dataset(cfg), cfg.dataset.split).test["text"].tolist(
 ckpt = next((ROOT / ".slicewise" / "checkpoints").glob(f"*-{bundle.manifest.version}.pt"))
 
 
-async def load(url: str, seconds: float, concurrency: int = 32, rate: float | None = None) -> dict:
-    """Closed-loop load: `concurrency` clients, one text a request, for `seconds`.
-
-    aiohttp, not httpx: on these 2 cores the load generator shares the CPU with the service,
-    and httpx took ~30% of a core at 250 req/s where aiohttp takes ~7%.
-    """
-    lat, errors, done = [], 0, 0
-    deadline = time.perf_counter() + seconds
-    rng = np.random.default_rng(0)
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal errors, done
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            try:
-                body = {"texts": [texts[rng.integers(len(texts))]]}
-                async with session.post(url + "/predict", json=body) as r:
-                    await r.read()
-                    ok = r.status == 200
-            except (TimeoutError, aiohttp.ClientError):
-                ok = False
-            lat.append(time.perf_counter() - t0)
-            done += ok
-            errors += not ok
-            if rate:
-                await asyncio.sleep(max(0.0, concurrency / rate - (time.perf_counter() - t0)))
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
-    q = np.percentile(lat, [50, 95, 99]) * 1000 if lat else [np.nan] * 3
-    return {
-        "rps": done / wall,
-        "p50_ms": q[0],
-        "p95_ms": q[1],
-        "p99_ms": q[2],
-        "errors": errors,
-        "requests": done + errors,
-    }
-
-
-def raw_ort_throughput(model_file, batch: int, parallel: int = 1, threads: int = 0) -> float:
-    """Texts/s of bare `session.run` on pre-tokenised batches (no HTTP, no post-processing).
-
-    `parallel` calls at once from as many threads, each with `threads` intra-op threads
-    (0: ONNX Runtime's default, one per core).
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+def raw_ort(model_file, batch: int, parallel: int = 1, threads: int = 0) -> float:
+    """Raw ONNX Runtime texts/s of `model_file` on random test texts (see loadgen)."""
     tok = load_tokenizer(cfg.backbone)
-    rng = np.random.default_rng(1)
-    n = max(30, 1920 // batch)
-    feeds = []
-    for _ in range(n):
-        enc = tok(
-            [texts[i] for i in rng.integers(0, len(texts), batch)],
-            padding=True,
-            truncation=True,
-            max_length=cfg.backbone.max_length,
-            return_tensors="np",
-        )
-        feeds.append({k: enc[k].astype(np.int64) for k in c.INPUT_NAMES})
-    sess.run(None, feeds[0])
-    with ThreadPoolExecutor(parallel) as pool:
-        t0 = time.perf_counter()
-        list(pool.map(lambda f: sess.run(None, f), feeds))
-        return batch * n / (time.perf_counter() - t0)
+    feeds = tokenised_batches(tok, texts, batch, cfg.backbone.max_length, max(30, 1920 // batch))
+    return raw_ort_throughput(model_file, feeds, parallel, threads)
 
 
 def median_latencies(model_files: dict[str, object], batch: int = 32, rounds: int = 60) -> dict:
@@ -197,13 +129,13 @@ layouts = {  # name: (batch, calls at once, intra-op threads per call)
 }
 raw_runs: dict[str, list[float]] = {name: [] for name in layouts}
 try:
-    asyncio.run(load(server.url, 3))
-    asyncio.run(load(server_fp32.url, 3))
+    asyncio.run(load(server.url, texts, 3))
+    asyncio.run(load(server_fp32.url, texts, 3))
     for _ in range(args.rounds):  # interleaved: the four services, raw ONNX Runtime (all idle)
         for name, url in urls.items():
-            results[name].append(asyncio.run(load(url, args.seconds)))
+            results[name].append(asyncio.run(load(url, texts, args.seconds)))
         for name, (batch, parallel, threads) in layouts.items():
-            raw_runs[name].append(raw_ort_throughput(served_file, batch, parallel, threads))
+            raw_runs[name].append(raw_ort(served_file, batch, parallel, threads))
     naive.terminate()
     naive_int8.terminate()
     server_fp32.stop()
@@ -216,7 +148,7 @@ try:
     before = client.xlen(c.PREDICTIONS_STREAM)
 
     t = redis_outage(rds)
-    during = asyncio.run(load(server.url, 35, concurrency=16))
+    during = asyncio.run(load(server.url, texts, 35, concurrency=16))
     t.join()
     time.sleep(3)
     metrics = httpx.get(server.url + "/metrics").text
@@ -226,7 +158,7 @@ try:
         if line.startswith("slicewise_prediction_log_dropped_total")
     )
     after = client.xlen(c.PREDICTIONS_STREAM)
-    asyncio.run(load(server.url, 3, concurrency=4))
+    asyncio.run(load(server.url, texts, 3, concurrency=4))
     time.sleep(1)
     resumed = client.xlen(c.PREDICTIONS_STREAM) > after
 
@@ -237,7 +169,7 @@ try:
     ]
     rss0 = sum(p.memory_info().rss for p in procs if p.is_running())
     soak = asyncio.run(
-        load(server.url, args.soak_seconds, concurrency=8, rate=med["slicewise"]["rps"] / 2)
+        load(server.url, texts, args.soak_seconds, concurrency=8, rate=med["slicewise"]["rps"] / 2)
     )
     rss1 = sum(p.memory_info().rss for p in procs if p.is_running())
 finally:
@@ -247,6 +179,8 @@ finally:
     server.stop()
     rds.stop()
 
+gpu_file = ROOT / "bench" / "results" / "gpu.json"  # written by bench/bench_gpu.py, if ever run
+gpu_result = json.loads(gpu_file.read_text()) if gpu_file.exists() else None
 baseline_dir = ROOT / ".slicewise" / "bundle-baseline"
 files = {"slice": bundle.path / c.MODEL_ONNX}
 if baseline_dir.exists():
@@ -282,7 +216,13 @@ md = (
     )
     + f"""
 - Redis stopped 20 s under load (16 concurrent): {during["requests"]} requests, **{during["errors"]} failed**; dropped log entries counted: {dropped:.0f}; stream {before} → {after} entries, writing resumed: {resumed}.
-- Soak {args.soak_seconds:.0f}s at half the peak rate: {soak["requests"]} requests, **{soak["errors"]} errors**, p99 {soak["p99_ms"]:.0f} ms; resident memory {rss0 / 2**20:.0f} → {rss1 / 2**20:.0f} MiB (**{100 * (rss1 / rss0 - 1):+.1f}%**)."""
+- Soak {args.soak_seconds:.0f}s at half the peak rate: {soak["requests"]} requests, **{soak["errors"]} errors**, p99 {soak["p99_ms"]:.0f} ms; resident memory {rss0 / 2**20:.0f} → {rss1 / 2**20:.0f} MiB (**{100 * (rss1 / rss0 - 1):+.1f}%**).
+- GPU: """
+    + (
+        f"measured on {gpu_result['context']['date']}: see bench/results/gpu.md."
+        if gpu_result
+        else "not measured (no bench/results/gpu.json; `bench/gpu.sh` measures it on a GPU machine, docs/gpu.md)."
+    )
 )
 write(
     "service",

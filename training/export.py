@@ -11,7 +11,6 @@ the BentoML model store.
 
 from __future__ import annotations
 
-import collections
 import json
 import shutil
 import tempfile
@@ -31,6 +30,7 @@ from training.backbone import load_tokenizer
 from training.checkpoint import TrainedModel
 from training.config import ProjectConfig, SliceConfig
 from training.evaluate import slice_metrics
+from training.onnx_ops import optimize_onnx, quantize_onnx
 from training.prepared import PreparedData
 from training.slices import slice_evaluator
 
@@ -75,9 +75,14 @@ class OnnxRunner:
 
     @classmethod
     def open(
-        cls, model_path: Path, tokenizer: Any, max_length: int, rules: RulesFn | None = None
+        cls,
+        model_path: Path,
+        tokenizer: Any,
+        max_length: int,
+        rules: RulesFn | None = None,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
     ) -> OnnxRunner:
-        """Open `model_path` on the CPU provider.
+        """Open `model_path` on `providers` (the CPU provider unless told otherwise).
 
         Raises:
             ExportError: the model takes `slice_rules` and no `rules` is given.
@@ -86,7 +91,7 @@ class OnnxRunner:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model_path), opts, providers=list(providers))
         takes_rules = c.SLICE_RULES_INPUT in {i.name for i in session.get_inputs()}
         if takes_rules and rules is None:
             raise ExportError(f"{model_path} takes {c.SLICE_RULES_INPUT!r}; pass rules=")
@@ -148,59 +153,21 @@ def export_onnx(model: torch.nn.Module, tokenizer: Any, path: Path, opset: int) 
         )
 
 
-def optimize_onnx(src: Path, dst: Path, encoder_config: Any) -> dict[str, int]:
-    """ONNX Runtime transformer optimisation (BERT fusions); returns fused-op counts.
+def convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 copy of a fused model for the CUDA provider (inputs and outputs keep their types).
 
-    The fused `Attention` takes the raw 0/1 attention mask rather than ORT's default mask index:
-    8% faster at batch 32 on the demo model, the same at batch 1 (measured on 2 CPU cores).
-    """
-    from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    options = FusionOptions("bert")
-    options.attention_mask_format = AttentionMaskFormat.AttentionMask
-    opt = optimize_model(
-        str(src),
-        model_type="bert",
-        num_heads=encoder_config.num_attention_heads,
-        hidden_size=encoder_config.hidden_size,
-        optimization_options=options,
-    )
-    opt.save_model_to_file(str(dst))
-    counts = collections.Counter(n.op_type for n in opt.model.graph.node)
-    fused = (
-        "Attention",
-        "EmbedLayerNormalization",
-        "SkipLayerNormalization",
-        "BiasGelu",
-        "FastGelu",
-    )
-    return {k: counts[k] for k in fused if counts[k]}
-
-
-def quantize_onnx(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation of the encoder, per output channel with a reduced (7-bit) range.
-
-    The slice-aware head (nodes under `/head/`) stays fp32: a few small products next to the
-    encoder, so the slice scores keep full precision at no measurable cost in speed. Per-tensor
-    quantisation cost 1.6 macro-F1 points overall and 2.4 on the negation slice of the demo;
-    per-channel + reduced range costs about 0.5 points or less (bench/bench_onnx.py measures
-    both splits).
+    The final softmax and the slice sigmoids stay fp32 (`op_block_list`), so the served
+    probabilities keep full precision. The CPU provider runs it too (through casts, slower than
+    fp32): the service picks it only on CUDA.
     """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    graph = onnx.load(str(src), load_external_data=False).graph
-    head = [n.name for n in graph.node if n.name.startswith("/head/")]
-    head += [f"{name}_MatMul" for name in head]  # the quantiser first splits Gemm into these
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        reduce_range=True,
-        nodes_to_exclude=head,
+    model = OnnxModel(onnx.load(str(src)))
+    model.convert_float_to_float16(
+        keep_io_types=True, op_block_list=["Softmax", "Sigmoid", "SoftmaxCrossEntropyLoss"]
     )
+    model.save_model_to_file(str(dst))
 
 
 def check_parity(model: torch.nn.Module, runner: OnnxRunner, tolerance: float) -> dict[str, float]:
@@ -281,10 +248,23 @@ def export_bundle(
     trained: TrainedModel,
     prepared: PreparedData,
     out_dir: str | Path | None = None,
+    *,
     register: bool | None = None,
     progress: bool = True,
 ) -> c.Bundle:
     """Write the artifact bundle atomically into `out_dir` and (optionally) register it.
+
+    Args:
+        cfg: project config (export settings, slices, labels).
+        trained: the model to export, with its provenance.
+        prepared: the prepared data (validation for thresholds, test for the evaluation,
+            reference for the reference profile).
+        out_dir: bundle folder (default: `cfg.export.output_dir`).
+        register: register in the BentoML model store (default: `cfg.export.register_model`).
+        progress: show progress bars.
+
+    Returns:
+        The bundle, loaded back from `out_dir`.
 
     Raises:
         ExportError: parity failure or another failed check; `out_dir` is left as it was.
@@ -345,6 +325,8 @@ def _write_bundle(
     fused = optimize_onnx(raw, dst / c.MODEL_ONNX, model.encoder.config)
     if cfg.export.quantize:
         quantize_onnx(raw, dst / c.MODEL_INT8_ONNX)
+    if cfg.export.fp16:
+        convert_fp16(dst / c.MODEL_ONNX, dst / c.MODEL_FP16_ONNX)
     raw.unlink()
     for extra in dst.glob("*.onnx.data"):
         extra.unlink()

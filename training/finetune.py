@@ -7,6 +7,9 @@ when available (the reason to finetune at all).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -27,6 +30,8 @@ def finetune(
     seed: int = 0,
     sample_weight: np.ndarray | None = None,
     progress: bool = True,
+    device: str | torch.device | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> TrainedModel:
     """Train backbone and head end to end; return the best model on validation macro-F1.
 
@@ -37,13 +42,16 @@ def finetune(
         seed: makes the run deterministic (on CPU).
         sample_weight: optional per-example weights of the training split.
         progress: show a progress bar per epoch.
+        device: where to train; default CUDA when available, else the CPU.
+        on_epoch: called after each epoch with `(epoch, seconds it took with its validation,
+            validation macro-F1)`.
 
     Returns:
         The classifier of the best epoch, on CPU in eval mode (not yet checkpointed).
     """
     t = cfg.train
     gen = set_seed(seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tokenizer = load_tokenizer(cfg.backbone)
     encoder = load_encoder(cfg.backbone)
     model = SliceAwareClassifier(encoder, new_head(cfg, kind, encoder.config.hidden_size)).to(
@@ -95,6 +103,17 @@ def finetune(
             preds.append(probs.argmax(1).cpu().numpy())
         return {"val_macro_f1": macro_f1(val.labels, np.concatenate(preds), len(cfg.labels))}
 
+    clock = {"epoch": 0, "since": time.perf_counter()}
+
+    def validate_timed() -> dict[str, float]:  # validation ends each epoch: time it there
+        out = validate()  # its .cpu() waits for CUDA
+        now = time.perf_counter()
+        if on_epoch is not None:
+            on_epoch(clock["epoch"], now - clock["since"], out["val_macro_f1"])
+        clock["epoch"] += 1
+        clock["since"] = now
+        return out
+
     res = fit(
         model,
         opt,
@@ -103,7 +122,7 @@ def finetune(
         batch_size=min(t.batch_size, 32),
         epochs=t.finetune_epochs,
         generator=gen,
-        validate=validate,
+        validate=validate_timed,
         patience=t.patience,
         progress=progress,
         desc=f"finetune {kind}",

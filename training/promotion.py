@@ -27,6 +27,7 @@ def promotion_gate(
     candidate: dict[str, dict[str, float]],
     production: dict[str, dict[str, float]],
     monitored: list[str],
+    *,
     max_overall_drop: float,
     max_slice_drop: float,
 ) -> GateDecision:

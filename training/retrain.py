@@ -184,6 +184,7 @@ def _append(split: Any, cfg: ProjectConfig, texts: list[str], labels: np.ndarray
 def retrain(
     cfg: ProjectConfig,
     redis_url: str,
+    *,
     production_dir: Path | None = None,
     report_dir: Path = Path(".slicewise/reports"),
     shuffle_labels: bool = False,
@@ -194,6 +195,23 @@ def retrain(
 ) -> RetrainReport:
     """Run one retrain: data, candidate, gate, promote or reject. Never raises after start-up;
     a failure is reported (outcome `failed`) and production stays as it was.
+
+    Args:
+        cfg: project config (`promotion` holds ε and δ).
+        redis_url: Redis with the prediction log, feedback and the production key.
+        production_dir: production bundle folder when Redis names no version.
+        report_dir: where the run report (JSON) goes.
+        shuffle_labels: train on shuffled labels (a deliberately worse candidate, for tests).
+        use_feedback: add logged texts that got feedback labels.
+        reason: why the run started (the webhook passes the alert); kept in the report.
+        use_weak_labels: add logged texts without feedback, labelled by the LFs + label model.
+        progress: show progress bars.
+
+    Returns:
+        The report: outcome (`promoted`, `rejected`, `failed`), versions, gate decision, data.
+
+    Raises:
+        RetrainError: before start-up only (no production model, labels or slices differ).
     """
     client = redis.Redis.from_url(redis_url)
     report = RetrainReport("failed", None, None, reason=reason)
@@ -293,8 +311,8 @@ def _train_and_gate(
             report.candidate_metrics,
             report.production_metrics,
             cfg.monitored_slices,
-            cfg.promotion.max_overall_drop,
-            cfg.promotion.max_slice_drop,
+            max_overall_drop=cfg.promotion.max_overall_drop,
+            max_slice_drop=cfg.promotion.max_slice_drop,
         )
     report.decision = decision.as_dict()
     if decision.promote:

@@ -153,7 +153,7 @@ def explain(
             return_offsets_mapping=True,
         )
         ids, mask, offsets = enc["input_ids"], enc["attention_mask"], enc["offset_mapping"]
-        content = mask.bool() & ~torch.isin(ids, special)
+        content = mask.bool() & ~torch.isin(ids, special.to(ids.device))
         empty = (~content.any(1)).nonzero().flatten().tolist()
         if empty:
             i = start + empty[0]

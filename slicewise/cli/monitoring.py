@@ -6,7 +6,6 @@ Errors: `slicewise.cli.Commands` (exit code 2, one line).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +13,6 @@ from typing import Annotated
 import typer
 
 from slicewise.cli.options import ConfigOpt, RedisOpt
-from slicewise.core.errors import SlicewiseError
 
 app = typer.Typer()
 
@@ -123,26 +121,20 @@ def webhook(
 
     Example: `SLICEWISE_WEBHOOK_TOKEN=s3cret slicewise webhook --run-retrains --port 9102`.
     """
-    import threading
+    from monitoring.webhook import serve_webhook
 
-    import redis
-    import uvicorn
-
-    from monitoring.webhook import create_app, default_retrain_command, retrain_worker
-
-    if not token:
-        raise SlicewiseError(
-            "set SLICEWISE_WEBHOOK_TOKEN (or --token): the webhook refuses to run unauthenticated"
-        )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    client = redis.Redis.from_url(redis_url)
-    if run_retrains:
-        stop = threading.Event()
-        cmd = [*default_retrain_command(str(config) if config else None), "--redis-url", redis_url]
-        threading.Thread(target=retrain_worker, args=(client, cmd, stop), daemon=True).start()
-    uvicorn.run(create_app(client, token, dedup_ttl), host=host, port=port, log_level="warning")
+    serve_webhook(
+        redis_url=redis_url,
+        token=token,
+        host=host,
+        port=port,
+        dedup_ttl=dedup_ttl,
+        run_retrains=run_retrains,
+        config=str(config) if config else None,
+    )
 
 
 @app.command("demo-traffic")
@@ -168,43 +160,20 @@ def demo_traffic(
 
     Example: `slicewise demo-traffic --count 3000 --shift-slice negation --shift 0.9`.
     """
-    import asyncio
-    import random
-
-    from tqdm.auto import tqdm
-
-    from monitoring.demo_traffic import replay, shifted_sample
+    from slicewise.demo import replay_test_split
     from training.config import load_config
-    from training.data import load_dataset, split_dataset
-    from training.slices import SliceError, slice_membership
 
-    cfg = load_config(config)
-    test = split_dataset(load_dataset(cfg), cfg.dataset.split).test
-    texts, truth = test["text"].tolist(), dict(zip(test["text"], test["label"], strict=False))
-    in_slice = [False] * len(texts)
-    if shift_slice:
-        if shift_slice not in cfg.slice_names:
-            raise SliceError(f"unknown slice {shift_slice!r}; slices: {cfg.slice_names}")
-        in_slice = slice_membership(texts, cfg)[:, cfg.slice_names.index(shift_slice)].tolist()
-    sample = shifted_sample(texts, in_slice, count, shift if shift_slice else 0.0, seed)
-    rng = random.Random(seed)
-    give = (
-        (lambda t: truth.get(t) if rng.random() < feedback_share else None)
-        if feedback_share
-        else None
+    res = replay_test_split(
+        load_config(config),
+        url=url,
+        count=count,
+        shift_slice=shift_slice,
+        shift=shift,
+        feedback_share=feedback_share,
+        concurrency=concurrency,
+        batch=batch,
+        seed=seed,
     )
-    with tqdm(total=count, desc="demo traffic", unit="text") as bar:
-        res = asyncio.run(
-            replay(
-                url,
-                sample,
-                batch,
-                concurrency,
-                token=os.environ.get("SLICEWISE_API_TOKEN"),
-                feedback=give,
-                progress=bar.update,
-            )
-        )
     typer.echo(
         f"sent {res.sent} texts in {res.seconds:.1f}s: {res.ok} ok, {res.failed} failed, {res.feedback} feedback"
     )

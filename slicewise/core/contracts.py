@@ -27,6 +27,7 @@ MODEL_NAME = "slicewise-classifier"
 # Files of the artifact bundle.
 MODEL_ONNX = "model.onnx"
 MODEL_INT8_ONNX = "model.int8.onnx"
+MODEL_FP16_ONNX = "model.fp16.onnx"  # optional: fp16 for the CUDA provider
 TOKENIZER_DIR = "tokenizer"
 MANIFEST_JSON = "manifest.json"
 REFERENCE_PARQUET = "reference.parquet"
@@ -182,6 +183,12 @@ class Bundle:
     def load(cls, path: str | Path) -> Bundle:
         """Open and validate a bundle directory.
 
+        Args:
+            path: the bundle folder (docs/design.md §5).
+
+        Returns:
+            The bundle with its validated manifest.
+
         Raises:
             BundleError: naming the missing file or the invalid manifest field.
         """
@@ -208,10 +215,20 @@ class Bundle:
             )
         return cls(root, manifest)
 
-    def model_file(self, prefer_int8: bool = False) -> Path:
-        """The ONNX file to serve: the int8 variant when asked for and present."""
-        int8 = self.path / MODEL_INT8_ONNX
-        return int8 if prefer_int8 and int8.exists() else self.path / MODEL_ONNX
+    def model_file(self, prefer_int8: bool = False, prefer_fp16: bool = False) -> Path:
+        """The ONNX file to serve.
+
+        Args:
+            prefer_int8: take `model.int8.onnx` when the bundle has it.
+            prefer_fp16: take `model.fp16.onnx` when the bundle has it (and int8 is not taken).
+
+        Returns:
+            The int8 (or fp16) file when asked for and present, else `model.onnx`.
+        """
+        for wanted, name in ((prefer_int8, MODEL_INT8_ONNX), (prefer_fp16, MODEL_FP16_ONNX)):
+            if wanted and (self.path / name).exists():
+                return self.path / name
+        return self.path / MODEL_ONNX
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -334,7 +351,18 @@ class PredictionRecord:
 
     @classmethod
     def from_fields(cls, fields: Mapping[str | bytes, str | bytes]) -> PredictionRecord:
-        """Parse a stream entry (bytes or str keys and values)."""
+        """Parse a stream entry.
+
+        Args:
+            fields: the entry's fields as Redis returns them (bytes or str keys and values).
+
+        Returns:
+            The record.
+
+        Raises:
+            KeyError: a required field is missing.
+            ValueError: a field does not parse, or the confidence is not finite.
+        """
         f = {_s(k): _s(v) for k, v in fields.items()}
         confidence = float(f["confidence"])
         if not math.isfinite(confidence):

@@ -21,6 +21,12 @@ def record_feedback(
 ) -> str | None:
     """Set the label of a prediction (replacing an earlier one) and log the event.
 
+    Args:
+        client: Redis (the service's log connection).
+        prediction_id: the id `/predict` returned.
+        label: the true label (validated by the caller against the manifest's labels).
+        maxlen: approximate length cap of the `slicewise:feedback` stream.
+
     Returns:
         The label it replaced, or None when the prediction had none.
     """
@@ -39,10 +45,21 @@ def record_feedback(
 
 
 def read_feedback_labels(client: redis.Redis, count: int = 100_000) -> dict[str, str]:
-    """The current label of every prediction that got feedback: {prediction id: label}.
+    """The current label of every prediction that got feedback: the one reader of feedback
+    (the monitor and retraining call it).
 
     Labels written before the hash existed (stream entries only) count too, the latest per id,
     unless the hash has a label for that id.
+
+    Args:
+        client: Redis holding `slicewise:feedback:labels` and `slicewise:feedback`.
+        count: how many of the newest stream entries to read.
+
+    Returns:
+        `{prediction id: label}`.
+
+    Raises:
+        redis.RedisError: Redis cannot be read.
     """
     labels: dict[str, str] = {}
     for _, fields in reversed(client.xrevrange(FEEDBACK_STREAM, count=count)):

@@ -116,7 +116,17 @@ class LocalRedis:
         return args
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING.
+
+        Args:
+            timeout: seconds to wait for the first PONG.
+
+        Returns:
+            This server, running (already running: unchanged).
+
+        Raises:
+            RedisServerError: it did not start or answer in time.
+        """
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.proc = subprocess.Popen(

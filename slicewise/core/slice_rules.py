@@ -80,6 +80,14 @@ def resolve_function(
 ) -> Callable[..., Any]:
     """A registered function by name, or `package.module:function` imported on demand.
 
+    Args:
+        ref: a registered name or `package.module:function`.
+        registry: the names to look in (default: `@slicing_function`'s registry).
+        kind: `slicing` or `labeling`, for messages.
+
+    Returns:
+        The function.
+
     Raises:
         SliceError: naming the reference and why it cannot be resolved.
     """
@@ -185,6 +193,15 @@ def compile_rule(
 ) -> CompiledRule:
     """Compile one rule definition (any object with keywords / regex / word_count / function).
 
+    Args:
+        name: the slice's (or LF's) name, for messages.
+        definition: the rule: a config slice, a manifest `SliceRule`, a labeling function.
+        registry: where `function` names are looked up (default: `@slicing_function`'s).
+        kind: `slicing` or `labeling`, for messages.
+
+    Returns:
+        The compiled rule (`test(text)` decides one text).
+
     Raises:
         SliceError: naming the slice when the rule is empty, ambiguous, does not compile, or its
             function cannot be resolved.
@@ -273,6 +290,12 @@ class RuleEvaluator:
     def evaluate(self, texts: Sequence[Any]) -> np.ndarray:
         """The exact boolean membership `[N, k]`, columns in rule order.
 
+        Args:
+            texts: the texts (a non-string is read as `str(value)`).
+
+        Returns:
+            Boolean array `[len(texts), len(rules)]`.
+
         Raises:
             SliceError: when a Python slicing function raises, naming it and the text index.
         """
@@ -288,6 +311,14 @@ def compile_rules(
     kind: str = "slicing",
 ) -> RuleEvaluator:
     """Compile named rule definitions (each with a `name`) into one evaluator.
+
+    Args:
+        definitions: the rules, in column order.
+        registry: where `function` names are looked up (default: `@slicing_function`'s).
+        kind: `slicing` or `labeling`, for messages.
+
+    Returns:
+        The evaluator; `evaluate(texts)` gives membership `[N, k]`.
 
     Raises:
         SliceError: naming the first slice whose rule does not compile.

@@ -29,3 +29,36 @@ def test_embeddings_are_order_independent_and_cached(tiny_backbone_dir, tmp_path
 def test_backbone_path_that_is_not_a_model(tmp_path) -> None:
     with pytest.raises(BackboneError, match=r"no config\.json"):
         backbone_path(BackboneConfig(path=tmp_path))
+
+
+def test_onnx_embeddings_match_torch_and_the_encoder_is_exported_once(
+    tiny_backbone_dir, tmp_path
+) -> None:
+    texts = ["a short one", "a much longer text with many more words in it", "mid", "ok ok"]
+    emb = {}
+    for runtime in ("torch", "onnx", "onnx-int8"):
+        cfg = BackboneConfig(path=tiny_backbone_dir, max_length=16, embed_runtime=runtime)
+        emb[runtime] = embed_texts(cfg, texts, batch_size=3, cache_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(emb["onnx"], emb["torch"], atol=1e-4)
+    cos = (emb["onnx-int8"] * emb["torch"]).sum(1) / (
+        np.linalg.norm(emb["onnx-int8"], axis=1) * np.linalg.norm(emb["torch"], axis=1)
+    )
+    assert cos.min() > 0.95 and not np.allclose(emb["onnx-int8"], emb["torch"], atol=1e-4)
+    # one export (fp32 + int8 files) serves both runtimes; one embedding file per runtime
+    assert sorted(p.name.split(".", 1)[1] for p in tmp_path.glob("encoder-*.onnx")) == [
+        "fp32.onnx",
+        "int8.onnx",
+    ]
+    assert len(list(tmp_path.glob("emb-*.npy"))) == 3
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_project_config_embeds_with_the_encoder_it_serves(tiny_backbone_dir) -> None:
+    from training.config import parse_config
+
+    base = {"labels": ["a", "b"], "backbone": {"path": str(tiny_backbone_dir)}}
+    assert parse_config(base).backbone.embed_runtime == "onnx-int8"
+    fp32 = parse_config({**base, "export": {"quantize": False}})
+    assert fp32.backbone.embed_runtime == "onnx"
+    explicit = parse_config({**base, "backbone": {"path": ".", "embed_runtime": "torch"}})
+    assert explicit.backbone.embed_runtime == "torch"

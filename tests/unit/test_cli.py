@@ -102,3 +102,10 @@ def test_override_validates_and_leaves_the_section_alone() -> None:
         override(base, "test", drift_share=2.0)
     with pytest.raises(ConfigError, match="window_sise"):
         override(base, "test", window_sise=10)
+
+
+def test_webhook_refuses_to_start_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLICEWISE_WEBHOOK_TOKEN", raising=False)
+    res = _run("webhook", "--port", "1")
+    assert res.exit_code == 2
+    assert res.output.startswith("error: set SLICEWISE_WEBHOOK_TOKEN")

@@ -38,7 +38,11 @@ CASES = [
 @pytest.mark.parametrize(("cand", "promote", "blocked"), CASES)
 def test_gate(cand, promote, blocked) -> None:
     decision = promotion_gate(
-        {k: {"macro_f1": v} for k, v in cand.items()}, PROD, ["negation", "question"], 0.005, 0.01
+        {k: {"macro_f1": v} for k, v in cand.items()},
+        PROD,
+        ["negation", "question"],
+        max_overall_drop=0.005,
+        max_slice_drop=0.01,
     )
     assert decision.promote is promote
     assert [r.split(":")[0] for r in decision.reasons if "drops" in r] == blocked
@@ -51,5 +55,7 @@ def test_unmeasurable_monitored_slice_blocks_promotion() -> None:
         "negation": {"macro_f1": math.nan},
         "question": {"macro_f1": 0.9},
     }
-    decision = promotion_gate(cand, PROD, ["negation", "question"], 0.005, 0.01)
+    decision = promotion_gate(
+        cand, PROD, ["negation", "question"], max_overall_drop=0.005, max_slice_drop=0.01
+    )
     assert not decision.promote and "negation: no held-out rows" in decision.reasons[0]

@@ -267,12 +267,16 @@ def slice_drift(
     return out
 
 
-def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, manifest: c.Manifest) -> Any:
-    """An Evidently `DataDriftPreset` report over the same columns (kept as HTML per run)."""
+def evidently_report(
+    reference: pd.DataFrame, current: pd.DataFrame, manifest: c.Manifest, slice_name: str = ""
+) -> Any:
+    """An Evidently `DataDriftPreset` report over the columns `slice_drift` compares for
+    `slice_name` (default: every column, as for `all`; kept as HTML per run).
+    """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    cols = drift_columns(manifest, "")
+    cols = drift_columns(manifest, slice_name)
     numerical = [col for col, kind in cols if kind == ColumnType.Numerical]
     categorical = [col for col, kind in cols if kind == ColumnType.Categorical]
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)

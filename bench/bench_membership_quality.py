@@ -36,7 +36,12 @@ SEEDS = (0, 1, 2)
 SPLITS = ("validation", "test")
 
 
-def run_project(path: str, train_rows: int = 0) -> dict[str, Any]:
+def run_project(
+    path: str,
+    train_rows: int = 0,
+    kinds: tuple[str, ...] = KINDS,
+    save: Any = None,
+) -> dict[str, Any]:
     """Every kind × membership × seed on one project; per-split seeds and their aggregate.
 
     `train_rows` > 0 trains on a stratified subsample of the training split (the same rows for
@@ -56,7 +61,16 @@ def run_project(path: str, train_rows: int = 0) -> dict[str, Any]:
         tr = tr.subset(np.sort(keep))
     rows: dict[str, Any] = {}
     t1 = time.perf_counter()
-    for kind in KINDS:
+    out = {
+        "config": path,
+        "slices": cfg.slice_names,
+        "monitored": cfg.monitored_slices,
+        "sizes": {"train": len(tr), **{s: len(prep.splits[s]) for s in ("validation", "test")}},
+        "train_rows_of": len(prep.splits["train"]),
+        "prepare_seconds": prepare_s,
+        "rows": rows,
+    }
+    for kind in kinds:
         for membership in MEMBERSHIPS:
             key = f"{kind}/{membership}"
             if kind == "baseline" and membership == "rules":
@@ -84,16 +98,11 @@ def run_project(path: str, train_rows: int = 0) -> dict[str, Any]:
                     },
                 }
             print(key, _cell(rows[key]["test"]["monitored"]["macro_f1"]), flush=True)
-    return {
-        "config": path,
-        "slices": cfg.slice_names,
-        "monitored": cfg.monitored_slices,
-        "sizes": {"train": len(tr), **{s: len(prep.splits[s]) for s in ("validation", "test")}},
-        "train_rows_of": len(prep.splits["train"]),
-        "prepare_seconds": prepare_s,
-        "heads_seconds": time.perf_counter() - t1,
-        "rows": rows,
-    }
+            out["heads_seconds"] = time.perf_counter() - t1
+            if save is not None:  # what finished is kept if the run is cut short
+                save(out)
+    out["heads_seconds"] = time.perf_counter() - t1
+    return out
 
 
 def _cell(m: dict[str, float]) -> str:
@@ -184,21 +193,34 @@ def main() -> None:
     ap.add_argument("--project", choices=list(PROJECTS), help="run only this project")
     ap.add_argument("--combine", action="store_true", help="report from the per-project files")
     ap.add_argument("--train-rows", type=int, default=0, help="stratified training subsample")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated kinds to run")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    kinds = tuple(args.kinds.split(","))
     if args.project:
-        part = RESULTS / f"membership_quality_{args.project}.json"
-        part.write_text(
-            json.dumps(run_project(PROJECTS[args.project], args.train_rows), default=float)
-        )
+        part = RESULTS / f"membership_quality_{args.project}_{'-'.join(kinds)}.json"
+
+        def save(out: dict[str, Any]) -> None:
+            part.write_text(json.dumps(out, default=float))
+
+        save(run_project(PROJECTS[args.project], args.train_rows, kinds, save))
         return
     if args.combine:
-        done = {
-            n: json.loads((RESULTS / f"membership_quality_{n}.json").read_text()) for n in PROJECTS
-        }
+        done = {n: combine_parts(n) for n in PROJECTS}
     else:
         done = {name: run_project(path) for name, path in PROJECTS.items()}
     report({"seeds": list(SEEDS), "projects": done})
+
+
+def combine_parts(project: str) -> dict[str, Any]:
+    """One project's result from its per-kinds files (rows in kind × membership order)."""
+    files = sorted(RESULTS.glob(f"membership_quality_{project}_*.json"))
+    parts = [json.loads(f.read_text()) for f in files]
+    out = {**parts[0], "heads_seconds": sum(p.get("heads_seconds", 0.0) for p in parts)}
+    rows = {k: v for p in parts for k, v in p["rows"].items()}
+    keys = [f"{k}/{m}" for k in KINDS for m in MEMBERSHIPS]
+    out["rows"] = {k: rows[k] for k in keys if k in rows}
+    return out
 
 
 def report(result: dict[str, Any]) -> None:

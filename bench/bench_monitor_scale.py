@@ -22,10 +22,11 @@ from common import ROOT, write
 
 from monitoring.accuracy import estimated_accuracy, feedback_accuracy
 from monitoring.drift import slice_drift, slice_masks
-from monitoring.monitor import Monitor, MonitorSettings
+from monitoring.monitor import Monitor
 from monitoring.window import read_feedback, read_window
 from slicewise.core import contracts as c
 from slicewise.core.redis_server import LocalRedis
+from slicewise.core.settings import MonitorConfig
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--bundle", type=Path, default=None)
@@ -167,7 +168,7 @@ try:
                 pipe.execute()
         pipe.execute()
         written = size
-        settings = MonitorSettings(window_size=size, report_dir=None)
+        settings = MonitorConfig(window_size=size, report_dir=None)
         monitor = Monitor(bundle, client, settings)
         phases, cpu = {}, {}
         clock = cpu_now()

@@ -129,14 +129,14 @@ def encoder_onnx(cfg: BackboneConfig, cache_dir: Path, int8: bool, opset: int = 
     """The backbone + mean pooling as ONNX (fused fp32, or int8 like the bundle), cached.
 
     Exported once per backbone into `cache_dir` (next to the embedding cache); the int8 file is
-    quantised from the unfused graph with the bundle's settings (training.export.quantize_onnx),
+    quantised from the unfused graph with the bundle's settings (training.onnx_ops.quantize_onnx),
     so training embeds with the encoder the int8 bundle serves.
     """
     import warnings
 
     import torch
 
-    from training.export import optimize_onnx, quantize_onnx  # export imports this module
+    from training.onnx_ops import optimize_onnx, quantize_onnx
 
     h = _backbone_hash(cfg)
     h.update(f"encoder-onnx:{opset}:{torch.__version__}".encode())

@@ -43,11 +43,16 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: setup  ## run every benchmark in bench/ (slow; writes bench/results/), then refresh the README tables
+bench: setup  ## run every benchmark in bench/ on one fresh bundle (slow; writes bench/results/), then refresh the README tables
 	$(PY) bench/bench_quality.py
 	$(PY) bench/bench_train_speed.py
+	$(PY) bench/tune_heads.py
 	$(VENV)/bin/slicewise export --out .slicewise/bundle
-	for b in onnx drift label_model snorkel_anchor commentary salience service reliability; do $(PY) bench/bench_$$b.py || exit 1; done
+	# the plain-head bundle the service bench compares the slice heads with
+	$(VENV)/bin/slicewise train --kind baseline | tee .slicewise/baseline-train.log
+	$(VENV)/bin/slicewise export --no-register --out .slicewise/bundle-baseline \
+		--checkpoint "$$(sed -n 's/^checkpoint: //p' .slicewise/baseline-train.log)"
+	for b in onnx drift label_model epoxy snorkel_anchor commentary salience slices service reliability; do $(PY) bench/bench_$$b.py || exit 1; done
 	$(PY) bench/update_readme.py
 
 readme:  ## copy bench/results/*.md into the README's benchmark section

@@ -1,7 +1,10 @@
 """Commentaries vs unweighted training on the demo (frozen MiniLM), 3 seeds, test split.
 
-One commentary is learned (through SBL inner runs, seed 0) and then used for: SBL heads (the
-kind it was learned with) and MoA heads — a reused commentary on a fresh model of another kind.
+Two commentaries are learned (through SBL inner runs, seed 0): the short horizon (a fresh
+head for every outer step, `inner_steps` SGD steps: the original set-up) and the warm-started
+one (the head continues across outer steps for `commentary.horizon` steps, the default). Each
+is used for SBL heads (the kind it was learned with) and MoA heads — a reused commentary on a
+fresh model of another kind.
 Also reported: optimisation steps until the validation loss reaches the unweighted model's best.
 
 Run: .venv/bin/python bench/bench_commentary.py  -> bench/results/commentary.{json,md}
@@ -22,13 +25,23 @@ from training.train import prepare_data, train_head
 cfg = load_config()
 prep = prepare_data(cfg, progress=False)
 tr, va, te = (prep.splits[s] for s in ("train", "validation", "test"))
-t0 = time.perf_counter()
-com = learn_commentary(cfg, prep, "sbl", seed=0, progress=False)
-learn_s = time.perf_counter() - t0
+commentaries, learn_s = {}, {}
+for variant, horizon in (
+    ("short horizon", cfg.commentary.inner_steps),
+    ("warm-started", cfg.commentary.horizon),
+):
+    c2 = cfg.model_copy(deep=True)
+    c2.commentary.horizon = horizon
+    t0 = time.perf_counter()
+    commentaries[variant] = learn_commentary(c2, prep, "sbl", seed=0, progress=False)
+    learn_s[variant] = time.perf_counter() - t0
+com = commentaries["warm-started"]
 rows: dict[str, list[dict]] = {}
 for kind in ("sbl", "moa"):
-    for weighted in (False, True):
-        name = f"{kind} {'+ commentary' + (' (reused)' if kind == 'moa' else '') if weighted else 'unweighted'}"
+    for variant in (None, *commentaries):
+        reused = " (reused)" if kind == "moa" else ""
+        name = f"{kind} + {variant} commentary{reused}" if variant else f"{kind} unweighted"
+        weights = commentaries[variant].weights if variant else None
         rows[name] = []
         for seed in (0, 1, 2):
             res = train_head(
@@ -37,7 +50,7 @@ for kind in ("sbl", "moa"):
                 tr,
                 va,
                 seed=seed,
-                sample_weight=com.weights if weighted else None,
+                sample_weight=weights,
                 progress=False,
             )  # type: ignore[arg-type]
             m = head_slice_metrics(cfg, res.head, te)
@@ -77,13 +90,21 @@ groups = (
     + [(f"label {lab}", w[tr.labels == i]) for i, lab in enumerate(cfg.labels)]
     + [(f"slice {s}", w[tr.membership[:, j]]) for j, s in enumerate(cfg.slice_names)]
 )
-lines += ["", "| learned weights | mean | 10th pct | 90th pct |", "|---|---:|---:|---:|"]
+short = commentaries["short horizon"].weights
+lines += [
+    "",
+    "| learned weights (warm-started) | mean | 10th pct | 90th pct |",
+    "|---|---:|---:|---:|",
+]
 lines += [
     f"| {g} | {v.mean():.3f} | {np.percentile(v, 10):.3f} | {np.percentile(v, 90):.3f} |"
     for g, v in groups
 ]
 lines.append(
-    f"\nCommentary learned in {learn_s:.0f}s ({cfg.commentary.outer_steps} outer × {cfg.commentary.inner_steps} inner steps)."
+    f"\nCommentaries learned in {learn_s['short horizon']:.0f}s (short horizon) and "
+    f"{learn_s['warm-started']:.0f}s (warm-started, {cfg.commentary.horizon}-step horizon); "
+    f"{cfg.commentary.outer_steps} outer × {cfg.commentary.inner_steps} inner steps each. "
+    f"Weight correlation between the two: {np.corrcoef(w, short)[0, 1]:.2f}."
 )
 write(
     "commentary",
@@ -92,6 +113,7 @@ write(
             k: [{x: y for x, y in r.items() if x != "history"} for r in v] for k, v in rows.items()
         },
         "learn_seconds": learn_s,
+        "weights_mean": {k: float(v.weights.mean()) for k, v in commentaries.items()},
     },
     "\n".join(lines),
 )

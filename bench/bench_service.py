@@ -1,7 +1,8 @@
 """Service benchmarks on the demo model (2 CPU cores):
 
-1. throughput and latency at concurrency 32 (one text per request), slicewise vs a naive PyTorch
-   eager service (one request at a time, no batching), interleaved rounds, medians;
+1. throughput and latency at concurrency 32 (one text per request), like for like: slicewise on
+   the int8 and on the fp32 ONNX file, a naive service (one request at a time, no batching) in
+   PyTorch eager fp32 and in ONNX Runtime on the same int8 file; interleaved rounds, medians;
 2. the raw ONNX Runtime batch throughput of the same model file (the ceiling), two ways: one
    call at a time on all cores (batch 64), and the service's layout (as many single-threaded
    calls at once as it has model workers, batch 16: the fastest layout measured here), in
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -84,23 +86,42 @@ def median_latencies(model_files: dict[str, object], batch: int = 32, rounds: in
 
 
 rds = LocalRedis().start()
+served_file = bundle.model_file(prefer_int8=True)
 server = BentoServer(
     {"SLICEWISE_MODEL_DIR": str(bundle.path), "REDIS_URL": rds.url},
     log_file=ROOT / ".slicewise/bench_service.log",
 ).start()
-naive_port = free_port()
-naive = subprocess.Popen(
-    [sys.executable, str(ROOT / "bench/naive_service.py"), str(ckpt), str(naive_port)]
-)
-naive_url = f"http://127.0.0.1:{naive_port}"
-for _ in range(120):
-    try:
-        httpx.post(naive_url + "/predict", json={"texts": ["warm up"]}, timeout=5)
-        break
-    except httpx.HTTPError:
-        time.sleep(1)
-served_file = bundle.model_file(prefer_int8=True)
-results: dict[str, list[dict]] = {"slicewise": [], "naive": []}
+server_fp32 = BentoServer(  # the same service on the fp32 file: beside the naive fp32 row
+    {"SLICEWISE_MODEL_DIR": str(bundle.path), "REDIS_URL": rds.url, "SLICEWISE_PREFER_INT8": "0"},
+    log_file=ROOT / ".slicewise/bench_service_fp32.log",
+).start()
+
+
+def start_naive(*model_file: str) -> tuple[subprocess.Popen, str]:
+    """The naive service (PyTorch eager, or ONNX Runtime on `model_file`), warmed up."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench/naive_service.py"), str(ckpt), str(port), *model_file]
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            httpx.post(url + "/predict", json={"texts": ["warm up"]}, timeout=5)
+            break
+        except httpx.HTTPError:
+            time.sleep(1)
+    return proc, url
+
+
+naive, naive_url = start_naive()
+naive_int8, naive_int8_url = start_naive(str(served_file))
+urls = {  # row: url; slicewise (int8 when the bundle has it) is the headline row
+    "slicewise": server.url,
+    "slicewise fp32": server_fp32.url,
+    "naive": naive_url,
+    "naive int8": naive_int8_url,
+}
+results: dict[str, list[dict]] = {name: [] for name in urls}
 workers = Settings.from_env().model_workers
 layouts = {  # name: (batch, calls at once, intra-op threads per call)
     "one call, all cores, batch 64": (64, 1, 0),
@@ -109,12 +130,15 @@ layouts = {  # name: (batch, calls at once, intra-op threads per call)
 raw_runs: dict[str, list[float]] = {name: [] for name in layouts}
 try:
     asyncio.run(load(server.url, texts, 3))
-    for _ in range(args.rounds):  # interleaved: service, naive, raw ONNX Runtime (both idle)
-        results["slicewise"].append(asyncio.run(load(server.url, texts, args.seconds)))
-        results["naive"].append(asyncio.run(load(naive_url, texts, args.seconds)))
+    asyncio.run(load(server_fp32.url, texts, 3))
+    for _ in range(args.rounds):  # interleaved: the four services, raw ONNX Runtime (all idle)
+        for name, url in urls.items():
+            results[name].append(asyncio.run(load(url, texts, args.seconds)))
         for name, (batch, parallel, threads) in layouts.items():
             raw_runs[name].append(raw_ort(served_file, batch, parallel, threads))
     naive.terminate()
+    naive_int8.terminate()
+    server_fp32.stop()
     med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
     raw = {name: statistics.median(v) for name, v in raw_runs.items()}
     ceiling = max(raw.values())
@@ -150,22 +174,37 @@ try:
     rss1 = sum(p.memory_info().rss for p in procs if p.is_running())
 finally:
     naive.kill()
+    naive_int8.kill()
+    server_fp32.stop()
     server.stop()
     rds.stop()
 
+gpu_file = ROOT / "bench" / "results" / "gpu.json"  # written by bench/bench_gpu.py, if ever run
+gpu_result = json.loads(gpu_file.read_text()) if gpu_file.exists() else None
 baseline_dir = ROOT / ".slicewise" / "bundle-baseline"
 files = {"slice": bundle.path / c.MODEL_ONNX}
 if baseline_dir.exists():
     files["plain"] = baseline_dir / c.MODEL_ONNX
 heads = median_latencies(files)
 s, n = med["slicewise"], med["naive"]
+s32, n8 = med["slicewise fp32"], med["naive int8"]
+ROWS = {
+    "slicewise": f"slicewise (BentoML, in-process adaptive batching, {workers} model workers, ONNX Runtime {served_file.name})",
+    "slicewise fp32": f"slicewise, same service on {c.MODEL_ONNX} (fp32)",
+    "naive": "naive (PyTorch eager fp32, one request at a time)",
+    "naive int8": f"naive on ONNX Runtime {served_file.name} (one request at a time)",
+}
 md = (
     f"""| concurrency 32, 1 text/request, {args.rounds}×{args.seconds:.0f}s interleaved | req/s | p50 ms | p95 ms | p99 ms | errors |
 |---|---:|---:|---:|---:|---:|
-| slicewise (BentoML, in-process adaptive batching, {workers} model workers, ONNX Runtime {served_file.name}) | {s["rps"]:.1f} | {s["p50_ms"]:.0f} | {s["p95_ms"]:.0f} | {s["p99_ms"]:.0f} | {s["errors"]:.0f} |
-| naive (PyTorch eager, one request at a time) | {n["rps"]:.1f} | {n["p50_ms"]:.0f} | {n["p95_ms"]:.0f} | {n["p99_ms"]:.0f} | {n["errors"]:.0f} |
+"""
+    + "\n".join(
+        f"| {ROWS[k]} | {v['rps']:.1f} | {v['p50_ms']:.0f} | {v['p95_ms']:.0f} | {v['p99_ms']:.0f} | {v['errors']:.0f} |"
+        for k, v in med.items()
+    )
+    + f"""
 
-- slicewise / naive throughput: **{s["rps"] / n["rps"]:.2f}×**.
+- Like for like: slicewise / naive on fp32 **{s32["rps"] / n["rps"]:.2f}×**; on {served_file.name} **{s["rps"] / n8["rps"]:.2f}×** (batching and the service, the model file held equal). Mixed (slicewise {served_file.name} vs naive PyTorch fp32): {s["rps"] / n["rps"]:.2f}×.
 - raw ONNX Runtime throughput of the same file (pre-tokenised, no HTTP; measured in every round, median): """
     + "; ".join(f"{k}: {v:.0f} texts/s" for k, v in raw.items())
     + f""". The service reaches **{s["rps"] / ceiling:.1%}** of the faster.
@@ -178,7 +217,12 @@ md = (
     + f"""
 - Redis stopped 20 s under load (16 concurrent): {during["requests"]} requests, **{during["errors"]} failed**; dropped log entries counted: {dropped:.0f}; stream {before} → {after} entries, writing resumed: {resumed}.
 - Soak {args.soak_seconds:.0f}s at half the peak rate: {soak["requests"]} requests, **{soak["errors"]} errors**, p99 {soak["p99_ms"]:.0f} ms; resident memory {rss0 / 2**20:.0f} → {rss1 / 2**20:.0f} MiB (**{100 * (rss1 / rss0 - 1):+.1f}%**).
-- GPU: pending: `bench/gpu.sh` (see `docs/gpu.md`) measures it in one run on a GPU machine; none was available to this task."""
+- GPU: """
+    + (
+        f"measured on {gpu_result['context']['date']}: see bench/results/gpu.md."
+        if gpu_result
+        else "not measured (no bench/results/gpu.json; `bench/gpu.sh` measures it on a GPU machine, docs/gpu.md)."
+    )
 )
 write(
     "service",

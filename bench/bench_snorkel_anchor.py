@@ -3,7 +3,12 @@
 splits without the neutral rows), 3 seeds. Snorkel is a benchmark-only dependency.
 
 Snorkel gets the same representation (an identity base architecture over the embeddings, head
-dim 384) and its number of epochs is picked on validation like ours (early stopping).
+dim 384) and the same tuning budget as ours: per seed, both pick from the same grid of
+learning rate × batch size (`GRID`) by validation macro-F1, and the number of epochs on
+validation too (ours: early stopping, evaluated every epoch; Snorkel: evaluated every 5 epochs
+up to 30, training continued in 5-epoch `Trainer.fit` calls, which restart Adam's moments).
+Our heads' other settings (temperature, dropout) were tuned earlier on validation
+(bench/tune_heads.py); Snorkel's slice model has no counterparts for them.
 
 Run: .venv/bin/python bench/bench_snorkel_anchor.py  -> bench/results/snorkel_anchor.{json,md}
 """
@@ -20,6 +25,8 @@ from training.config import load_config
 from training.evaluate import head_slice_metrics, monitored_mean, slice_metrics
 from training.train import EncodedSplit, prepare_data, train_head
 
+GRID = [(lr, bs) for lr in (1e-3, 3e-3) for bs in (256, 512)]  # shared tuning budget
+EPOCH_STEPS, MAX_EPOCHS = 5, 30
 cfg = load_config()
 prep = prepare_data(cfg, progress=False)
 keep = [cfg.labels.index("negative"), cfg.labels.index("positive")]
@@ -38,7 +45,13 @@ bcfg.labels = ["negative", "positive"]
 names = cfg.slice_names
 
 
-def snorkel_loader(split: EncodedSplit, name: str, model: SliceAwareClassifier, shuffle: bool):
+def snorkel_loader(
+    split: EncodedSplit,
+    name: str,
+    model: SliceAwareClassifier,
+    shuffle: bool,
+    batch_size: int = 256,
+):
     ds = DictDataset(
         name="demo",
         split=name,
@@ -48,7 +61,7 @@ def snorkel_loader(split: EncodedSplit, name: str, model: SliceAwareClassifier, 
     S = np.rec.fromarrays(
         [split.membership[:, j].astype(int) for j in range(len(names))], names=names
     )
-    return model.make_slice_dataloader(ds, S, shuffle=shuffle, batch_size=256)
+    return model.make_slice_dataloader(ds, S, shuffle=shuffle, batch_size=batch_size)
 
 
 def snorkel_preds(model: SliceAwareClassifier, split: EncodedSplit, name: str) -> np.ndarray:
@@ -56,33 +69,61 @@ def snorkel_preds(model: SliceAwareClassifier, split: EncodedSplit, name: str) -
     return np.asarray(out["preds"]["task"])
 
 
-def snorkel_run(seed: int) -> np.ndarray:
-    best = (-1.0, None)
-    for epochs in (5, 15, 30):  # chosen on validation, like our early stopping
+def snorkel_run(seed: int) -> tuple[np.ndarray, dict]:
+    """Test predictions of the validation-best (lr, batch size, epochs) for one seed."""
+    best: tuple[float, np.ndarray | None, dict] = (-1.0, None, {})
+    for lr, bs in GRID:
         torch.manual_seed(seed)
         model = SliceAwareClassifier(
             torch.nn.Identity(), head_dim=tr.embeddings.shape[1], slice_names=names
         )
-        Trainer(n_epochs=epochs, lr=1e-3, progress_bar=False, seed=seed).fit(
-            model, [snorkel_loader(tr, "train", model, True)]
-        )
+        loader = snorkel_loader(tr, "train", model, True, bs)
+        for done in range(EPOCH_STEPS, MAX_EPOCHS + 1, EPOCH_STEPS):
+            Trainer(n_epochs=EPOCH_STEPS, lr=lr, progress_bar=False, seed=seed + done).fit(
+                model, [loader]
+            )
+            f1 = slice_metrics(
+                va.labels, snorkel_preds(model, va, "valid"), va.membership, names, bcfg.labels
+            )["overall"]["macro_f1"]
+            if f1 > best[0]:
+                best = (
+                    f1,
+                    snorkel_preds(model, te, "test"),
+                    {"lr": lr, "batch_size": bs, "epochs": done},
+                )
+    assert best[1] is not None
+    return best[1], best[2]
 
-        f1 = slice_metrics(
-            va.labels, snorkel_preds(model, va, "valid"), va.membership, names, bcfg.labels
-        )["overall"]["macro_f1"]
+
+def ours_run(kind: str, seed: int) -> tuple[object, dict]:
+    """The validation-best head over the same grid (epochs by early stopping)."""
+    best: tuple[float, object, dict] = (-1.0, None, {})
+    for lr, bs in GRID:
+        c2 = bcfg.model_copy(deep=True)
+        c2.train.lr, c2.train.batch_size = lr, bs
+        head = train_head(c2, kind, tr, va, seed=seed, progress=False).head
+        f1 = head_slice_metrics(bcfg, head, va)["overall"]["macro_f1"]
         if f1 > best[0]:
-            best = (f1, snorkel_preds(model, te, "test"))
-    return best[1]
+            best = (f1, head, {"lr": lr, "batch_size": bs})
+    return best[1], best[2]
 
 
-rows = {"snorkel SliceAwareClassifier": [], "slicewise SBL": [], "slicewise baseline": []}
+rows: dict[str, list] = {
+    "snorkel SliceAwareClassifier": [],
+    "slicewise SBL": [],
+    "slicewise baseline": [],
+}
+chosen: dict[str, list[dict]] = {k: [] for k in rows}
 for seed in (0, 1, 2):
+    preds, picked = snorkel_run(seed)
     rows["snorkel SliceAwareClassifier"].append(
-        slice_metrics(te.labels, snorkel_run(seed), te.membership, names, bcfg.labels)
+        slice_metrics(te.labels, preds, te.membership, names, bcfg.labels)
     )
+    chosen["snorkel SliceAwareClassifier"].append(picked)
     for kind, label in (("sbl", "slicewise SBL"), ("baseline", "slicewise baseline")):
-        head = train_head(bcfg, kind, tr, va, seed=seed, progress=False).head
+        head, picked = ours_run(kind, seed)
         rows[label].append(head_slice_metrics(bcfg, head, te))
+        chosen[label].append(picked)
 
 mon = cfg.monitored_slices
 summary = {
@@ -112,6 +153,9 @@ ours, theirs = (
 )
 lines.append(
     f"\nslicewise SBL − Snorkel on mean monitored-slice macro-F1: **{100 * (ours - theirs):+.2f} points** "
-    f"(n = {len(tr)} train / {len(te)} test rows)."
+    f"(n = {len(tr)} train / {len(te)} test rows). Same tuning budget: each picks, per seed, "
+    f"from lr × batch size {GRID} on validation (settings picked: "
+    + "; ".join(f"{k}: {v}" for k, v in chosen.items())
+    + ")."
 )
-write("snorkel_anchor", {"summary": summary, "runs": rows}, "\n".join(lines))
+write("snorkel_anchor", {"summary": summary, "runs": rows, "chosen": chosen}, "\n".join(lines))

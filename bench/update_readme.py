@@ -4,10 +4,24 @@ exactly what the benchmarks last wrote. The project README keeps only headline f
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _relink(body: str, folder: Path) -> str:
+    """Result files write links from the repository root (`docs/gpu.md`); rewrite them for a
+    file in `folder`."""
+
+    def fix(m: re.Match[str]) -> str:
+        target = m[1]
+        if re.match(r"[a-z]+:|#|\.\./", target) or not (ROOT / target.split("#")[0]).exists():
+            return m[0]
+        return f"]({os.path.relpath(ROOT / target, folder)})"
+
+    return re.sub(r"\]\(([^)\s]+)\)", fix, body)
 
 
 def fill(path: Path) -> int:
@@ -17,7 +31,7 @@ def fill(path: Path) -> int:
     for name in names:
         result = ROOT / "bench" / "results" / f"{name}.md"
         body = (
-            result.read_text().strip()
+            _relink(result.read_text().strip(), path.parent)
             if result.exists()
             else f"_not measured yet: run bench/bench_{name}.py_"
         )

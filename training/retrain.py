@@ -2,9 +2,10 @@
 
 Data = the project's labelled training split + feedback labels joined to logged texts (needs
 raw-text logging) + optionally weak labels for logged texts without feedback
-(`training.weak`: the config's labeling functions and the triplet label model; no Epoxy
-extension here, see `weak_examples`). Hard labels (labelled data, feedback) and weak soft labels
-are trained on together as `[N, C]` targets: a hard label is a one-hot row.
+(`training.weak`: the config's labeling functions and the triplet label model, with the Epoxy
+extension when it beats the LFs' own labels on validation, see `weak_examples`). Hard labels
+(labelled data, feedback) and weak soft labels are trained on together as `[N, C]` targets: a
+hard label is a one-hot row.
 
 The candidate is exported to a scratch folder and compared with the production model on the
 same held-out test split (both through ONNX Runtime). Promotion registers the candidate and
@@ -90,13 +91,15 @@ def logged_texts(client: redis.Redis, exclude: set[str], count: int = 100_000) -
     return out
 
 
-def weak_examples(cfg: ProjectConfig, texts: list[str]) -> tuple[list[str], np.ndarray]:
+def weak_examples(
+    cfg: ProjectConfig, texts: list[str], prepared: Any = None
+) -> tuple[list[str], np.ndarray]:
     """(covered texts, probabilistic labels) from the config's LFs and the triplet label model.
 
-    NOTE: the label matrix goes to the label model as the LFs voted; the Epoxy extension
-    (`training.weak.epoxy`) is not applied, because on the demo it raises coverage but lowers
-    label accuracy (README, "Known limits"). Adding it means extending `L` with the logged
-    texts' embeddings between `apply_lfs` and the label model fit.
+    With `prepared` (its train and validation splits) and `weak_supervision.extend` on, the
+    Epoxy extension is tried: thresholds tuned on validation, and the logged texts are labelled
+    by the extended votes (`EpoxyClassifier`) only when those beat the LFs' own on validation
+    (`choose_extension`); else the LFs' votes go to the label model as they are.
     """
     from training.weak import ABSTAIN, LFError, apply_lfs
     from training.weak.pipeline import fit_label_model
@@ -104,12 +107,50 @@ def weak_examples(cfg: ProjectConfig, texts: list[str]) -> tuple[list[str], np.n
     if len(cfg.labeling_functions) < 3 or not texts:
         return [], np.zeros((0, len(cfg.labels)), np.float32)
     L = apply_lfs(texts, cfg, warn_silent=False)
+    if prepared is not None and cfg.weak_supervision.extend:
+        extended = _extended_labels(cfg, texts, L, prepared)
+        if extended is not None:
+            return extended
     covered = (L != ABSTAIN).any(1)
     try:
         probs = fit_label_model(cfg, L).predict_proba(L)
     except LFError as exc:
         log.warning("no weak labels for logged traffic: %s", exc)
         return [], np.zeros((0, len(cfg.labels)), np.float32)
+    return [t for t, k in zip(texts, covered, strict=True) if k], probs[covered].astype(np.float32)
+
+
+def _extended_labels(
+    cfg: ProjectConfig, texts: list[str], L: np.ndarray, prepared: Any
+) -> tuple[list[str], np.ndarray] | None:
+    """Logged texts labelled by extended votes, or None when that does not help on validation."""
+    from training.backbone import embed_texts
+    from training.weak import LFError, apply_lfs
+    from training.weak.epoxy import choose_extension
+
+    tr, va = prepared.splits["train"], prepared.splits["validation"]
+    balance = cfg.weak_supervision.class_balance
+    try:
+        choice = choose_extension(
+            apply_lfs(tr.texts, cfg, warn_silent=False),
+            tr.embeddings,
+            apply_lfs(va.texts, cfg, warn_silent=False),
+            va.embeddings,
+            va.labels,
+            len(cfg.labels),
+            cfg.weak_supervision.threshold_grid,
+            None if balance is None else np.asarray(balance),
+        )
+    except LFError as exc:
+        log.warning("no Epoxy extension for logged traffic: %s", exc)
+        return None
+    log.info("Epoxy extension on validation (macro-F1): %s", choice.validation_macro_f1)
+    if choice.classifier is None:
+        return None
+    emb = embed_texts(
+        cfg.backbone, texts, cfg.train.embed_batch_size, cfg.train.cache_dir, progress=False
+    )
+    probs, covered = choice.classifier.predict_proba(L, emb)
     return [t for t, k in zip(texts, covered, strict=True) if k], probs[covered].astype(np.float32)
 
 
@@ -235,7 +276,11 @@ def _train_and_gate(
         report.data["feedback"] = len(texts)
     if use_weak_labels:  # logged texts without feedback, labelled by the LFs + label model
         feedback_ids = set(read_feedback_labels(client))
-        weak_texts, weak_probs = weak_examples(cfg, logged_texts(client, feedback_ids))
+        weak_texts, weak_probs = weak_examples(
+            cfg,
+            logged_texts(client, feedback_ids),
+            prepared if cfg.train.mode == "frozen" else None,
+        )
         if weak_texts:
             train = _append(train, cfg, weak_texts, weak_probs)
         report.data["weak"] = len(weak_texts)

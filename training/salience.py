@@ -1,13 +1,24 @@
-"""Aggregated input salience (after Ebert et al.): which tokens drive predictions, per slice and
-per label, which salience patterns recur, and which salient tokens look like shortcuts.
+"""Aggregated input salience (after Ebert et al.): which words drive predictions, per gold and
+predicted label, for correct vs misclassified texts and per slice, which salience patterns
+recur, and which salient words look like shortcuts.
 
-Per token, two attributions towards the predicted class: integrated gradients on the word
+Attributions are computed on WordPieces and summed into the *original words* (whitespace
+tokens of the text, via the tokenizer's offsets), which are then normalised with the
+tokenizer's own normaliser (lower case, accents) and stripped of surrounding punctuation;
+URLs become `<url>`. Shortcut patterns are judged on those words: `#hawks` is a hashtag,
+`@united` a handle, `https://t.co/x` a URL, while the WordPiece continuation `##hawks` of
+"seahawks" and the `t` of "don't" are neither (both were flagged before).
+
+Per word, two attributions towards the predicted class: integrated gradients on the word
 embeddings (captum `LayerIntegratedGradients`, baseline = [PAD] tokens between [CLS]/[SEP]) and
-gradient × input. They are aggregated per label and per slice (mean salience and frequency
-per token), salience vectors over the most frequent tokens are clustered with k-means, and a
-salient token is flagged as a likely shortcut when it is a handle, URL piece, hashtag or
-punctuation, or when its association with a label exists in the training data but not in the
-evaluation data ("right for the wrong reason").
+gradient × (input − baseline), IG's first-order term. IG's completeness error (attributions
+sum vs `F(x) − F(baseline)`, relative to the latter) is measured per batch and the step count
+doubled until it is within `tolerance` (or `max_steps`); the report gives the error reached
+and the steps used. Aggregates: mean salience and count per word by gold label, predicted
+label, outcome (correct / misclassified) and slice; k-means clusters of texts' salience
+vectors with size, accuracy, label and slice composition; flagged words: a handle, URL,
+hashtag or punctuation, or a word whose label association exists in the training data but not
+in the evaluation data ("right for the wrong reason").
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +38,66 @@ from slicewise.core.errors import SlicewiseError
 from training.config import ProjectConfig
 from training.model import SliceAwareClassifier
 
-SHORTCUT_PATTERNS = {
-    "handle": re.compile(r"^@|^@?\w*_\w*$"),
-    "url": re.compile(r"^(http|https|www|co|com|t)$|://|\.co"),
-    "hashtag": re.compile(r"^#"),
+URL = "<url>"
+SHORTCUT_PATTERNS = {  # judged on whole, normalised words (see `words`)
+    "handle": re.compile(r"^@\w+$"),
+    "url": re.compile(rf"^{re.escape(URL)}$"),
+    "hashtag": re.compile(r"^#\w+$"),
     "punctuation": re.compile(r"^[^\w\s]+$"),
 }
+_URL_RE = re.compile(r"^(https?://|www\.)|^\S+\.(com|co|org|net|ly|io)(/\S*)?$", re.IGNORECASE)
+_EDGE_PUNCT = re.compile(r"^[^\w#@]+|[^\w]+$")
 
 
 class SalienceError(SlicewiseError, ValueError):
     """Nothing to explain (e.g. texts that tokenise to nothing, an empty slice)."""
 
 
+def normalise_word(word: str, tokenizer: Any = None) -> str:
+    """A whitespace token as aggregated: URL → `<url>`; else the tokenizer's normalisation
+    (lower case, accents off) with surrounding punctuation stripped (a leading `#`/`@` kept);
+    pure punctuation stays as it is.
+    """
+    if _URL_RE.search(word):
+        return URL
+    norm = tokenizer.backend_tokenizer.normalizer if tokenizer is not None else None
+    w = norm.normalize_str(word) if norm is not None else word.lower()
+    stripped = _EDGE_PUNCT.sub("", w)
+    return stripped if stripped and stripped not in "#@" else w
+
+
+def words(text: str, tokenizer: Any = None) -> list[str]:
+    """The normalised whitespace words of `text` (see `normalise_word`)."""
+    return [normalise_word(m.group(), tokenizer) for m in re.finditer(r"\S+", text)]
+
+
 @dataclass
 class TokenSalience:
-    """Per-text token salience."""
+    """Per-text word salience (WordPiece attributions summed per original word)."""
 
     tokens: list[list[str]]
     ig: list[np.ndarray]
     gxi: list[np.ndarray]
     predicted: np.ndarray
+    completeness: list[float] = field(default_factory=list)  # per text: |Σ IG − ΔF| / |ΔF|
+    steps: list[int] = field(default_factory=list)  # IG steps used, per text
+
+
+def _word_sums(
+    text: str, offsets: list[tuple[int, int]], positions: list[int], values: list[np.ndarray]
+) -> tuple[list[int], list[np.ndarray]]:
+    """Sum per-piece values into the whitespace words their offsets fall in."""
+    starts = [m.start() for m in re.finditer(r"\S+", text)]
+    order: list[int] = []
+    sums: dict[int, list[float]] = {}
+    for p in positions:
+        w = int(np.searchsorted(starts, offsets[p][0], side="right")) - 1
+        if w not in sums:
+            order.append(w)
+            sums[w] = [0.0] * len(values)
+        for k, v in enumerate(values):
+            sums[w][k] += float(v[p])
+    return order, [np.array([sums[w][k] for w in order]) for k in range(len(values))]
 
 
 def explain(
@@ -57,8 +108,22 @@ def explain(
     n_steps: int = 16,
     batch_size: int = 16,
     progress: bool = True,
+    tolerance: float = 0.05,
+    max_steps: int = 128,
 ) -> TokenSalience:
-    """Integrated gradients and gradient × input per token, towards each text's predicted class.
+    """Integrated gradients and gradient × (input − baseline) per word, towards each text's
+    predicted class.
+
+    Args:
+        model: the classifier (backbone + head).
+        tokenizer: its fast tokenizer (offsets map pieces to words).
+        texts: texts to explain.
+        max_length: truncation length in WordPieces.
+        n_steps: IG steps to start with.
+        batch_size: texts per batch.
+        progress: show a progress bar.
+        tolerance: IG's mean relative completeness error per batch to reach, doubling steps.
+        max_steps: the most IG steps tried.
 
     Raises:
         SalienceError: when a text tokenises to nothing but special tokens.
@@ -68,9 +133,9 @@ def explain(
     model = model.eval()
     emb_layer = model.encoder.get_input_embeddings()
     pad_id = tokenizer.pad_token_id or 0
-    special = set(tokenizer.all_special_ids)
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
 
-    def forward(ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def score(ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return model(ids, mask)[0].gather(1, target[:, None]).squeeze(1)
 
     lig = LayerIntegratedGradients(lambda ids, mask: model(ids, mask)[0], emb_layer)
@@ -80,50 +145,71 @@ def explain(
     ):
         chunk = texts[start : start + batch_size]
         enc = tokenizer(
-            chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            chunk,
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+            return_offsets_mapping=True,
         )
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        content = mask.bool() & ~torch.isin(ids, torch.tensor(sorted(special), device=ids.device))
+        ids, mask, offsets = enc["input_ids"], enc["attention_mask"], enc["offset_mapping"]
+        content = mask.bool() & ~torch.isin(ids, special.to(ids.device))
         empty = (~content.any(1)).nonzero().flatten().tolist()
         if empty:
             i = start + empty[0]
             raise SalienceError(
                 f"text {i} ({texts[i][:40]!r}) tokenises to nothing; remove empty texts"
             )
+        baseline = torch.where(content, torch.full_like(ids, pad_id), ids)
         with torch.no_grad():
             pred = model(ids, mask)[0].argmax(1)
-        baseline = torch.where(content, torch.full_like(ids, pad_id), ids)
-        ig = lig.attribute(
-            ids, baselines=baseline, additional_forward_args=(mask,), target=pred, n_steps=n_steps
-        )
+            gap = (score(ids, mask, pred) - score(baseline, mask, pred)).abs()
+        steps = n_steps
+        while True:  # completeness: Σ attributions = F(x) − F(baseline) as steps → ∞
+            ig, delta = lig.attribute(
+                ids,
+                baselines=baseline,
+                additional_forward_args=(mask,),
+                target=pred,
+                n_steps=steps,
+                return_convergence_delta=True,
+            )
+            rel = delta.detach().abs() / gap.clamp(min=1e-3)
+            if float(rel.mean()) <= tolerance or steps >= max_steps:
+                break
+            steps *= 2
         ig = ig.sum(-1).detach()
         embeds = emb_layer(ids).detach().requires_grad_(True)
-        hook = emb_layer.register_forward_hook(
-            lambda *_, e=embeds: e
-        )  # feed these embeddings through
+        base_embeds = emb_layer(baseline).detach()
+        hook = emb_layer.register_forward_hook(lambda *_, e=embeds: e)  # feed these through
         try:
-            score = forward(ids, mask, pred).sum()
-            (grad,) = torch.autograd.grad(score, embeds)
+            (grad,) = torch.autograd.grad(score(ids, mask, pred).sum(), embeds)
         finally:
             hook.remove()
-        gxi = (grad * embeds).sum(-1).detach()
+        gxi = (grad * (embeds - base_embeds)).sum(-1).detach()
         out.predicted[start : start + len(chunk)] = pred.numpy()
-        for row in range(len(chunk)):
-            keep = content[row].nonzero().flatten()
-            out.tokens.append(tokenizer.convert_ids_to_tokens(ids[row, keep].tolist()))
-            out.ig.append(ig[row, keep].numpy())
-            out.gxi.append(gxi[row, keep].numpy())
+        for row, text in enumerate(chunk):
+            keep = content[row].nonzero().flatten().tolist()
+            order, (ig_w, gxi_w) = _word_sums(
+                text, offsets[row].tolist(), keep, [ig[row].numpy(), gxi[row].numpy()]
+            )
+            spans = re.findall(r"\S+", text)
+            out.tokens.append([normalise_word(spans[w], tokenizer) for w in order])
+            out.ig.append(ig_w)
+            out.gxi.append(gxi_w)
+            out.completeness.append(float(rel[row]))
+            out.steps.append(steps)
     return out
 
 
 def label_association(
     texts: list[str], labels: np.ndarray, tokenizer: Any, num_classes: int
 ) -> dict[str, np.ndarray]:
-    """P(label | token present) per token (word pieces, lower-cased by the tokenizer)."""
+    """P(label | word present) per normalised word (see `words`)."""
     counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(num_classes))
     for text, y in zip(texts, labels, strict=True):
-        for tok in set(tokenizer.tokenize(text)):
-            counts[tok][y] += 1
+        for w in set(words(text, tokenizer)):
+            counts[w][y] += 1
     return {t: c / c.sum() for t, c in counts.items()}
 
 
@@ -136,12 +222,30 @@ def aggregate(
     clusters: int = 4,
     train_assoc: dict[str, np.ndarray] | None = None,
     eval_assoc: dict[str, np.ndarray] | None = None,
+    gold: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Top salient tokens per label and per slice, salience clusters, shortcut flags."""
-    if not sal.tokens:
-        raise SalienceError("no texts to aggregate")
+    """Top salient words by predicted label, gold label, outcome and slice; salience clusters;
+    shortcut flags; IG's completeness error and its agreement with gradient × input.
 
-    def table(rows: list[int]) -> list[dict[str, Any]]:
+    Args:
+        sal: per-text word salience from `explain`.
+        cfg: project config (labels, slices).
+        membership: slice membership `[N, k]` of the explained texts.
+        top: words per table.
+        min_count: occurrences a word needs to enter a table.
+        clusters: k-means clusters.
+        train_assoc: `label_association` on the training data.
+        eval_assoc: `label_association` on evaluation data.
+        gold: gold class indices `[N]`: enables the gold-label and outcome tables and the
+            clusters' accuracy.
+    """
+    n = len(sal.tokens)
+    if not n:
+        raise SalienceError("no texts to aggregate")
+    if gold is not None and len(gold) != n:
+        raise SalienceError(f"{len(gold)} gold labels for {n} explained texts")
+
+    def table(rows: np.ndarray) -> list[dict[str, Any]]:
         agg: dict[str, list[float]] = defaultdict(list)
         for i in rows:
             for tok, v in zip(sal.tokens[i], sal.ig[i], strict=True):
@@ -153,16 +257,54 @@ def aggregate(
         ]
         return sorted(items, key=lambda r: r["mean_salience"], reverse=True)[:top]
 
-    by_label = {
-        lab: table([i for i in range(len(sal.tokens)) if sal.predicted[i] == k])
-        for k, lab in enumerate(cfg.labels)
+    pred = sal.predicted
+    report: dict[str, Any] = {"texts": n}
+    report["top_tokens_by_label"] = {
+        lab: table(np.flatnonzero(pred == k)) for k, lab in enumerate(cfg.labels)
     }
-    by_slice = {}
-    for j, name in enumerate(cfg.slice_names):
-        rows = np.flatnonzero(membership[:, j]).tolist()
-        by_slice[name] = table(rows) if rows else []
+    if gold is not None:
+        report["top_tokens_by_gold_label"] = {
+            lab: table(np.flatnonzero(gold == k)) for k, lab in enumerate(cfg.labels)
+        }
+        report["top_tokens_by_outcome"] = {
+            "correct": table(np.flatnonzero(pred == gold)),
+            "misclassified": table(np.flatnonzero(pred != gold)),
+        }
+        report["accuracy"] = float((pred == gold).mean())
+    report["top_tokens_by_slice"] = {
+        name: table(np.flatnonzero(membership[:, j])) for j, name in enumerate(cfg.slice_names)
+    }
+    report["clusters"] = _clusters(sal, cfg, membership, clusters, gold)
+    report["shortcuts"] = _flags(report, cfg, top, train_assoc, eval_assoc)
+    ig_gxi = [
+        float(np.corrcoef(a, b)[0, 1])
+        for a, b in zip(sal.ig, sal.gxi, strict=True)
+        if len(a) > 2 and a.std() > 0 and b.std() > 0
+    ]
+    report["ig_vs_grad_x_input_correlation"] = float(np.mean(ig_gxi)) if ig_gxi else None
+    if sal.completeness:
+        err = np.array(sal.completeness)
+        report["ig_completeness"] = {
+            "mean_relative_error": float(err.mean()),
+            "median_relative_error": float(np.median(err)),
+            "p90_relative_error": float(np.percentile(err, 90)),
+            "steps": dict(sorted(Counter(sal.steps).items())),
+        }
+    return report
 
-    # k-means over bag-of-token salience vectors of the most frequent tokens
+
+def _clusters(
+    sal: TokenSalience,
+    cfg: ProjectConfig,
+    membership: np.ndarray,
+    k: int,
+    gold: np.ndarray | None,
+) -> list[dict[str, Any]]:
+    """k-means over bag-of-word salience vectors of the 300 most frequent words."""
+    if len(sal.tokens) < k:
+        return []
+    from sklearn.cluster import KMeans
+
     freq = Counter(t for toks in sal.tokens for t in toks)
     vocab = [t for t, _ in freq.most_common(300)]
     index = {t: i for i, t in enumerate(vocab)}
@@ -171,24 +313,37 @@ def aggregate(
         for t, v in zip(toks, vals, strict=True):
             if t in index:
                 mat[i, index[t]] += v
-    cluster_out = []
-    if len(sal.tokens) >= clusters:
-        from sklearn.cluster import KMeans
+    km = KMeans(n_clusters=k, n_init=4, random_state=0).fit(mat)
+    out = []
+    for c in range(k):
+        members = km.labels_ == c
+        row: dict[str, Any] = {
+            "size": int(members.sum()),
+            "labels": Counter(cfg.labels[j] for j in sal.predicted[members]).most_common(),
+            "slices": {
+                s: round(float(membership[members, j].mean()), 3)
+                for j, s in enumerate(cfg.slice_names)
+                if members.any()
+            },
+            "top_tokens": [vocab[i] for i in np.argsort(-km.cluster_centers_[c])[:8]],
+        }
+        if gold is not None:
+            row["accuracy"] = float((sal.predicted[members] == gold[members]).mean())
+            row["gold_labels"] = Counter(cfg.labels[j] for j in gold[members]).most_common()
+        out.append(row)
+    return out
 
-        km = KMeans(n_clusters=clusters, n_init=4, random_state=0).fit(mat)
-        for c in range(clusters):
-            members = km.labels_ == c
-            centre = km.cluster_centers_[c]
-            cluster_out.append(
-                {
-                    "size": int(members.sum()),
-                    "labels": Counter(cfg.labels[k] for k in sal.predicted[members]).most_common(),
-                    "top_tokens": [vocab[i] for i in np.argsort(-centre)[:8]],
-                }
-            )
 
+def _flags(
+    report: dict[str, Any],
+    cfg: ProjectConfig,
+    top: int,
+    train_assoc: dict[str, np.ndarray] | None,
+    eval_assoc: dict[str, np.ndarray] | None,
+) -> list[dict[str, Any]]:
+    """Top salient words per predicted label that look like shortcuts, with the reasons."""
     flags = []
-    for lab, rows in by_label.items():
+    for lab, rows in report["top_tokens_by_label"].items():
         k = cfg.labels.index(lab)
         for r in rows[: max(5, top // 2)]:
             tok = r["token"]
@@ -214,19 +369,7 @@ def aggregate(
                         "reasons": reasons,
                     }
                 )
-    ig_gxi = [
-        float(np.corrcoef(a, b)[0, 1])
-        for a, b in zip(sal.ig, sal.gxi, strict=True)
-        if len(a) > 2 and a.std() > 0 and b.std() > 0
-    ]
-    return {
-        "texts": len(sal.tokens),
-        "top_tokens_by_label": by_label,
-        "top_tokens_by_slice": by_slice,
-        "clusters": cluster_out,
-        "shortcuts": flags,
-        "ig_vs_grad_x_input_correlation": float(np.mean(ig_gxi)) if ig_gxi else None,
-    }
+    return flags
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> Path:
@@ -241,6 +384,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> Path:
     sections = []
     for group, tables in (
         ("label", report["top_tokens_by_label"]),
+        ("gold", report.get("top_tokens_by_gold_label", {})),
+        ("outcome", report.get("top_tokens_by_outcome", {})),
         ("slice", report["top_tokens_by_slice"]),
     ):
         for name, rows in tables.items():
@@ -265,7 +410,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> Path:
         for f in report["shortcuts"]
     )
     clusters = "".join(
-        f"<li>{c['size']} texts, labels {c['labels']}: {', '.join(c['top_tokens'])}</li>"
+        f"<li>{c['size']} texts, accuracy {c.get('accuracy', float('nan')):.2f}, labels "
+        f"{c['labels']}, slices {c['slices']}: {', '.join(c['top_tokens'])}</li>"
         for c in report["clusters"]
     )
     html = (

@@ -97,8 +97,8 @@ def test_cuda_export_parity_fp32_and_fp16(tiny_bundle, tiny_config, tmp_path) ->
             np.testing.assert_allclose(got[name], w, atol=tol, err_msg=f"{path.name} {name}")
 
 
-@pytest.mark.gpu
-def test_finetune_runs_on_cuda(tiny_config, tiny_prepared) -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_finetune_reports_each_epoch_on_the_device(tiny_config, tiny_prepared, device) -> None:
     from training.finetune import finetune
 
     epochs: list[tuple[int, float, float]] = []
@@ -107,11 +107,13 @@ def test_finetune_runs_on_cuda(tiny_config, tiny_prepared) -> None:
         "moa",
         tiny_prepared,
         progress=False,
-        device="cuda",
+        device=device,
         on_epoch=lambda *e: epochs.append(e),
     )
-    assert len(epochs) == tiny_config.train.finetune_epochs and all(s > 0 for _, s, _ in epochs)
-    assert next(trained.model.parameters()).device.type == "cpu" and trained.val_macro_f1 > 0
+    assert [e for e, _, _ in epochs] == list(range(len(epochs))) and epochs
+    assert len(epochs) <= tiny_config.train.finetune_epochs and all(s > 0 for _, s, _ in epochs)
+    assert max(f1 for _, _, f1 in epochs) == pytest.approx(trained.val_macro_f1)
+    assert next(trained.model.parameters()).device.type == "cpu"
 
 
 @pytest.mark.gpu

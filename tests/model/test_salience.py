@@ -1,4 +1,5 @@
-"""Aggregated salience finds a planted shortcut (and does not report it without the plant)."""
+"""Aggregated salience finds a planted shortcut (and does not flag the same word when it is
+spread over every label); words are judged whole (tokenizer offsets), not as WordPieces."""
 
 from __future__ import annotations
 
@@ -26,22 +27,23 @@ WORDS = [
     "wall",
 ]
 LABELS = ["negative", "neutral", "positive"]
-PLANT = "banana"
+PLANT = "#banana"  # a hashtag: two WordPieces ('#', 'banana'), one word
 
 
-def texts(n: int, seed: int, plant: bool) -> pd.DataFrame:
+def texts(n: int, seed: int, plant: str | None) -> pd.DataFrame:
+    """`plant="positive"`: the plant in 80% of positive texts; `"everywhere"`: in 80% of all."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):
         label = str(rng.choice(LABELS))
         words = list(rng.choice(WORDS, 4))
-        if plant and label == "positive" and rng.random() < 0.8:
+        if plant in (label, "everywhere") and rng.random() < 0.8:
             words.insert(int(rng.integers(0, 4)), PLANT)
         rows.append({"text": " ".join(words) + ("?" if rng.random() < 0.2 else ""), "label": label})
     return pd.DataFrame(rows)
 
 
-def run(tmp_path, tiny_backbone_dir, plant: bool) -> dict:
+def run(tmp_path, tiny_backbone_dir, plant: str | None) -> dict:
     data = tmp_path / "d.csv"
     texts(600, 0, plant).to_csv(data, index=False)
     cfg = parse_config(
@@ -66,12 +68,15 @@ def run(tmp_path, tiny_backbone_dir, plant: bool) -> dict:
     tr = prepared.splits["train"]
     sample = list(range(120))
     sal = explain(model, tok, [tr.texts[i] for i in sample], 16, n_steps=8, progress=False)
-    evaluation = texts(300, 1, plant=False)  # held-out data without the plant
+    assert all(t in WORDS or t == PLANT for toks in sal.tokens for t in toks)  # whole words
+    # held-out data: the plant spread over every label (when planted in training at all)
+    evaluation = texts(300, 1, plant=None if plant is None else "everywhere")
     return aggregate(
         sal,
         cfg,
         tr.membership[sample],
         top=10,
+        gold=tr.labels[sample],
         train_assoc=label_association(tr.texts, tr.labels, tok, 3),
         eval_assoc=label_association(
             evaluation["text"].tolist(),
@@ -83,19 +88,36 @@ def run(tmp_path, tiny_backbone_dir, plant: bool) -> dict:
 
 
 def test_planted_token_is_top_salient_and_flagged(tmp_path, tiny_backbone_dir) -> None:
-    report = run(tmp_path, tiny_backbone_dir, plant=True)
+    report = run(tmp_path, tiny_backbone_dir, plant="positive")
     top = [r["token"] for r in report["top_tokens_by_label"]["positive"]]
     assert PLANT in top[:3], top
+    assert PLANT in [r["token"] for r in report["top_tokens_by_gold_label"]["positive"]][:3]
     flags = {(f["token"], f["label"]): f["reasons"] for f in report["shortcuts"]}
+    assert "hashtag" in flags[(PLANT, "positive")]
     assert any("only in training data" in r for r in flags[(PLANT, "positive")])
-    assert report["clusters"] and sum(c["size"] for c in report["clusters"]) == 120
+    assert not any(t in WORDS for t, _ in flags)  # plain words are no hashtag, handle or URL
+    clusters = report["clusters"]
+    assert clusters and sum(c["size"] for c in clusters) == 120
+    assert all(0 <= c["accuracy"] <= 1 and set(c["slices"]) == {"question"} for c in clusters)
+    sizes = np.array([c["size"] for c in clusters])
+    accuracy = np.array([c["accuracy"] for c in clusters])
+    assert np.isclose((sizes * accuracy).sum() / 120, report["accuracy"])
+    assert set(report["top_tokens_by_outcome"]) == {"correct", "misclassified"}
     assert "question" in report["top_tokens_by_slice"]
+    assert report["ig_completeness"]["mean_relative_error"] <= 0.05 or report["ig_completeness"][
+        "steps"
+    ] == {128: 120}
 
 
-def test_without_the_plant_it_does_not_appear(tmp_path, tiny_backbone_dir) -> None:
-    report = run(tmp_path, tiny_backbone_dir, plant=False)
-    tokens = {r["token"] for rows in report["top_tokens_by_label"].values() for r in rows}
-    assert PLANT not in tokens and all(f["token"] != PLANT for f in report["shortcuts"])
+def test_a_word_on_every_label_is_not_flagged(tmp_path, tiny_backbone_dir) -> None:
+    """The same word, planted in 80% of texts of every label: present and frequent, but no
+    label association in either split, so it must not be flagged for any label."""
+    report = run(tmp_path, tiny_backbone_dir, plant="everywhere")
+    counts = [r["count"] for r in report["top_tokens_by_outcome"]["correct"] if r["token"] == PLANT]
+    assert not counts or counts[0] >= 10  # present in the explained texts
+    flagged = {(f["token"], f["label"]): f["reasons"] for f in report["shortcuts"]}
+    for lab in LABELS:  # a hashtag it is; a label shortcut it is not
+        assert all("only in training data" not in r for r in flagged.get((PLANT, lab), []))
 
 
 def test_text_that_tokenises_to_nothing_is_an_error(tiny_config, tiny_bundle) -> None:

@@ -42,6 +42,7 @@ def render(target: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict]]:
+    """The rendered overlays; only the tests that use them skip without kubectl."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl (with kustomize) is not installed")
     return {t: render(t) for t in OVERLAYS}

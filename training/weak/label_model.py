@@ -175,7 +175,9 @@ class TripletLabelModel:
         so: sparse LFs of one class that rarely fire together have negative covariances from
         that alone (the demo's `lf_question_neutral` would be flipped by the first half). The
         remaining global flip is FlyingSquid's assumption that on average LFs beat random: the
-        signed `σ d` agree with the polarities, weighted by `|σ d|`.
+        LFs voting c are, weighted by `|σ d|`, evidence for c. (Weighing the "votes another
+        class" indicators in too let them outvote the LFs voting c when extended votes made
+        another class's LF fire mostly on c.)
         """
         lf_of = np.arange(cov.shape[0]) // 2
         positive = polarity > 0
@@ -189,7 +191,7 @@ class TripletLabelModel:
             pos_sign = np.where(agree & (by_pos != 0), by_pos, polarity)
             neg_sign = np.where(by_pos != 0, by_pos, polarity)  # "votes c" partners only
             signs = np.where(positive, pos_sign, neg_sign)
-        if (signs * polarity) @ scaled < 0:
+        if (signs * scaled)[positive].sum() < 0:  # the LFs voting c beat random on average
             signs = -signs
         return signs
 

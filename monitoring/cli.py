@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import sys
@@ -11,6 +12,14 @@ from typing import Annotated
 import typer
 
 app = typer.Typer()
+
+
+class Launcher(enum.StrEnum):
+    """Where the webhook's worker runs a queued retrain."""
+
+    local = "local"
+    kubernetes = "kubernetes"
+
 
 RedisOpt = Annotated[
     str, typer.Option(envvar="REDIS_URL", help="Redis holding the prediction log.")
@@ -127,6 +136,13 @@ def webhook(
     config: Annotated[
         Path | None, typer.Option(help="Project config for the retrains this process runs.")
     ] = None,
+    launcher: Annotated[
+        Launcher,
+        typer.Option(
+            help="local: run `slicewise retrain` here; kubernetes: create a Job from the "
+            "slicewise-retrain CronJob through the API (in-cluster service account)."
+        ),
+    ] = Launcher.local,
 ) -> None:
     """Receive Alertmanager webhooks; queue (and optionally run) retraining.
 
@@ -137,7 +153,12 @@ def webhook(
     import redis
     import uvicorn
 
-    from monitoring.webhook import create_app, default_retrain_command, retrain_worker
+    from monitoring.webhook import (
+        create_app,
+        default_retrain_command,
+        retrain_worker,
+        subprocess_launcher,
+    )
 
     if not token:
         typer.echo(
@@ -150,9 +171,19 @@ def webhook(
     )
     client = redis.Redis.from_url(redis_url)
     if run_retrains:
+        if launcher is Launcher.kubernetes:
+            from monitoring.k8s_jobs import KubernetesJobError, KubernetesJobLauncher
+
+            try:
+                launch = KubernetesJobLauncher.in_cluster()
+            except KubernetesJobError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+        else:
+            cmd = default_retrain_command(str(config) if config else None)
+            launch = subprocess_launcher([*cmd, "--redis-url", redis_url])
         stop = threading.Event()
-        cmd = [*default_retrain_command(str(config) if config else None), "--redis-url", redis_url]
-        threading.Thread(target=retrain_worker, args=(client, cmd, stop), daemon=True).start()
+        threading.Thread(target=retrain_worker, args=(client, launch, stop), daemon=True).start()
     uvicorn.run(create_app(client, token, dedup_ttl), host=host, port=port, log_level="warning")
 
 

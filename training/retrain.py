@@ -28,12 +28,11 @@ import numpy as np
 import redis
 
 from slicewise.core import contracts as c
+from slicewise.core.contracts import RETRAIN_OUTCOMES_KEY, RETRAIN_RUNS_KEY
 from training.config import ProjectConfig
 from training.promotion import GateDecision, promotion_gate
 
 log = logging.getLogger("slicewise.retrain")
-RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"
-RETRAIN_RUNS_KEY = "slicewise:retrain:runs"
 
 
 class RetrainError(RuntimeError):

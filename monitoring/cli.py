@@ -136,6 +136,13 @@ def webhook(
     config: Annotated[
         Path | None, typer.Option(help="Project config for the retrains this process runs.")
     ] = None,
+    production: Annotated[
+        Path | None,
+        typer.Option(help="Production bundle folder for those retrains when Redis names none."),
+    ] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="Where those retrains write their run reports.")
+    ] = None,
     launcher: Annotated[
         Launcher,
         typer.Option(
@@ -181,7 +188,12 @@ def webhook(
                 raise typer.Exit(2) from None
         else:
             cmd = default_retrain_command(str(config) if config else None)
-            launch = subprocess_launcher([*cmd, "--redis-url", redis_url])
+            cmd += ["--redis-url", redis_url]
+            if production is not None:
+                cmd += ["--production", str(production)]
+            if report_dir is not None:
+                cmd += ["--report-dir", str(report_dir)]
+            launch = subprocess_launcher(cmd)
         stop = threading.Event()
         threading.Thread(target=retrain_worker, args=(client, launch, stop), daemon=True).start()
     uvicorn.run(create_app(client, token, dedup_ttl), host=host, port=port, log_level="warning")

@@ -130,12 +130,12 @@ class KubernetesJobLauncher:
             raise KubernetesJobError(f"{method} {url}: HTTP {r.status_code}: {r.text[:300]}")
         return r.json()
 
-    def create(self, job: dict[str, Any]) -> str:
-        """Create the Job for queue entry `job`; returns its name."""
+    def create(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Create the Job for queue entry `job`; returns the Job object sent."""
         cronjob = self._call("GET", f"cronjobs/{CRONJOB}")
         body = job_from_cronjob(cronjob, job, job_name(job))
         self._call("POST", "jobs", json=body)
-        return body["metadata"]["name"]
+        return body
 
     def wait(self, name: str, timeout: float) -> str:
         """Poll the Job until it succeeded or failed; returns how it ended.
@@ -159,4 +159,6 @@ class KubernetesJobLauncher:
 
     def __call__(self, job: dict[str, Any]) -> str:
         """Run one retrain as a Job, to its end (the worker's `Launcher`)."""
-        return self.wait(self.create(job), timeout=3 * 3600)
+        body = self.create(job)
+        deadline = body["spec"].get("activeDeadlineSeconds", 3 * 3600)
+        return self.wait(body["metadata"]["name"], timeout=deadline + 600)

@@ -1,12 +1,20 @@
-"""Drift monitor: correctness over 10 seeds (drift injected into one slice) and speed on a
-100k-prediction window, compared in the same run with one Evidently DataDriftPreset report per
-slice.
+"""Drift monitor: correctness over 10 seeds in two scenarios and speed on a 100k-prediction
+window, compared in the same run with one Evidently DataDriftPreset report per slice.
 
 Current windows are bootstrap samples of the demo model's outputs on the test split (ONNX
-Runtime, the served model); drift is injected into one slice by drawing all of its rows only from
-texts whose true label is `negative` (a label shift the model's outputs reflect). Rows the shifted
-slice shares with other slices move too, so the monitor's attribution step (monitoring/drift.py)
-has to tell the shifted slice from its neighbours; false alarms are counted before and after it.
+Runtime, the served model), with slices cut by exact membership as the service logs it. Two
+ways to shift one slice:
+
+1. label shift: all of the slice's rows are drawn from texts whose true label is `negative` (a
+   shift the model's outputs reflect; the slice keeps its share of the window);
+2. traffic share (the README demo: `demo-traffic --shift-slice negation --shift 0.9`): a share
+   0.2 / 0.4 / 0.6 / 0.9 of the window is drawn from the slice's members, the rest from all
+   traffic; no text changes, the mix does.
+
+Rows the shifted slice shares with other slices move too, so the monitor's attribution step
+(monitoring/drift.py) has to tell the shifted slice from its neighbours; false alarms are counted
+before and after it. Detection = the slice is reported drifted or traffic-shifted; a false alarm
+= another user slice reported drifted.
 Needs the demo bundle (`slicewise export`).
 
 Run: .venv/bin/python bench/bench_drift.py  -> bench/results/drift.{json,md}
@@ -21,7 +29,7 @@ import numpy as np
 import pandas as pd
 from common import ROOT, write
 
-from monitoring.drift import evidently_report, slice_drift, slice_masks
+from monitoring.drift import evidently_report, slice_drift, slice_masks, traffic_shift_threshold
 from slicewise.core import contracts as c
 from training.backbone import load_tokenizer
 from training.config import load_config
@@ -78,7 +86,69 @@ for target in m.slice_names:
                 )
 for seed in SEEDS:
     res = slice_drift(reference, window(np.random.default_rng(100 + seed), None), m, MIN_ROWS)
-    null_alarm += [r.drift_detected for r in res.values()]
+    null_alarm += [r.drift_detected or r.traffic_shifted for r in res.values()]
+
+
+def share_window(rng: np.random.Generator, target: str, share: float) -> pd.DataFrame:
+    """What `demo-traffic --shift-slice target --shift share` sends: each row is a slice member
+    with probability `share`, else any text."""
+    members = np.flatnonzero(masks[target])
+    take = np.where(
+        rng.random(WINDOW) < share,
+        rng.choice(members, WINDOW),
+        rng.integers(0, len(pool), WINDOW),
+    )
+    return pool.iloc[take].reset_index(drop=True)
+
+
+SHARES = (0.2, 0.4, 0.6, 0.9)
+traffic_rows = []
+for target in m.slice_names:
+    for share in SHARES:
+        for seed in SEEDS:
+            res = slice_drift(
+                reference, share_window(np.random.default_rng(seed), target, share), m, MIN_ROWS
+            )
+            others = [n for n in m.slice_names if n != target]
+            traffic_rows.append(
+                {
+                    "target": target,
+                    "share": share,
+                    "seed": seed,
+                    "share_moved": res[target].current_share - res[target].reference_share,
+                    "detected": res[target].drift_detected or res[target].traffic_shifted,
+                    "target_drifted": res[target].drift_detected,
+                    "target_traffic_shifted": res[target].traffic_shifted,
+                    "false_alarms": [n for n in others if res[n].drift_detected],
+                    "before_attribution": [n for n in others if res[n].drifted_columns],
+                    "others_traffic_shifted": [n for n in others if res[n].traffic_shifted],
+                }
+            )
+traffic = pd.DataFrame(traffic_rows)
+n_other = len(m.slice_names) - 1
+by_share = {
+    share: {
+        "detection_rate": float(g["detected"].mean()),
+        "target_drifted_rate": float(g["target_drifted"].mean()),
+        "false_alarm_rate": float(g["false_alarms"].map(len).sum() / (len(g) * n_other)),
+        "false_alarm_rate_before_attribution": float(
+            g["before_attribution"].map(len).sum() / (len(g) * n_other)
+        ),
+        "others_traffic_shifted_rate": float(
+            g["others_traffic_shifted"].map(len).sum() / (len(g) * n_other)
+        ),
+        "mean_share_moved": float(g["share_moved"].mean()),
+    }
+    for share, g in traffic.groupby("share")
+}
+per_target = {
+    target: {
+        "share_moved_at_0.2": float(g.loc[g["share"] == 0.2, "share_moved"].mean()),
+        "detection_rate": float(g["detected"].mean()),
+        "false_alarms": sorted({n for row in g["false_alarms"] for n in row}),
+    }
+    for target, g in traffic.groupby("target")
+}
 table = pd.DataFrame(rows)
 
 # speed: one pass over 100k rows vs one Evidently report per slice
@@ -94,21 +164,38 @@ for _ in range(3):
         evidently_report(reference[ref_masks[name]], big[big_masks[name]], m)
     theirs.append(time.perf_counter() - t0)
 speed = {"slicewise_s": statistics.median(ours), "evidently_loop_s": statistics.median(theirs)}
-md = f"""| measure (10 seeds × {len(m.slice_names)} target slices, window {WINDOW}) | rate |
+share_table = "\n".join(
+    f"| {share:.1f} | {v['mean_share_moved']:+.2f} | {v['detection_rate']:.1%} "
+    f"| {v['target_drifted_rate']:.1%} | {v['false_alarm_rate']:.1%} "
+    f"| {v['false_alarm_rate_before_attribution']:.1%} | {v['others_traffic_shifted_rate']:.1%} |"
+    for share, v in by_share.items()
+)
+md = f"""Label shift (every row of one slice drawn from `negative` texts; the slice keeps its share):
+
+| measure (10 seeds × {len(m.slice_names)} target slices, window {WINDOW}) | rate |
 |---|---:|
 | detection rate on the shifted slice | {np.mean(detect):.1%} |
 | false alarms on untouched slices | {np.mean(false_alarm):.1%} |
 | untouched slices whose own columns drifted (before attribution) | {np.mean(raw_alarm):.1%} |
-| false alarms with no drift injected (every slice, 10 seeds) | {np.mean(null_alarm):.1%} |
+| false alarms with no shift injected (every slice incl. `all`, drift or traffic shift, 10 seeds) | {np.mean(null_alarm):.1%} |
+
+Traffic share (the README demo: a share of the window drawn from one slice's members; 10 seeds ×
+{len(m.slice_names)} target slices per row; traffic-shift threshold {traffic_shift_threshold():.2f}, read from the
+`SliceTrafficShift` alert rule):
+
+| share drawn from the slice | target's share moved (mean) | detected (drift or traffic shift) | target drifted | false alarms (other slices drifted) | before attribution | other slices traffic-shifted |
+|---:|---:|---:|---:|---:|---:|---:|
+{share_table}
 
 | one monitor pass, 100k predictions, {len(m.slice_names) + 1} slices incl. `all` | median seconds |
 |---|---:|
 | slicewise (`monitoring.drift.slice_drift`, Evidently's stat tests) | {speed["slicewise_s"]:.2f} |
 | plain loop: one Evidently `DataDriftPreset` report per slice | {speed["evidently_loop_s"]:.2f} |
 
-Every row of the shifted slice is drawn from `negative` texts, including the rows it shares
-with other slices; an untouched slice that drifts only through those shared rows is reported as
-`explained_by` the shifted slice, not as drifted. drift.json has each pair's overlap and verdict."""
+An untouched slice that drifts only through the rows it shares with the shifted slice is
+reported as `explained_by` it, not as drifted. In the traffic-share scenario the other slices'
+shares move too (a negation-heavy window has fewer short texts), which the traffic-share alert
+reports as it should: the last column counts them. drift.json has every run's verdicts."""
 write(
     "drift",
     {
@@ -116,6 +203,7 @@ write(
         "false_alarm_rate": float(np.mean(false_alarm)),
         "false_alarm_rate_before_attribution": float(np.mean(raw_alarm)),
         "null_false_alarm_rate": float(np.mean(null_alarm)),
+        "traffic_share": {"by_share": by_share, "per_target": per_target, "runs": traffic_rows},
         "pairs": rows,
         "speed": speed,
     },

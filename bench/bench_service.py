@@ -19,7 +19,6 @@ import asyncio
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,7 +27,7 @@ import httpx
 import numpy as np
 import psutil
 import redis
-from common import ROOT, write
+from common import ROOT, redis_outage, write
 
 from service.settings import Settings
 from slicewise.core import contracts as c
@@ -193,14 +192,7 @@ try:
     client = redis.Redis.from_url(rds.url)
     before = client.xlen(c.PREDICTIONS_STREAM)
 
-    def outage() -> None:
-        time.sleep(5)
-        rds.stop()
-        time.sleep(20)
-        rds.start()
-
-    t = threading.Thread(target=outage)
-    t.start()
+    t = redis_outage(rds)
     during = asyncio.run(load(server.url, 35, concurrency=16))
     t.join()
     time.sleep(3)

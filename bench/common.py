@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,3 +38,17 @@ def write(name: str, data: dict[str, Any], markdown: str) -> None:
         f"{data['context']['cpus']} CPUs (load {data['context']['load_avg_1m']:.1f})._\n"
     )
     print(markdown)
+
+
+def redis_outage(server: Any, after: float = 5.0, down: float = 20.0) -> threading.Thread:
+    """Start a thread that stops a `LocalRedis` after `after` s and restarts it `down` s later."""
+
+    def run() -> None:
+        time.sleep(after)
+        server.stop()
+        time.sleep(down)
+        server.start()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread

@@ -1,21 +1,30 @@
 """Per-slice drift between the reference profile and the current window (DESIGN §9).
 
-A slice's rows are those whose predicted membership score is at or above the slice threshold,
-in reference and current data alike (`all` is every row). Per slice, each monitored column —
-confidence, predicted label, per-class probabilities, the other slices' scores, text length —
-is compared with Evidently's stat tests, picked by Evidently's own default rules (K-S /
-chi-square / Z for up to 1000 reference rows, normed Wasserstein / Jensen-Shannon above), so a
-column drifts exactly when Evidently's `DataDriftPreset` would say so. A slice drifts when the
-share of drifted columns reaches `drift_share`. Slices with fewer than `min_rows` rows in
-either window report insufficient data and never drift.
+A slice's rows are its members as the service logged them in `slices` — exact membership for
+rule-evaluated slices, the learned score at or above the threshold otherwise — in reference and
+current data alike (`all` is every row; the reference profile holds the same membership). Per
+slice, each monitored column — confidence, predicted label, per-class probabilities, the other
+slices' membership, text length — is compared with Evidently's stat tests, picked by
+Evidently's own default rules (K-S / chi-square / Z for up to 1000 reference rows, normed
+Wasserstein / Jensen-Shannon above), so a column drifts exactly when Evidently's
+`DataDriftPreset` would say so. A slice drifts when the share of drifted columns reaches
+`drift_share`. Slices with fewer than `min_rows` rows in either window report insufficient data
+and never drift.
 
-Slices overlap (a negated question is in `negation` and in `question`), so drift in one slice
-also moves the rows it shares with its neighbours. Drift is therefore **attributed**: drifted
-user slices are taken strongest first (share of drifted columns, then the smaller slice); a
-slice is kept as a cause unless its rows outside the causes kept so far no longer drift (or are
-too few to tell) — then it is reported as `explained_by` those causes and does not count as
-drifted. The strongest drifted slice is always kept, so attribution never hides drift, and a
-slice whose own rows drift too stays flagged. `all` is not attributed.
+Traffic shift is the other signal: a slice whose share of the window moved by more than the
+`SliceTrafficShift` alert's threshold (read from monitoring/prometheus/rules.yml, so the monitor
+and the alert agree) is `traffic_shifted`.
+
+Slices overlap (a negated question is in `negation` and in `question`), so a change in one
+slice also moves its neighbours: drift in `negation` moves the rows it shares with `question`,
+and a window drawn mostly from `negation` fills `question` with negated questions, so
+`question`'s columns drift although no question changed. Drift is therefore **attributed**. The
+causes are first the traffic-shifted slices (largest move first), then the drifted user slices,
+strongest first (share of drifted columns, then the smaller slice): a drifted slice is kept as a
+cause unless its rows outside the overlapping causes kept so far no longer drift (or are too few
+to tell) — then it is reported as `explained_by` those causes and does not count as drifted.
+Attribution never hides a change: an explained slice's cause is itself flagged (drifted or
+traffic-shifted), and a slice whose own rows drift too stays flagged. `all` is not attributed.
 
 Calling the stat tests directly, rather than building one Evidently `Report` per slice, is what
 keeps a 100k-row, 7-slice pass within seconds (bench/bench_drift.py compares both).
@@ -23,17 +32,42 @@ keeps a 100k-row, 7-slice pass within seconds (bench/bench_drift.py compares bot
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from evidently.legacy.calculations.stattests.registry import get_stattest
 from evidently.legacy.core import ColumnType
 
 from slicewise.core import contracts as c
 
 ALL = "all"
+RULES_FILE = Path(__file__).parent / "prometheus" / "rules.yml"
+TRAFFIC_ALERT = "SliceTrafficShift"
+
+
+@functools.lru_cache(maxsize=4)
+def traffic_shift_threshold(rules_file: Path = RULES_FILE) -> float:
+    """The share change the `SliceTrafficShift` alert fires above, read from its rule.
+
+    Raises:
+        ValueError: when the rules file has no such rule ending in `> <number>`.
+    """
+    for group in yaml.safe_load(Path(rules_file).read_text()).get("groups", []):
+        for rule in group.get("rules", []):
+            if rule.get("alert") == TRAFFIC_ALERT:
+                found = re.search(r">\s*([0-9]*\.?[0-9]+)\s*$", str(rule.get("expr", "")).strip())
+                if found:
+                    return float(found.group(1))
+    raise ValueError(
+        f"{rules_file} has no {TRAFFIC_ALERT} alert whose expression ends in `> <share>`; "
+        "the monitor reads its traffic-shift threshold from there"
+    )
 
 
 @dataclass
@@ -60,6 +94,7 @@ class SliceDrift:
     columns: list[ColumnDrift] = field(default_factory=list)
     drift_share: float = 0.5
     explained_by: list[str] = field(default_factory=list)
+    traffic_shifted: bool = False
 
     @property
     def drifted_share(self) -> float:
@@ -92,15 +127,19 @@ class SliceDrift:
             "current_rows": self.current_rows,
             "reference_share": self.reference_share,
             "current_share": self.current_share,
+            "traffic_shifted": self.traffic_shifted,
             "columns": [vars(col) for col in self.columns],
         }
 
 
 def slice_masks(frame: pd.DataFrame, manifest: c.Manifest) -> dict[str, np.ndarray]:
-    """Boolean row mask per slice (`all` first): predicted membership ≥ threshold."""
+    """Boolean row mask per slice (`all` first): exact membership of rule slices, learned score
+    at or above the threshold for the others (`Manifest.membership_cuts`).
+    """
     masks = {ALL: np.ones(len(frame), dtype=bool)}
+    cuts = manifest.membership_cuts
     for s in manifest.slices:
-        masks[s.name] = frame[c.slice_score_column(s.name)].to_numpy() >= s.threshold
+        masks[s.name] = frame[c.slice_score_column(s.name)].to_numpy() >= cuts[s.name]
     return masks
 
 
@@ -141,8 +180,12 @@ def slice_drift(
     manifest: c.Manifest,
     min_rows: int = 50,
     drift_share: float = 0.5,
+    traffic_threshold: float | None = None,
 ) -> dict[str, SliceDrift]:
     """Drift per slice (and `all`) between two frames with the reference-profile columns.
+
+    `traffic_threshold`: share change that marks a slice traffic-shifted (default: the
+    `SliceTrafficShift` alert's); judged when both windows have at least `min_rows` rows.
 
     Raises:
         ValueError: when a frame lacks a column the manifest implies.
@@ -173,13 +216,22 @@ def slice_drift(
         return result
 
     out = {name: judge(name, ref_masks[name], cur_masks[name]) for name in ref_masks}
+    threshold = traffic_shift_threshold() if traffic_threshold is None else traffic_threshold
+    if len(reference) >= min_rows and len(current) >= min_rows:
+        for name, r in out.items():
+            r.traffic_shifted = name != ALL and (
+                abs(r.current_share - r.reference_share) > threshold
+            )
+    causes = sorted(
+        (n for n, r in out.items() if r.traffic_shifted),
+        key=lambda n: -abs(out[n].current_share - out[n].reference_share),
+    )
     drifted = sorted(
         (n for n, r in out.items() if n != ALL and r.drifted_columns),
         key=lambda n: (-out[n].drifted_share, out[n].current_rows),
     )
-    causes: list[str] = []
     for name in drifted:
-        overlapping = [a for a in causes if (cur_masks[name] & cur_masks[a]).any()]
+        overlapping = [a for a in causes if a != name and (cur_masks[name] & cur_masks[a]).any()]
         if overlapping:
             ref_out = np.logical_or.reduce([ref_masks[a] for a in overlapping])
             cur_out = np.logical_or.reduce([cur_masks[a] for a in overlapping])
@@ -187,7 +239,8 @@ def slice_drift(
             if not rest.drifted_columns:
                 out[name].explained_by = overlapping
                 continue
-        causes.append(name)
+        if name not in causes:
+            causes.append(name)
     return out
 
 

@@ -12,9 +12,11 @@ import pandas as pd
 import redis
 
 from slicewise.core import contracts as c
+from slicewise.core.errors import SlicewiseError
+from slicewise.core.feedback import read_feedback_labels
 
 
-class WindowError(RuntimeError):
+class WindowError(SlicewiseError, RuntimeError):
     """The prediction log cannot be read or holds nothing usable."""
 
 
@@ -100,15 +102,9 @@ def records_frame(fields: list[dict], manifest: c.Manifest) -> pd.DataFrame:
 
 
 def read_feedback(client: redis.Redis, count: int = 100_000) -> pd.DataFrame:
-    """The latest feedback labels: columns `id`, `label` (last label per id wins)."""
+    """The feedback labels: columns `id`, `label` (one row per id: its current label)."""
     try:
-        entries = client.xrevrange(c.FEEDBACK_STREAM, count=count)
+        labels = read_feedback_labels(client, count)
     except redis.RedisError as exc:
         raise WindowError(f"cannot read {c.FEEDBACK_STREAM} from Redis: {exc}") from exc
-    rows = [
-        {"id": f[b"id"].decode(), "label": f[b"label"].decode()}
-        for _, f in reversed(entries)
-        if b"id" in f and b"label" in f
-    ]
-    frame = pd.DataFrame(rows, columns=["id", "label"])
-    return frame.drop_duplicates("id", keep="last")
+    return pd.DataFrame(list(labels.items()), columns=["id", "label"])

@@ -40,6 +40,11 @@ MODEL_INFO = Gauge(
     ["model_version", "provider"],
     multiprocess_mode="livemax",
 )
+FEEDBACK = Counter(
+    M.FEEDBACK,
+    "Feedback labels stored: new, or corrected (replacing an earlier label)",
+    ["outcome"],
+)
 BATCH_SIZE = Histogram(
     "slicewise_batch_size",
     "Texts per model call after adaptive batching",

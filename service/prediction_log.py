@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import redis
 
-from slicewise.core.contracts import FEEDBACK_STREAM, PREDICTIONS_STREAM, PredictionRecord
+from slicewise.core.contracts import PREDICTIONS_STREAM, PredictionRecord
+from slicewise.core.feedback import record_feedback
 
 log = logging.getLogger("slicewise.service")
 PREDICTION_KEY = "slicewise:prediction:"  # + id -> model version, for feedback lookups
@@ -124,11 +125,8 @@ class PredictionLog:
             self.client.exists(PREDICTION_KEY + prediction_id)
         )
 
-    def record_feedback(self, prediction_id: str, label: str) -> None:
-        """Append a true label to the `slicewise:feedback` stream."""
-        self.client.xadd(
-            FEEDBACK_STREAM,
-            {"id": prediction_id, "label": label, "ts": repr(time.time())},
-            maxlen=self.maxlen,
-            approximate=True,
-        )
+    def record_feedback(self, prediction_id: str, label: str) -> str | None:
+        """Set the one label of a prediction (a correction replaces the earlier label); return
+        the label it replaced, if any.
+        """
+        return record_feedback(self.client, prediction_id, label, self.maxlen)

@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from service.membership import SliceMembership
 from slicewise.core import contracts as c
 
 log = logging.getLogger("slicewise.service")
@@ -47,6 +48,7 @@ class Timings:
 
     tokenize: float = 0.0
     infer: float = 0.0
+    rules: float = 0.0
 
 
 @dataclass
@@ -58,15 +60,23 @@ class ModelRuntime:
     tokenizer: Tokenizer
     provider: str
     model_file: Path
+    membership: SliceMembership
 
     @classmethod
-    def load(cls, bundle: c.Bundle, prefer_int8: bool = True, threads: int = 0) -> ModelRuntime:
+    def load(
+        cls,
+        bundle: c.Bundle,
+        prefer_int8: bool = True,
+        threads: int = 0,
+        evaluate_rules: bool = True,
+    ) -> ModelRuntime:
         """Open the bundle's model on the best provider and run one warm-up inference.
 
         `threads`: ONNX Runtime intra-op threads per call (0: its default, one per core). The
         service runs several calls at once, one thread each: on 2 cores that served 19% more
         requests than one call at a time on two threads, whose thread pool stalls whenever the
-        HTTP thread takes a core.
+        HTTP thread takes a core. `evaluate_rules`: evaluate the bundle's slice rules exactly
+        (`service/membership.py`); off, every slice's membership is the learned score.
         """
         providers = choose_providers()
         on_gpu = providers[0] == "CUDAExecutionProvider"
@@ -78,9 +88,16 @@ class ModelRuntime:
         provider = session.get_providers()[0]
         if on_gpu and provider != "CUDAExecutionProvider":  # pragma: no cover - needs a GPU build
             log.warning("CUDA provider is installed but did not start; serving on %s", provider)
-        runtime = cls(bundle, session, load_tokenizer(bundle), provider, model_file)
+        membership = SliceMembership.from_manifest(bundle.manifest, evaluate_rules)
+        runtime = cls(bundle, session, load_tokenizer(bundle), provider, model_file, membership)
         runtime.predict(["warm-up"])
-        log.info("loaded model %s (%s) on %s", bundle.manifest.version, model_file.name, provider)
+        log.info(
+            "loaded model %s (%s) on %s; slice membership: %s",
+            bundle.manifest.version,
+            model_file.name,
+            provider,
+            membership.modes,
+        )
         return runtime
 
     @property
@@ -89,7 +106,10 @@ class ModelRuntime:
         return self.bundle.manifest.version
 
     def predict(self, texts: list[str]) -> tuple[dict[str, np.ndarray], Timings]:
-        """Raw model outputs for a batch of texts, and where the time went (thread-safe)."""
+        """Model outputs for a batch of texts plus `slices` (membership: exact 0/1 for rule
+        slices, the learned `slice_membership` score otherwise), and where the time went
+        (thread-safe).
+        """
         t0 = time.perf_counter()
         enc = self.tokenizer.encode_batch(texts)
         feeds = {
@@ -97,7 +117,9 @@ class ModelRuntime:
             "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
         }
         t1 = time.perf_counter()
-        outs = self.session.run(list(c.OUTPUT_NAMES), feeds)
-        return dict(zip(c.OUTPUT_NAMES, outs, strict=True)), Timings(
-            t1 - t0, time.perf_counter() - t1
-        )
+        exact, failed = self.membership.evaluate(texts)
+        t2 = time.perf_counter()
+        outs = dict(zip(c.OUTPUT_NAMES, self.session.run(list(c.OUTPUT_NAMES), feeds), strict=True))
+        t3 = time.perf_counter()
+        outs["slices"] = self.membership.combine(outs["slice_membership"], exact, failed)
+        return outs, Timings(t1 - t0, t3 - t2, t2 - t1 + time.perf_counter() - t3)

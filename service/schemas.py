@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -12,9 +14,17 @@ class Prediction(BaseModel):
     label: str
     confidence: float = Field(ge=0, le=1)
     probabilities: dict[str, float]
-    slices: dict[str, float] = Field(description="membership score per slice, in [0, 1]")
+    slices: dict[str, float] = Field(
+        description="membership per slice, in [0, 1]: exact 0 or 1 for slices whose rule the "
+        "service evaluates (`membership` says which), the learned score otherwise"
+    )
+    slice_scores: dict[str, float] = Field(
+        description="the model's learned indicator score per slice, in [0, 1] (what the "
+        "slice-aware head routes on)"
+    )
     active_slices: list[str] = Field(
-        description="slices whose score is at or above their threshold"
+        description="slices the text is in: exact membership 1, or a learned score at or above "
+        "the slice's threshold"
     )
 
 
@@ -24,6 +34,10 @@ class PredictResponse(BaseModel):
     model_config = {"protected_namespaces": ()}
 
     model_version: str
+    membership: dict[str, Literal["rule", "learned"]] = Field(
+        description="per slice: `rule` = `slices` is the slice rule evaluated exactly on the "
+        "text; `learned` = `slices` is the model's score"
+    )
     predictions: list[Prediction]
 
 
@@ -33,3 +47,6 @@ class FeedbackResponse(BaseModel):
     id: str
     label: str
     stored: bool
+    replaced: str | None = Field(
+        None, description="the label this one replaced (a correction), null for a first label"
+    )

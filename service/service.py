@@ -1,9 +1,11 @@
 """The slicewise BentoML service: `bentoml serve service.service:Slicewise`.
 
-One service does it all: validation, auth, ids, the ONNX Runtime model call with adaptive
+One service does it all: validation, ids, the ONNX Runtime model call with adaptive
 batching (`service/batching.py`: concurrent requests share one model call), metrics, the Redis
 prediction log, feedback, and the watcher that hot-swaps the model when the production version
-in Redis changes. It never imports torch or `training`.
+in Redis changes (`service/hotswap.py`). Auth, body size, Content-Type, unknown routes and the
+one error shape are handled before BentoML parses a request (`service/http_guard.py`,
+`service/hardened.py`). It never imports torch or `training`.
 """
 
 from __future__ import annotations
@@ -11,25 +13,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 import uuid
-from http import HTTPStatus
 from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
+from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
 
 from service import metrics
 from service.batching import AdaptiveBatcher
+from service.hardened import HardenedService
+from service.hotswap import HotSwapWatcher
+from service.http_guard import ApiGuard, install_log_filter
 from service.prediction_log import PredictionLog
-from service.responses import RequestError, build_predictions, check_feedback_label, validate_texts
+from service.responses import build_predictions
 from service.runtime import ModelRuntime
 from service.schemas import FeedbackResponse, PredictResponse
 from service.settings import Settings
+from service.validation import (
+    RequestError,
+    check_feedback_label,
+    check_prediction_id,
+    validate_texts,
+)
 from slicewise.core.contracts import (
     MODEL_NAME,
-    PRODUCTION_VERSION_KEY,
+    PREDICTION_ID_PATTERN,
     BundleError,
     PredictionRecord,
     resolve_bundle,
@@ -39,12 +50,21 @@ log = logging.getLogger("slicewise.service")
 log.setLevel(logging.INFO)  # BentoML shows only warnings of foreign loggers otherwise
 SAMPLE_TEXTS = ["I would not fly with them again.", "Is my flight delayed?"]
 MAX_BATCH_SIZE = 64
-
-
-class Unauthorized(BentoMLException):
-    """Missing or wrong bearer token."""
-
-    error_code = HTTPStatus.UNAUTHORIZED
+MAX_LABEL_CHARS = 100
+# Read at import: the request limits are part of the API signature (and so of the OpenAPI
+# document), and a missing required token stops `bentoml serve` before it listens.
+LIMITS = Settings.from_env()
+install_log_filter()
+Text = Annotated[
+    str,
+    Field(
+        max_length=LIMITS.max_text_chars,
+        description="at least one visible character (not only whitespace, zero-width or "
+        "control characters)",
+        # documented, not enforced here: validate_texts refuses these with one message
+        json_schema_extra={"minLength": 1, "pattern": "\\S"},
+    ),
+]
 
 
 @bentoml.service(
@@ -52,6 +72,7 @@ class Unauthorized(BentoMLException):
     traffic={"timeout": 60, "max_concurrency": 512},
     workers=1,
     endpoints={"livez": "/livez", "readyz": "/readyz"},
+    service_class=HardenedService,
 )
 class Slicewise:
     """Public REST API: `/predict`, `/feedback`, plus `/livez`, `/readyz`, `/metrics`."""
@@ -73,11 +94,12 @@ class Slicewise:
         if redis_url is None:
             from slicewise.core.redis_server import LocalRedis
 
-            self.embedded_redis = LocalRedis().start()
+            password = os.environ.get("SLICEWISE_REDIS_PASSWORD") or secrets.token_hex(16)
+            self.embedded_redis = LocalRedis(password=password).start()
             redis_url = self.embedded_redis.url
             log.info(
-                "REDIS_URL unset: started an embedded redis-server at %s (%s)",
-                redis_url,
+                "REDIS_URL unset: started an embedded redis-server at %s (%s; password required)",
+                self.embedded_redis.url_without_password,
                 self.embedded_redis.exe,
             )
         self.redis_url = redis_url
@@ -88,11 +110,17 @@ class Slicewise:
             on_drop=metrics.LOG_DROPPED.inc,
         )
         self._watcher: asyncio.Task[None] | None = None
+        self.hotswap = HotSwapWatcher(self._load_version, self._install)
 
     def _load(self, model_dir: str | None, tag: str) -> ModelRuntime:
         """Open a bundle folder, or a model-store tag, and warm it up (blocking)."""
         threads = max(1, len(os.sched_getaffinity(0)) // self.settings.model_workers)
-        return ModelRuntime.load(resolve_bundle(model_dir, tag), self.settings.prefer_int8, threads)
+        return ModelRuntime.load(
+            resolve_bundle(model_dir, tag),
+            self.settings.prefer_int8,
+            threads,
+            evaluate_rules=self.settings.slice_rules,
+        )
 
     def _install(self, runtime: ModelRuntime) -> None:
         old = self.runtime
@@ -114,19 +142,20 @@ class Slicewise:
             self._watcher = asyncio.create_task(self._watch_production_version())
         return self.runtime is not None
 
+    def _load_version(self, version: str) -> ModelRuntime:
+        return self._load(None, f"{MODEL_NAME}:{version}")
+
     async def _watch_production_version(self) -> None:
-        """Poll the production-version key; load and switch to the version it names."""
+        """Poll the production-version key; switch to the version it names when it passes the
+        checks of `HotSwapWatcher`.
+        """
         while True:
             await asyncio.sleep(self.settings.hotswap_interval)
+            current = self.runtime.version if self.runtime is not None else None
             try:
-                raw = await asyncio.to_thread(self.log.client.get, PRODUCTION_VERSION_KEY)
-                wanted = raw.decode() if raw else None
-                if wanted and (self.runtime is None or wanted != self.runtime.version):
-                    runtime = await asyncio.to_thread(self._load, None, f"{MODEL_NAME}:{wanted}")
-                    self._install(runtime)
-                    log.info("hot-swapped to model %s", wanted)
-            except Exception as exc:  # keep serving the current model; say why
-                log.warning("hot-swap check failed: %s", exc)
+                await asyncio.to_thread(self.hotswap.poll, self.log.client, current)
+            except Exception as exc:  # keep watching and serving the current model; say why
+                log.warning("hot-swap check failed: %s: %s", type(exc).__name__, exc)
 
     def _infer_batch(self, texts: list[str]) -> list[dict[str, Any]]:
         """Predictions (without ids) for one batch of texts; runs in a model worker thread."""
@@ -136,36 +165,34 @@ class Slicewise:
         outputs, took = runtime.predict(texts)
         metrics.INFERENCE_SECONDS.labels("tokenize").observe(took.tokenize)
         metrics.INFERENCE_SECONDS.labels("infer").observe(took.infer)
+        metrics.INFERENCE_SECONDS.labels("rules").observe(took.rules)
         metrics.BATCH_SIZE.observe(len(texts))
-        preds = build_predictions(outputs, runtime.bundle.manifest)
+        preds = build_predictions(outputs, runtime.bundle.manifest, runtime.membership.cuts)
         for p in preds:
             p["model_version"] = runtime.version
+            p["membership"] = runtime.membership.modes
         return preds
-
-    def _authorize(self, ctx: bentoml.Context) -> None:
-        token = self.settings.api_token
-        if token and ctx.request.headers.get("authorization", "") != f"Bearer {token}":
-            raise Unauthorized("missing or wrong bearer token")
 
     @bentoml.api(route="/predict")
     async def predict(
         self,
-        texts: Annotated[list[str], Field(examples=[SAMPLE_TEXTS])],
-        ctx: bentoml.Context = None,
-    ) -> PredictResponse:  # type: ignore[assignment]
-        """Label, probabilities and slice membership scores for each text.
+        texts: Annotated[
+            list[Text],
+            Field(min_length=1, max_length=LIMITS.max_texts, examples=[SAMPLE_TEXTS]),
+        ],
+    ) -> PredictResponse:
+        """Label, probabilities, slice membership and learned slice scores for each text.
 
         Example: `curl -X POST localhost:3000/predict -H 'Content-Type: application/json'
         -d '{"texts": ["I would not fly with them again."]}'`
         """
-        self._authorize(ctx)
         try:
             validate_texts(texts, self.settings.max_texts, self.settings.max_text_chars)
         except RequestError as exc:
             raise InvalidArgument(str(exc)) from None
         preds = await self.batcher.submit(texts)
         t0 = time.perf_counter()
-        version = preds[0]["model_version"]
+        version, membership = preds[0]["model_version"], preds[0]["membership"]
         records = []
         for text, p in zip(texts, preds, strict=True):
             p["id"] = uuid.uuid4().hex
@@ -184,18 +211,38 @@ class Slicewise:
         self.log.append(records)
         metrics.observe_predictions(preds, version)
         metrics.INFERENCE_SECONDS.labels("postprocess").observe(time.perf_counter() - t0)
-        return PredictResponse.model_validate({"model_version": version, "predictions": preds})
+        return PredictResponse.model_validate(
+            {"model_version": version, "membership": membership, "predictions": preds}
+        )
 
     @bentoml.api(route="/feedback")
     async def feedback(
         self,
-        id: Annotated[str, Field(examples=["5f2c…"])],
-        label: Annotated[str, Field(examples=["negative"])],
-        ctx: bentoml.Context = None,
-    ) -> FeedbackResponse:  # type: ignore[assignment]
-        """Record the true label of an earlier prediction (by its id)."""
-        self._authorize(ctx)
+        id: Annotated[
+            str,
+            Field(
+                min_length=32,
+                max_length=32,
+                pattern=PREDICTION_ID_PATTERN,
+                description="a prediction id from /predict",
+                examples=["5f2c0a4e9b1d4c7f8e6a3b2d1c0f9e8d"],
+            ),
+        ],
+        label: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=MAX_LABEL_CHARS,
+                description="one of the model's labels",
+                examples=["negative"],
+            ),
+        ],
+    ) -> FeedbackResponse:
+        """Record the true label of an earlier prediction (by its id). One label per id: a
+        second label for the same id replaces the first (a correction).
+        """
         try:
+            check_prediction_id(id)
             check_feedback_label(label, self.runtime.bundle.manifest.labels if self.runtime else [])
         except RequestError as exc:
             raise InvalidArgument(str(exc)) from None
@@ -203,9 +250,18 @@ class Slicewise:
             known = await asyncio.to_thread(self.log.known_prediction, id)
             if not known:
                 raise NotFound(f"unknown prediction id {id!r}")
-            await asyncio.to_thread(self.log.record_feedback, id, label)
+            replaced = await asyncio.to_thread(self.log.record_feedback, id, label)
         except NotFound:
             raise
         except Exception as exc:
             raise ServiceUnavailable(f"feedback store unavailable: {exc}") from None
-        return FeedbackResponse(id=id, label=label, stored=True)
+        metrics.FEEDBACK.labels("corrected" if replaced is not None else "new").inc()
+        return FeedbackResponse(id=id, label=label, stored=True, replaced=replaced)
+
+
+Slicewise.add_asgi_middleware(
+    ApiGuard,
+    paths=("/predict", "/feedback"),
+    token=LIMITS.api_token,
+    max_body_bytes=LIMITS.max_body_bytes,
+)

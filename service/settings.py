@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from slicewise.core.contracts import MODEL_NAME
+from slicewise.core.errors import SlicewiseError
+
+
+class SettingsError(SlicewiseError, ValueError):
+    """A service setting is missing or invalid; the message names the variable."""
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -21,6 +27,8 @@ class Settings:
     model_tag: str = f"{MODEL_NAME}:latest"  # SLICEWISE_MODEL_TAG: else this store model
     redis_url: str | None = None  # REDIS_URL; unset: an embedded redis-server is started
     api_token: str | None = None  # SLICEWISE_API_TOKEN: require `Authorization: Bearer …`
+    require_token: bool = False  # SLICEWISE_REQUIRE_TOKEN: refuse to start without a token
+    max_body_bytes: int = 1 << 20  # SLICEWISE_MAX_BODY_BYTES: larger request bodies get a 413
     max_texts: int = 64  # SLICEWISE_MAX_TEXTS per request
     max_text_chars: int = 2000  # SLICEWISE_MAX_TEXT_CHARS per text
     log_text: bool = False  # SLICEWISE_LOG_TEXT: store raw text in the prediction log
@@ -29,22 +37,46 @@ class Settings:
     log_buffer: int = 10_000  # SLICEWISE_LOG_BUFFER: records held in memory while Redis is away
     hotswap_interval: float = 2.0  # SLICEWISE_HOTSWAP_INTERVAL seconds between version polls
     model_workers: int = 2  # SLICEWISE_MODEL_WORKERS: batches in the model at once
+    slice_rules: bool = True  # SLICEWISE_SLICE_RULES: evaluate rule slices exactly (0: learned)
 
     @classmethod
     def from_env(cls) -> Settings:
         """Settings from `SLICEWISE_*` and `REDIS_URL` environment variables."""
         env = os.environ
-        return cls(
+
+        def num(name: str, default: float, kind: type = int) -> Any:
+            raw = env.get(name)
+            if raw is None or not raw.strip():
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r} is not a number") from None
+            if value <= 0:
+                raise SettingsError(f"{name}={raw!r} must be positive")
+            return value
+
+        settings = cls(
             model_dir=env.get("SLICEWISE_MODEL_DIR") or None,
             model_tag=env.get("SLICEWISE_MODEL_TAG", cls.model_tag),
             redis_url=env.get("REDIS_URL") or None,
             api_token=env.get("SLICEWISE_API_TOKEN") or None,
-            max_texts=int(env.get("SLICEWISE_MAX_TEXTS", cls.max_texts)),
-            max_text_chars=int(env.get("SLICEWISE_MAX_TEXT_CHARS", cls.max_text_chars)),
+            require_token=_flag("SLICEWISE_REQUIRE_TOKEN", cls.require_token),
+            max_body_bytes=num("SLICEWISE_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_texts=num("SLICEWISE_MAX_TEXTS", cls.max_texts),
+            max_text_chars=num("SLICEWISE_MAX_TEXT_CHARS", cls.max_text_chars),
             log_text=_flag("SLICEWISE_LOG_TEXT", cls.log_text),
             prefer_int8=_flag("SLICEWISE_PREFER_INT8", cls.prefer_int8),
-            stream_maxlen=int(env.get("SLICEWISE_STREAM_MAXLEN", cls.stream_maxlen)),
-            log_buffer=int(env.get("SLICEWISE_LOG_BUFFER", cls.log_buffer)),
-            hotswap_interval=float(env.get("SLICEWISE_HOTSWAP_INTERVAL", cls.hotswap_interval)),
-            model_workers=int(env.get("SLICEWISE_MODEL_WORKERS", cls.model_workers)),
+            stream_maxlen=num("SLICEWISE_STREAM_MAXLEN", cls.stream_maxlen),
+            log_buffer=num("SLICEWISE_LOG_BUFFER", cls.log_buffer),
+            hotswap_interval=num("SLICEWISE_HOTSWAP_INTERVAL", cls.hotswap_interval, float),
+            model_workers=num("SLICEWISE_MODEL_WORKERS", cls.model_workers),
+            slice_rules=_flag("SLICEWISE_SLICE_RULES", cls.slice_rules),
         )
+        if settings.require_token and not settings.api_token:
+            raise SettingsError(
+                "SLICEWISE_REQUIRE_TOKEN is set but SLICEWISE_API_TOKEN is empty: refusing to "
+                "start an open API; set the token (on Kubernetes: the `api-token` key of the "
+                "`slicewise-secrets` Secret)"
+            )
+        return settings

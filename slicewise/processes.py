@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from slicewise.core.errors import SlicewiseError
 from slicewise.core.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +54,7 @@ def spawn_monitor(
     return spawn_cli(args, log_file, env)
 
 
-class ServerError(RuntimeError):
+class ServerError(SlicewiseError, RuntimeError):
     """The service did not become ready."""
 
 

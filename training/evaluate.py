@@ -63,7 +63,9 @@ def head_slice_metrics(
     """
     from training.train import predict_head
 
-    probs = predict_head(head, split.embeddings if embeddings is None else embeddings)
+    probs = predict_head(
+        head, split.embeddings if embeddings is None else embeddings, split.membership
+    )
     pred = probs["probabilities"].argmax(1)
     return slice_metrics(split.labels, pred, split.membership, cfg.slice_names, cfg.labels)
 

@@ -16,6 +16,7 @@ import json
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,12 @@ import numpy as np
 import torch
 
 from slicewise.core import contracts as c
+from slicewise.core.errors import SlicewiseError
+from slicewise.core.slice_rules import RULE_KINDS, SliceError, compile_rule, import_plugins
 from training.backbone import load_tokenizer
-from training.config import ProjectConfig
+from training.config import ProjectConfig, SliceConfig
 from training.evaluate import slice_metrics
+from training.slices import slice_evaluator
 from training.train import PreparedData, TrainedModel
 
 PARITY_TEXTS = [
@@ -38,30 +42,54 @@ PARITY_TEXTS = [
 ]
 
 
-class ExportError(RuntimeError):
+RulesFn = Callable[[list[str]], np.ndarray]
+
+
+class ExportError(SlicewiseError, RuntimeError):
     """The export failed a check (e.g. ONNX/torch parity); nothing was written."""
+
+
+def rules_fn(cfg: ProjectConfig) -> RulesFn:
+    """Texts → the `slice_rules` input (float32 `[N, k]`, exact 0/1) from the config's rules."""
+    evaluator = slice_evaluator(cfg)
+    return lambda texts: evaluator.evaluate(texts).astype(np.float32)
+
+
+def model_inputs(model: torch.nn.Module) -> list[str]:
+    """The exported graph's inputs: `slice_rules` too when the head routes on rules."""
+    return list(c.INPUT_NAMES) + ([c.SLICE_RULES_INPUT] if model.head.uses_rules else [])
 
 
 @dataclass
 class OnnxRunner:
-    """Tokenizer + ONNX Runtime session: runs texts through an exported model."""
+    """Tokenizer + ONNX Runtime session: runs texts through an exported model.
+
+    `rules` gives the `slice_rules` input for a batch of texts; needed when the graph takes it.
+    """
 
     session: Any
     tokenizer: Any
     max_length: int
+    rules: RulesFn | None = None
 
     @classmethod
-    def open(cls, model_path: Path, tokenizer: Any, max_length: int) -> OnnxRunner:
-        """Open `model_path` on the CPU provider."""
+    def open(
+        cls, model_path: Path, tokenizer: Any, max_length: int, rules: RulesFn | None = None
+    ) -> OnnxRunner:
+        """Open `model_path` on the CPU provider.
+
+        Raises:
+            ExportError: the model takes `slice_rules` and no `rules` is given.
+        """
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return cls(
-            ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"]),
-            tokenizer,
-            max_length,
-        )
+        session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        takes_rules = c.SLICE_RULES_INPUT in {i.name for i in session.get_inputs()}
+        if takes_rules and rules is None:
+            raise ExportError(f"{model_path} takes {c.SLICE_RULES_INPUT!r}; pass rules=")
+        return cls(session, tokenizer, max_length, rules if takes_rules else None)
 
     def run(self, texts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
         """Outputs for `texts`, batched (length-sorted to limit padding), in input order."""
@@ -77,6 +105,8 @@ class OnnxRunner:
                 return_tensors="np",
             )
             feeds = {n: enc[n].astype(np.int64) for n in c.INPUT_NAMES}
+            if self.rules is not None:
+                feeds[c.SLICE_RULES_INPUT] = self.rules([texts[i] for i in idx])
             for name, arr in zip(
                 c.OUTPUT_NAMES, self.session.run(list(c.OUTPUT_NAMES), feeds), strict=True
             ):
@@ -92,17 +122,24 @@ class OnnxRunner:
 
 
 def export_onnx(model: torch.nn.Module, tokenizer: Any, path: Path, opset: int) -> None:
-    """TorchScript-based ONNX export with dynamic batch and sequence axes."""
+    """TorchScript-based ONNX export with dynamic batch and sequence axes.
+
+    A head that routes on rules gets a third input, `slice_rules [batch, k]` (float32).
+    """
     enc = tokenizer(PARITY_TEXTS[:2], padding=True, return_tensors="pt")
-    axes = {n: {0: "batch", 1: "sequence"} for n in c.INPUT_NAMES}
-    axes.update({n: {0: "batch"} for n in c.OUTPUT_NAMES})
+    inputs = model_inputs(model)
+    args: tuple[torch.Tensor, ...] = (enc["input_ids"], enc["attention_mask"])
+    if c.SLICE_RULES_INPUT in inputs:  # traced with 1/0 values; NaN follows the same graph
+        args += (torch.ones(2, model.head.num_slices),)
+    axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in c.INPUT_NAMES}
+    axes.update({n: {0: "batch"} for n in (*inputs[len(c.INPUT_NAMES) :], *c.OUTPUT_NAMES)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but fuses best
         torch.onnx.export(
             model.eval(),
-            (enc["input_ids"], enc["attention_mask"]),
+            args,
             str(path),
-            input_names=list(c.INPUT_NAMES),
+            input_names=inputs,
             output_names=list(c.OUTPUT_NAMES),
             dynamic_axes=axes,
             opset_version=opset,
@@ -168,6 +205,8 @@ def quantize_onnx(src: Path, dst: Path) -> None:
 def check_parity(model: torch.nn.Module, runner: OnnxRunner, tolerance: float) -> dict[str, float]:
     """Max abs difference ORT vs torch per output on fresh inputs (batch 1 and a mixed batch).
 
+    A model that takes `slice_rules` gets the runner's rules for the texts on both sides.
+
     Raises:
         ExportError: when any output differs by more than `tolerance`.
     """
@@ -176,8 +215,9 @@ def check_parity(model: torch.nn.Module, runner: OnnxRunner, tolerance: float) -
         enc = runner.tokenizer(
             texts, padding=True, truncation=True, max_length=runner.max_length, return_tensors="pt"
         )
+        rules = None if runner.rules is None else torch.from_numpy(runner.rules(texts))
         with torch.inference_mode():
-            expected = model(enc["input_ids"], enc["attention_mask"])
+            expected = model(enc["input_ids"], enc["attention_mask"], rules)
         got = runner.run(texts, batch_size=len(texts)) if len(texts) > 1 else runner.run(texts)
         for name, e in zip(c.OUTPUT_NAMES, expected, strict=True):
             worst[name] = max(worst[name], float(np.abs(got[name] - e.numpy()).max()))
@@ -213,7 +253,11 @@ def reference_profile(
     labels: np.ndarray,
     membership: np.ndarray,
 ) -> Any:
-    """The model's outputs on the reference split, in the columns of `slicewise.core.contracts`."""
+    """The model's outputs on the reference split, in the columns of `slicewise.core.contracts`.
+
+    Slice columns hold membership as the service returns it in `slices` (exact, from the slice
+    rules), so the monitor cuts reference and production rows the same way.
+    """
     import pandas as pd
 
     probs = outputs["probabilities"]
@@ -221,7 +265,10 @@ def reference_profile(
     cols[c.PREDICTED_LABEL_COLUMN] = [cfg.labels[i] for i in probs.argmax(1)]
     cols[c.CONFIDENCE_COLUMN] = probs.max(1)
     for j, name in enumerate(cfg.slice_names):
-        cols[c.slice_score_column(name)] = outputs["slice_membership"][:, j]
+        # `slice_<name>` is what the service logs as `slices`: every config slice has a rule
+        # the service evaluates, so exact membership; the learned score is kept beside it
+        cols[c.slice_score_column(name)] = membership[:, j].astype(np.float32)
+        cols[c.learned_score_column(name)] = outputs["slice_membership"][:, j]
         cols[c.slice_fn_column(name)] = membership[:, j].astype(np.int8)
     cols[c.TEXT_LENGTH_COLUMN] = np.array([len(t) for t in texts], dtype=np.int64)
     cols[c.TRUE_LABEL_COLUMN] = [cfg.labels[i] for i in labels]
@@ -264,9 +311,31 @@ def export_bundle(
     return bundle
 
 
+def slice_rule(slice_cfg: SliceConfig) -> c.SliceRule:
+    """A config slice's definition as the manifest carries it."""
+    return c.SliceRule.model_validate(
+        {k: getattr(slice_cfg, k) for k in RULE_KINDS if getattr(slice_cfg, k) is not None}
+    )
+
+
+def check_slice_rules(cfg: ProjectConfig) -> None:
+    """Compile every slice rule as the service will (plugins imported first).
+
+    Raises:
+        ExportError: naming the slice whose rule does not compile; no bundle is written.
+    """
+    try:
+        import_plugins(cfg.plugins)
+        for s in cfg.slices:
+            compile_rule(s.name, slice_rule(s))
+    except SliceError as exc:
+        raise ExportError(f"refusing to export: {exc}") from None
+
+
 def _write_bundle(
     cfg: ProjectConfig, trained: TrainedModel, prepared: PreparedData, dst: Path, progress: bool
 ) -> c.Bundle:
+    check_slice_rules(cfg)
     model = trained.model.eval()
     tokenizer = load_tokenizer(cfg.backbone)
     tokenizer.save_pretrained(str(dst / c.TOKENIZER_DIR))
@@ -278,7 +347,8 @@ def _write_bundle(
     raw.unlink()
     for extra in dst.glob("*.onnx.data"):
         extra.unlink()
-    runner = OnnxRunner.open(dst / c.MODEL_ONNX, tokenizer, cfg.backbone.max_length)
+    rules = rules_fn(cfg) if model.head.uses_rules else None
+    runner = OnnxRunner.open(dst / c.MODEL_ONNX, tokenizer, cfg.backbone.max_length, rules)
     parity = check_parity(model, runner, cfg.export.parity_tolerance)
 
     val, test, ref = (prepared.splits[s] for s in ("validation", "test", "reference"))
@@ -299,7 +369,7 @@ def _write_bundle(
         ),
     }
     if cfg.export.quantize:
-        int8 = OnnxRunner.open(dst / c.MODEL_INT8_ONNX, tokenizer, cfg.backbone.max_length)
+        int8 = OnnxRunner.open(dst / c.MODEL_INT8_ONNX, tokenizer, cfg.backbone.max_length, rules)
         evaluation["int8_slices"] = slice_metrics(
             test.labels,
             int8.run(test.texts)["probabilities"].argmax(1),
@@ -313,7 +383,14 @@ def _write_bundle(
     )
 
     slices = [
-        c.SliceInfo(name=s.name, description=s.description, threshold=t, monitored=s.monitored)
+        c.SliceInfo(
+            name=s.name,
+            description=s.description,
+            threshold=t,
+            monitored=s.monitored,
+            rule=slice_rule(s),
+            membership="rule",
+        )
         for s, t in zip(cfg.slices, thresholds, strict=True)
     ]
     manifest = c.Manifest(
@@ -324,6 +401,7 @@ def _write_bundle(
         max_length=cfg.backbone.max_length,
         backbone=cfg.backbone.name,
         model_kind=trained.kind,
+        inputs=model_inputs(model),
         training={
             "mode": trained.mode,
             "seed": trained.seed,
@@ -340,6 +418,7 @@ def _write_bundle(
             "has_int8": bool(cfg.export.quantize),
         },
         dataset_fingerprint=prepared.fingerprint,
+        plugins=cfg.plugins,
     )
     (dst / c.MANIFEST_JSON).write_text(manifest.model_dump_json(indent=2))
     return c.Bundle.load(dst)

@@ -62,7 +62,8 @@ def finetune(
         model.eval()
         preds = []
         for s in range(0, len(val), 256):
-            probs, _, _ = model(**encode(val.texts[s : s + 256]))
+            rules = torch.from_numpy(val.membership[s : s + 256].astype(np.float32))
+            probs, _, _ = model(**encode(val.texts[s : s + 256]), slice_rules=rules.to(device))
             preds.append(probs.argmax(1).cpu().numpy())
         return macro_f1(val.labels, np.concatenate(preds), len(cfg.labels))
 
@@ -75,7 +76,8 @@ def finetune(
             order, desc=f"finetune {kind} epoch {epoch}", unit="batch", disable=not progress
         ):
             i = idx.numpy()
-            out = model.head(model.embed(**encode([train.texts[j] for j in i])))
+            rules = torch.from_numpy(train.membership[i].astype(np.float32)).to(device)
+            out = model.head(model.embed(**encode([train.texts[j] for j in i])), rules)
             loss = head_loss(
                 out,
                 torch.from_numpy(train.labels[i]).to(device),

@@ -21,6 +21,11 @@ The three kinds differ **only in the combiner**:
   `g = sigmoid(w_gᵀ h)`: `z = g · z_a + (1 − g) · z_b`. The reported `slice_attention` is the
   effective mixture `g · a + (1 − g) · b`. The gate's bias starts at 2 (g ≈ 0.88), so training
   starts from SBL rather than from an even mix with an untrained attention.
+
+Membership (`train.membership`): `learned` routes on the indicators `q_s`; `rules` routes on
+the exact membership of rule-evaluated slices instead (`slice_rules [B, k]`, 1/0, NaN for a
+slice that could not be evaluated, whose `q_s` then stands) and on 1 for `base`. The
+indicators are trained and reported either way; only what the combiner sees changes.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from training.backbone import mean_pool
 
 Kind = Literal["baseline", "sbl", "moa"]
 KINDS: tuple[Kind, ...] = ("baseline", "sbl", "moa")
+Membership = Literal["learned", "rules"]
+MEMBERSHIPS: tuple[Membership, ...] = ("learned", "rules")
 
 
 @dataclass
@@ -128,11 +135,15 @@ class SliceAwareHead(nn.Module):
         dropout: float = 0.1,
         temperature: float = 1.0,
         attention_dim: int = 64,
+        membership: Membership = "learned",
     ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; use one of {KINDS}")
+        if membership not in MEMBERSHIPS:
+            raise ValueError(f"unknown membership {membership!r}; use one of {MEMBERSHIPS}")
         self.kind, self.d, self.num_classes, self.num_slices = kind, d, num_classes, num_slices
+        self.membership = membership
         big_k = num_slices + 1
         self.dropout = nn.Dropout(dropout)
         self.indicator = nn.Linear(d, big_k)
@@ -150,16 +161,52 @@ class SliceAwareHead(nn.Module):
             "moa": lambda: MoACombiner(d, temperature, attention_dim),
         }[kind]()
 
-    def forward(self, h: torch.Tensor) -> HeadOutput:
-        """Run the head on pooled representations `h [B, d]`."""
+    @property
+    def uses_rules(self) -> bool:
+        """True when the combiner routes on `slice_rules` (an input of the exported graph).
+
+        The baseline's combiner never reads membership, so it never needs the rules.
+        """
+        return self.membership == "rules" and self.kind != "baseline"
+
+    def forward(self, h: torch.Tensor, slice_rules: torch.Tensor | None = None) -> HeadOutput:
+        """Run the head on pooled representations `h [B, d]`.
+
+        Args:
+            h: pooled representations `[B, d]`.
+            slice_rules: exact user-slice membership `[B, k]` (1/0; NaN = not evaluated, use
+                `q_s`). Required with `membership="rules"`, ignored with `"learned"`.
+
+        Raises:
+            ValueError: a rules-membership head called without `slice_rules`, or with the
+                wrong shape.
+        """
         h = self.dropout(h)
         indicator_logits = self.indicator(h)
         r = torch.relu(torch.einsum("bd,ked->bke", h, self.expert_weight) + self.expert_bias)
         slice_logits = self.predictor(self._expert_dropout(r))  # [B, K, C]
         q = torch.sigmoid(indicator_logits)
         c = slice_logits.softmax(-1).amax(-1)
-        z, attention = self.combiner(h, r, q, c)
+        z, attention = self.combiner(h, r, self.routing_membership(q, slice_rules), c)
         return HeadOutput(self.final(self.dropout(z)), indicator_logits, slice_logits, attention)
+
+    def routing_membership(self, q: torch.Tensor, slice_rules: torch.Tensor | None) -> torch.Tensor:
+        """What the combiner routes on `[B, K]`: `q`, or the rules' membership where evaluated."""
+        if not self.uses_rules:
+            return q
+        if slice_rules is None:
+            raise ValueError(
+                "this head routes on rule membership (train.membership: rules); pass "
+                "slice_rules [batch, k]"
+            )
+        if slice_rules.shape != (q.shape[0], self.num_slices):
+            raise ValueError(
+                f"slice_rules has shape {tuple(slice_rules.shape)}; expected "
+                f"({q.shape[0]}, {self.num_slices}) (batch, user slices)"
+            )
+        rules = slice_rules.to(q.dtype)
+        user = torch.where(torch.isnan(rules), q[:, 1:], rules)
+        return torch.cat([torch.ones_like(q[:, :1]), user], dim=1)
 
     def _expert_dropout(self, r: torch.Tensor) -> torch.Tensor:
         """Dropout on `r [B, K, d]` with one mask per example shared by its experts.
@@ -210,8 +257,9 @@ def head_loss(
         w = torch.ones(b, device=target.device)
     elif target.dim() == 1:
         c = out.logits.shape[1]
-        total = torch.zeros(c, dtype=sample_weight.dtype).index_add(0, target, sample_weight)
-        count = torch.bincount(target, minlength=c).to(sample_weight.dtype)
+        zeros = sample_weight.new_zeros(c)  # on the inputs' device (CUDA, meta, ...)
+        total = zeros.index_add(0, target, sample_weight)
+        count = zeros.index_add(0, target, torch.ones_like(sample_weight))
         w = sample_weight * (count / total.clamp(min=1e-12))[target]
     else:
         w = sample_weight / sample_weight.mean().clamp(min=1e-12)
@@ -243,8 +291,14 @@ class SliceAwareClassifier(nn.Module):
         return mean_pool(hidden, attention_mask)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        slice_rules: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`(probabilities [B, C], slice_membership [B, k], slice_attention [B, K])`."""
-        out = self.head(self.embed(input_ids, attention_mask))
+        """`(probabilities [B, C], slice_membership [B, k], slice_attention [B, K])`.
+
+        `slice_rules [B, k]` is needed when the head routes on rules (`head.uses_rules`).
+        """
+        out = self.head(self.embed(input_ids, attention_mask), slice_rules)
         return out.probabilities, out.slice_membership, out.attention

@@ -29,13 +29,15 @@ import redis
 
 from slicewise.core import contracts as c
 from slicewise.core.contracts import RETRAIN_OUTCOMES_KEY, RETRAIN_RUNS_KEY
+from slicewise.core.errors import SlicewiseError
+from slicewise.core.feedback import read_feedback_labels
 from training.config import ProjectConfig
 from training.promotion import GateDecision, promotion_gate
 
 log = logging.getLogger("slicewise.retrain")
 
 
-class RetrainError(RuntimeError):
+class RetrainError(SlicewiseError, RuntimeError):
     """Retraining cannot start (no production model, mismatched labels or slices, …)."""
 
 
@@ -71,12 +73,10 @@ def production_bundle(client: redis.Redis, fallback_dir: Path | None) -> c.Bundl
 def feedback_examples(
     client: redis.Redis, labels: list[str], count: int = 100_000
 ) -> tuple[list[str], list[str]]:
-    """(texts, labels) of logged predictions that received feedback and have their text logged."""
-    feedback = {
-        f[b"id"].decode(): f[b"label"].decode()
-        for _, f in client.xrange(c.FEEDBACK_STREAM, count=count)
-        if b"id" in f and b"label" in f
-    }
+    """(texts, labels) of logged predictions that received feedback and have their text logged
+    (each prediction once, with its current label).
+    """
+    feedback = read_feedback_labels(client, count)
     texts, ys = [], []
     for _, fields in client.xrevrange(c.PREDICTIONS_STREAM, count=count):
         pid = fields.get(b"id", b"").decode()
@@ -225,9 +225,7 @@ def _train_and_gate(
             train = _append(train, cfg, texts, label_ids(labels, cfg.labels))
         report.data["feedback"] = len(texts)
     if use_weak_labels:  # logged texts without feedback, labelled by the LFs + label model
-        feedback_ids = {
-            f[b"id"].decode() for _, f in client.xrange(c.FEEDBACK_STREAM) if b"id" in f
-        }
+        feedback_ids = set(read_feedback_labels(client))
         weak_texts, weak_probs = weak_examples(cfg, logged_texts(client, feedback_ids))
         if weak_texts:
             train = _append(train, cfg, weak_texts, weak_probs)
@@ -267,12 +265,23 @@ def _train_and_gate(
         from training.registry import register_bundle
 
         register_bundle(candidate)
-        client.set(c.PRODUCTION_VERSION_KEY, candidate.manifest.version)
+        promote(client, candidate.manifest.version, report.decision)
         report.outcome = "promoted"
     else:
         report.outcome = "rejected"
     log.info("retrain %s: %s", report.outcome, "; ".join(decision.reasons))
     return report
+
+
+def promote(client: redis.Redis, version: str, decision: dict[str, Any]) -> None:
+    """Write the promotion record of `version` (the service hot-swaps only to versions that
+    have one) and make it the production version, in one transaction.
+    """
+    record = {"version": version, "promoted_at": c.utc_now_iso(), "decision": decision}
+    pipe = client.pipeline(transaction=True)
+    pipe.set(c.promotion_record_key(version), json.dumps(record, default=str))
+    pipe.set(c.PRODUCTION_VERSION_KEY, version)
+    pipe.execute()
 
 
 def _record(client: redis.Redis, report: RetrainReport, report_dir: Path) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from slicewise.core.errors import SlicewiseError
 from training.config import ProjectConfig
 from training.model import SliceAwareClassifier
 
@@ -34,7 +35,7 @@ SHORTCUT_PATTERNS = {
 }
 
 
-class SalienceError(ValueError):
+class SalienceError(SlicewiseError, ValueError):
     """Nothing to explain (e.g. texts that tokenise to nothing, an empty slice)."""
 
 

@@ -121,7 +121,14 @@ def new_head(cfg: ProjectConfig, kind: Kind, d: int) -> SliceAwareHead:
     """A fresh head for this project."""
     t = cfg.train
     return SliceAwareHead(
-        d, len(cfg.labels), len(cfg.slices), kind, t.dropout, t.temperature, t.moa_attention_dim
+        d,
+        len(cfg.labels),
+        len(cfg.slices),
+        kind,
+        t.dropout,
+        t.temperature,
+        t.moa_attention_dim,
+        t.membership,
     )
 
 
@@ -167,7 +174,7 @@ def train_head(
         total = 0.0
         for idx in torch.randperm(len(x), generator=gen).split(t.batch_size):
             loss = head_loss(
-                head(x[idx]),
+                head(x[idx], m[idx].float()),
                 y[idx],
                 m[idx],
                 t.lambda_ind,
@@ -179,7 +186,9 @@ def train_head(
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        val_probs = predict_head(head, validation.embeddings)["probabilities"]
+        val_probs = predict_head(head, validation.embeddings, validation.membership)[
+            "probabilities"
+        ]
         f1 = macro_f1(validation.labels, val_probs.argmax(1), len(cfg.labels))
         picked = val_probs[np.arange(len(val_probs)), validation.labels]
         val_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
@@ -204,9 +213,16 @@ def train_head(
 
 @torch.inference_mode()
 def predict_head(
-    head: SliceAwareHead, embeddings: np.ndarray, batch_size: int = 4096
+    head: SliceAwareHead,
+    embeddings: np.ndarray,
+    membership: np.ndarray | None = None,
+    batch_size: int = 4096,
 ) -> dict[str, np.ndarray]:
-    """`probabilities`, `slice_membership`, `slice_attention` for frozen embeddings."""
+    """`probabilities`, `slice_membership`, `slice_attention` for frozen embeddings.
+
+    `membership` (the rules' `[N, k]` membership) is what a rules-membership head routes on.
+    """
+    rules = None if membership is None else torch.from_numpy(membership.astype(np.float32))
     was_training = head.training
     head.eval()
     outs: dict[str, list[np.ndarray]] = {
@@ -215,7 +231,10 @@ def predict_head(
         "slice_attention": [],
     }
     for start in range(0, len(embeddings), batch_size):
-        o = head(torch.from_numpy(embeddings[start : start + batch_size]))
+        o = head(
+            torch.from_numpy(embeddings[start : start + batch_size]),
+            None if rules is None else rules[start : start + batch_size],
+        )
         outs["probabilities"].append(o.probabilities.numpy())
         outs["slice_membership"].append(o.slice_membership.numpy())
         outs["slice_attention"].append(o.attention.numpy())

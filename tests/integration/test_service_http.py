@@ -15,6 +15,7 @@ from slicewise.core import contracts as c
 from slicewise.processes import BentoServer
 from training.backbone import load_tokenizer
 from training.export import OnnxRunner
+from training.slices import slice_membership
 
 pytestmark = pytest.mark.integration
 TEXTS = ["not good at all", "is this great?", "table chair paper"]
@@ -42,7 +43,7 @@ def predict(server, texts, **kw):
     return httpx.post(server.url + "/predict", json={"texts": texts}, timeout=30, **kw)
 
 
-def test_predictions_carry_slice_scores_matching_the_onnx_model(
+def test_predictions_carry_exact_membership_and_the_onnx_slice_scores(
     server, tiny_bundle, tiny_config
 ) -> None:
     r = predict(server, TEXTS)
@@ -50,17 +51,28 @@ def test_predictions_carry_slice_scores_matching_the_onnx_model(
     body = r.json()
     bundle = c.Bundle.load(tiny_bundle)
     assert body["model_version"] == bundle.manifest.version
+    assert body["membership"] == dict.fromkeys(bundle.manifest.slice_names, "rule")
     runner = OnnxRunner.open(tiny_bundle / "model.onnx", load_tokenizer(tiny_config.backbone), 16)
     expected = runner.run(TEXTS)
+    exact = slice_membership(TEXTS, tiny_config)  # training's slicing functions
     for i, p in enumerate(body["predictions"]):
-        assert set(p) == {"id", "label", "confidence", "probabilities", "slices", "active_slices"}
+        assert set(p) == {
+            "id",
+            "label",
+            "confidence",
+            "probabilities",
+            "slices",
+            "slice_scores",
+            "active_slices",
+        }
         probs = [p["probabilities"][lab] for lab in bundle.manifest.labels]
         np.testing.assert_allclose(probs, expected["probabilities"][i], atol=1e-4)
-        scores = [p["slices"][s] for s in bundle.manifest.slice_names]
+        scores = [p["slice_scores"][s] for s in bundle.manifest.slice_names]
         np.testing.assert_allclose(scores, expected["slice_membership"][i], atol=1e-4)
+        assert [p["slices"][s] for s in bundle.manifest.slice_names] == exact[i].tolist()
         assert p["label"] == bundle.manifest.labels[int(np.argmax(probs))]
         assert p["active_slices"] == [
-            s.name for s in bundle.manifest.slices if p["slices"][s.name] >= s.threshold
+            s for j, s in enumerate(bundle.manifest.slice_names) if exact[i, j]
         ]
 
 
@@ -82,6 +94,7 @@ def test_prediction_log_and_feedback_reach_redis(server, module_redis) -> None:
         "id": ids[0],
         "label": "positive",
         "stored": True,
+        "replaced": None,
     }
     last = r.xrange(c.FEEDBACK_STREAM)[-1][1]
     assert last["id"] == ids[0] and last["label"] == "positive"
@@ -103,19 +116,19 @@ def test_metrics_move_as_predictions_arrive(server) -> None:
         'slicewise_model_info{model_version="' in text
         and 'provider="CPUExecutionProvider"} 1.0' in text
     )
-    for stage in ("tokenize", "infer", "postprocess"):
+    for stage in ("tokenize", "infer", "rules", "postprocess"):
         assert f'slicewise_inference_seconds_count{{stage="{stage}"}}' in text
     assert "slicewise_slice_membership_score_bucket" in text
 
 
 BAD = [
-    ({"texts": []}, "`texts` is empty"),
-    ({"texts": [""]}, "texts[0] is empty"),
-    ({"texts": ["ok", 3]}, "Input should be a valid string"),
-    ({"texts": ["x"] * 9}, "too many texts: 9 > 8"),
-    ({"texts": ["x" * 201]}, "too long: 201 > 200"),
-    ({"text": ["x"]}, "Field required"),
-    ({"texts": "a string"}, "Input should be a valid array"),
+    ({"texts": []}, "texts: List should have at least 1 item"),
+    ({"texts": [""]}, "texts[0] is empty (it has no visible characters)"),
+    ({"texts": ["ok", 3]}, "texts[1]: Input should be a valid string"),
+    ({"texts": ["x"] * 9}, "texts: List should have at most 8 items"),
+    ({"texts": ["x" * 201]}, "texts[0]: String should have at most 200 characters"),
+    ({"text": ["x"]}, "texts: Field required"),
+    ({"texts": "a string"}, "texts: Input should be a valid array"),
 ]
 
 
@@ -123,7 +136,7 @@ BAD = [
 def test_bad_input_gets_a_4xx_naming_the_problem(server, body, message) -> None:
     r = httpx.post(server.url + "/predict", json=body, timeout=10)
     assert r.status_code == 400
-    assert message in r.text
+    assert set(r.json()) == {"error"} and message in r.json()["error"], r.text
 
 
 def test_invalid_json_and_wrong_content_type(server) -> None:
@@ -132,20 +145,25 @@ def test_invalid_json_and_wrong_content_type(server) -> None:
         content=b'{"texts": [',
         headers={"content-type": "application/json"},
     )
-    assert r.status_code == 400 and "Invalid JSON" in r.text
+    assert r.status_code == 400 and "Invalid JSON" in r.json()["error"]
     r = httpx.post(
         server.url + "/predict", content=b"hello", headers={"content-type": "text/plain"}
     )
-    assert r.status_code == 400
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
     assert predict(server, ["still serving"]).status_code == 200
 
 
 def test_feedback_errors(server) -> None:
+    unknown = "0" * 32
+    r = httpx.post(server.url + "/feedback", json={"id": unknown, "label": "positive"}, timeout=10)
+    assert r.status_code == 404 and r.json() == {"error": f"unknown prediction id '{unknown}'"}
     r = httpx.post(server.url + "/feedback", json={"id": "nope", "label": "positive"}, timeout=10)
-    assert r.status_code == 404 and "unknown prediction id 'nope'" in r.text
+    assert r.status_code == 400 and r.json()["error"].startswith("id: String should have at least")
+    r = httpx.post(server.url + "/feedback", json={"id": "Z" * 32, "label": "positive"}, timeout=10)
+    assert r.status_code == 400 and "id: String should match pattern" in r.json()["error"]
     pid = predict(server, ["x"]).json()["predictions"][0]["id"]
     r = httpx.post(server.url + "/feedback", json={"id": pid, "label": "meh"}, timeout=10)
-    assert r.status_code == 400 and "unknown label 'meh'" in r.text
+    assert r.status_code == 400 and "unknown label 'meh'" in r.json()["error"]
 
 
 def test_liveness_readiness_and_openapi(server) -> None:
@@ -154,3 +172,8 @@ def test_liveness_readiness_and_openapi(server) -> None:
     spec = httpx.get(server.url + "/docs.json").json()
     schema = json.dumps(spec)
     assert "/predict" in spec["paths"] and "active_slices" in schema and "model_version" in schema
+    props = spec["components"]["schemas"]["Prediction"]["properties"]
+    assert "slice_scores" in props and "exact 0 or 1" in props["slices"]["description"]
+    assert (
+        "membership" in spec["components"]["schemas"]["PredictResponseIODescriptor"]["properties"]
+    )

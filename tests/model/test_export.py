@@ -83,13 +83,52 @@ def test_reference_profile_columns_follow_the_contract(tiny_bundle, tiny_config)
         c.CONFIDENCE_COLUMN,
     ]
     for s in tiny_config.slice_names:
-        expected += [c.slice_score_column(s), c.slice_fn_column(s)]
+        expected += [c.slice_score_column(s), c.learned_score_column(s), c.slice_fn_column(s)]
     expected += [c.TEXT_LENGTH_COLUMN, c.TRUE_LABEL_COLUMN]
     assert list(ref.columns) == expected and len(ref) == 61  # 10% of 600 after the stratified split
     probs = ref[[c.prob_column(x) for x in tiny_config.labels]].to_numpy()
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(ref[c.CONFIDENCE_COLUMN], probs.max(1), atol=1e-6)
     assert set(ref[c.slice_fn_column("negation")]) <= {0, 1}
+    for s in tiny_config.slice_names:  # `slice_*` is the exact membership the service logs
+        np.testing.assert_array_equal(ref[c.slice_score_column(s)], ref[c.slice_fn_column(s)])
+        assert ref[c.learned_score_column(s)].between(0, 1).all()
+        assert ref[c.learned_score_column(s)].nunique() > 2  # the learned score, not 0/1
+
+
+def test_manifest_carries_each_slice_definition(tiny_bundle, tiny_config) -> None:
+    manifest = c.Bundle.load(tiny_bundle).manifest
+    rules = {s.name: s.rule.model_dump(exclude_none=True) for s in manifest.slices if s.rule}
+    assert rules == {
+        "negation": {"keywords": ["not"]},
+        "question": {"regex": r"\?"},
+        "short": {"word_count": {"max": 3}},
+    }
+    assert {s.membership for s in manifest.slices} == {"rule"}
+    assert manifest.plugins == tiny_config.plugins
+
+
+@pytest.mark.parametrize(
+    ("slice_def", "words"),
+    [
+        ({"regex": "(unclosed"}, ["'question'", "invalid regular expression"]),
+        ({"function": "no_such_module_xyz:fn"}, ["'question'", "cannot import"]),
+    ],
+)
+def test_export_refuses_a_rule_that_does_not_compile(
+    tiny_config, tiny_prepared, tmp_path, slice_def, words
+) -> None:
+    cfg = tiny_config.model_copy(deep=True)
+    bad = cfg.slices[1]  # question; set past the config validator, as a hand-edited object
+    bad.regex = None
+    for key, value in slice_def.items():
+        setattr(bad, key, value)
+    trained = train_model(cfg, "sbl", prepared=tiny_prepared, progress=False)
+    with pytest.raises(ExportError) as info:
+        export_bundle(cfg, trained, tiny_prepared, tmp_path / "b", register=False, progress=False)
+    for word in words:
+        assert word in str(info.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bundle_is_registered_in_the_model_store(tiny_bundle, bentoml_home) -> None:

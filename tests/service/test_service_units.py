@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from service.prediction_log import PredictionLog
-from service.responses import RequestError, build_predictions, check_feedback_label, validate_texts
+from service.responses import build_predictions
+from service.validation import RequestError, check_feedback_label, validate_texts
 from slicewise.core.contracts import PREDICTIONS_STREAM, PredictionRecord
 from slicewise.core.redis_server import LocalRedis
 

@@ -16,7 +16,7 @@ BAD = [
     ({**BASE, "train": {"mode": "fast"}}, "train.mode: Input should be 'frozen' or 'finetune'"),
     (
         {**BASE, "slices": [{"name": "x", "regex": "("}]},
-        "slices.0.regex: invalid regular expression",
+        "slices.0: slicing rule 'x': invalid regular expression",
     ),
     ({**BASE, "slices": [{"name": "x"}]}, "must define exactly one of keywords, regex"),
     ({**BASE, "slices": [{"name": "x", "keywords": ["a"], "regex": "b"}]}, "(got keywords, regex)"),

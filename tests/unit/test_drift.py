@@ -20,15 +20,21 @@ MANIFEST = c.Manifest(
 
 
 def frame(
-    n: int, seed: int, shift_a: float = 0.0, shift_b_only: float = 0.0, overlap: bool = False
+    n: int,
+    seed: int,
+    shift_a: float = 0.0,
+    shift_b_only: float = 0.0,
+    overlap: bool = False,
+    a_effect: bool = False,
 ) -> pd.DataFrame:
     """Slices `a` (30% of rows) and `b` (disjoint from `a`, or sharing a third of `a`'s rows);
-    `shift_a` moves every row of `a`, `shift_b_only` the rows of `b` outside `a`."""
+    `shift_a` moves every row of `a`, `shift_b_only` the rows of `b` outside `a`; `a_effect`
+    makes `a`'s rows differ from the rest in every window (a property of the slice, no drift)."""
     rng = np.random.default_rng(seed)
     u = rng.random(n)
     a = u < 0.3
     b = (u > 0.2) & (u < 0.6) if overlap else u > 0.7
-    shift = shift_a * a + shift_b_only * (b & ~a)
+    shift = shift_a * a + shift_b_only * (b & ~a) + 0.4 * a * a_effect
     p = np.clip(rng.beta(5, 2, n) - shift, 0.01, 0.99)
     pred = np.where(rng.random(n) < 0.6, "neg", "pos")
     length = rng.integers(10, 120, n) + (shift * 200).astype(int)
@@ -108,3 +114,63 @@ def test_stat_test_follows_evidentlys_default_choice(n: int, method: str) -> Non
         ref[c.CONFIDENCE_COLUMN], cur[c.CONFIDENCE_COLUMN], ColumnType.Numerical, "confidence"
     )
     assert res.method == method and not res.drifted
+
+
+def slice_heavy_window(n: int, seed: int, share: float) -> pd.DataFrame:
+    """A window where a share `share` of the rows is drawn from slice `a`'s members, the rest
+    from all traffic: what `demo-traffic --shift-slice a --shift share` sends. Slice `a` is
+    itself different from the rest (lower probability, longer texts), in reference and current
+    alike, so its rows change what the overlapping slice `b` holds."""
+    pool = frame(20_000, seed, overlap=True, a_effect=True)
+    rng = np.random.default_rng(seed)
+    members = np.flatnonzero(pool[c.slice_score_column("a")].to_numpy() >= 0.5)
+    take = np.where(rng.random(n) < share, rng.choice(members, n), rng.integers(0, len(pool), n))
+    return pool.iloc[take].reset_index(drop=True)
+
+
+def test_a_window_drawn_from_one_slice_is_a_traffic_shift_not_drift_in_its_neighbours() -> None:
+    reference = frame(3000, 0, overlap=True, a_effect=True)
+    res = slice_drift(reference, slice_heavy_window(5000, 1, 0.9), MANIFEST, traffic_threshold=0.1)
+    # a's own rows come from the same distribution: not drifted, but its share moved
+    assert res["a"].traffic_shifted and not res["a"].drift_detected
+    assert res["a"].current_share - res["a"].reference_share > 0.5
+    # b now holds mostly a's rows, so its columns drift; its rows outside a do not
+    assert res["b"].drifted_columns
+    assert res["b"].explained_by == ["a"] and not res["b"].drift_detected
+    assert res["all"].drift_detected  # the traffic as a whole did change
+    assert not res["all"].traffic_shifted
+
+
+def test_without_traffic_attribution_the_neighbour_would_be_a_false_alarm() -> None:
+    """The same window with a threshold no share change exceeds: b is flagged — the false alarm
+    the README demo produced before traffic-shifted slices became causes."""
+    reference = frame(3000, 0, overlap=True, a_effect=True)
+    res = slice_drift(reference, slice_heavy_window(5000, 1, 0.9), MANIFEST, traffic_threshold=1)
+    assert not res["a"].traffic_shifted and res["b"].drift_detected
+
+
+def test_same_traffic_mix_is_no_traffic_shift() -> None:
+    reference = frame(3000, 0, overlap=True, a_effect=True)
+    res = slice_drift(reference, slice_heavy_window(5000, 2, 0.0), MANIFEST, traffic_threshold=0.1)
+    assert not any(r.traffic_shifted or r.drift_detected for r in res.values())
+
+
+def test_traffic_threshold_is_the_alert_rules_number(tmp_path) -> None:
+    import yaml
+
+    from monitoring.drift import RULES_FILE, traffic_shift_threshold
+
+    rules = yaml.safe_load(RULES_FILE.read_text())
+    expr = next(
+        r["expr"]
+        for g in rules["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "SliceTrafficShift"
+    )
+    assert expr.strip().endswith(f"> {traffic_shift_threshold():.2f}")
+    other = tmp_path / "rules.yml"
+    other.write_text(RULES_FILE.read_text().replace(") > 0.10", ") > 0.25"))  # only this rule
+    assert traffic_shift_threshold(other) == 0.25
+    (tmp_path / "none.yml").write_text("groups: []\n")
+    with pytest.raises(ValueError, match="no SliceTrafficShift alert"):
+        traffic_shift_threshold(tmp_path / "none.yml")

@@ -145,7 +145,7 @@ def test_evaluate_project_trains_each_kind_per_seed_on_the_tiny_project(
 
 
 def test_evaluate_command_exits_2_with_a_one_line_message(tmp_path: Path) -> None:
-    from training.cli import app
+    from slicewise.cli import app
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("labels: [a, b]\ndataset: {source: file, path: missing.csv}\n")

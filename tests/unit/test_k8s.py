@@ -108,16 +108,24 @@ def test_a_bad_object_fails_validation() -> None:
         )
 
 
-def gpu_limits(objs: list[dict]) -> list[str]:
-    found = []
+def pod_specs(objs: list[dict]) -> list[tuple[str, dict]]:
+    out = []
     for o in objs:
         spec = o.get("spec", {})
         pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get(
             "spec", {}
         ).get("template", {}).get("spec")
-        for c in (pod or {}).get("containers", []):
+        if pod:
+            out.append((f"{o['kind']}/{o['metadata']['name']}", pod))
+    return out
+
+
+def gpu_limits(objs: list[dict]) -> list[str]:
+    found = []
+    for name, pod in pod_specs(objs):
+        for c in pod.get("containers", []):
             if "nvidia.com/gpu" in c.get("resources", {}).get("limits", {}):
-                found.append(f"{o['kind']}/{o['metadata']['name']}")
+                found.append(name)
     return found
 
 
@@ -149,19 +157,10 @@ def test_probes_non_root_and_read_only_root(rendered, target) -> None:
     )
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert dep["initContainers"][0]["name"] == "check-redis"
-    for o in rendered[target]:
-        spec = o.get("spec", {})
-        pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get(
-            "spec", {}
-        ).get("template", {}).get("spec")
-        if not pod:
-            continue
-        assert pod["securityContext"]["runAsNonRoot"] is True, o["metadata"]["name"]
+    for name, pod in pod_specs(rendered[target]):
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
         for ctr in pod.get("containers", []) + pod.get("initContainers", []):
-            assert ctr["securityContext"]["readOnlyRootFilesystem"] is True, (
-                o["metadata"]["name"],
-                ctr["name"],
-            )
+            assert ctr["securityContext"]["readOnlyRootFilesystem"] is True, (name, ctr["name"])
             assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
             assert "limits" in ctr["resources"]
 
@@ -221,3 +220,102 @@ def test_generated_files_are_up_to_date() -> None:
         assert (ROOT / "k8s/base/generated" / name).read_text() == text, (
             f"run python k8s/generate.py ({name} is stale)"
         )
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_pods_meet_the_restricted_pod_security_profile(rendered, target) -> None:
+    """The namespace enforces `restricted`; every pod satisfies its rules (checked here the way
+    Pod Security Admission checks them, field by field)."""
+    ns = find(rendered[target], "Namespace", "slicewise")["metadata"]["labels"]
+    assert ns["pod-security.kubernetes.io/enforce"] == "restricted"
+    for name, pod in pod_specs(rendered[target]):
+        psc = pod.get("securityContext", {})
+        assert not any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")), name
+        assert all("hostPath" not in v for v in pod.get("volumes", [])), name
+        for ctr in pod.get("containers", []) + pod.get("initContainers", []):
+            sc = ctr.get("securityContext", {})
+            assert sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, name
+            assert sc.get("runAsUser", psc.get("runAsUser", 1)) != 0, name
+            seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {}))
+            assert seccomp.get("type") in {"RuntimeDefault", "Localhost"}, name
+            assert sc.get("allowPrivilegeEscalation") is False, name
+            assert not sc.get("privileged", False), name
+            assert "ALL" in sc["capabilities"]["drop"], name
+            assert set(sc["capabilities"].get("add", [])) <= {"NET_BIND_SERVICE"}, name
+            assert all("hostPort" not in p for p in ctr.get("ports", [])), name
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_images_pinned_and_tokens_mounted_only_where_needed(rendered, target) -> None:
+    for name, pod in pod_specs(rendered[target]):
+        for ctr in pod.get("containers", []) + pod.get("initContainers", []):
+            image = ctr["image"]
+            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), (name, image)
+        needs_token = name == "Deployment/slicewise-webhook"  # it creates retrain Jobs
+        assert pod.get("automountServiceAccountToken", True) is needs_token, name
+
+
+def _env(ctr: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in ctr.get("env", [])}
+
+
+def test_secrets_are_required_and_redis_has_a_password(rendered) -> None:
+    objs = rendered["base"]
+    svc = find(objs, "Deployment", "slicewise")["spec"]["template"]["spec"]
+    token = _env(svc["containers"][0])["SLICEWISE_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert token["key"] == "api-token" and not token.get("optional", False)
+    assert find(objs, "ConfigMap", "slicewise-config")["data"]["SLICEWISE_REQUIRE_TOKEN"] == "1"
+    redis_ctr = find(objs, "StatefulSet", "slicewise-redis")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert redis_ctr["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert _env(redis_ctr)["REDISCLI_AUTH"]["value"] == "$(REDIS_PASSWORD)"  # the probe
+    assert "REDIS_URL" not in find(objs, "ConfigMap", "slicewise-config")["data"]
+    for name, pod in pod_specs(objs):
+        if name == "StatefulSet/slicewise-redis":
+            continue
+        for ctr in pod.get("containers", []) + pod.get("initContainers", []):
+            env = _env(ctr)
+            names = list(env)
+            assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "redis-password"
+            assert env["REDIS_URL"]["value"].startswith("redis://:$(REDIS_PASSWORD)@")
+            assert names.index("REDIS_PASSWORD") < names.index("REDIS_URL")  # $(…) expands
+
+
+def test_webhook_may_only_create_jobs_and_a_policy_narrows_which(rendered) -> None:
+    objs = rendered["base"]
+    rules = find(objs, "Role", "slicewise-retrain-launcher")["rules"]
+    assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in rules} == {
+        (("cronjobs",), ("get",)),
+        (("jobs",), ("create", "get")),  # get: the launcher waits for the Job it created
+    }
+    policy = find(objs, "ValidatingAdmissionPolicy", "slicewise-webhook-retrain-jobs-only")
+    assert "slicewise-webhook" in policy["spec"]["matchConditions"][0]["expression"]
+    text = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert "slicewise-retrain" in text and "automountServiceAccountToken" in text
+    binding = find(objs, "ValidatingAdmissionPolicyBinding", "slicewise-webhook-retrain-jobs-only")
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    # the retrain Job template passes the policy's checks
+    job = find(objs, "CronJob", "slicewise-retrain")["spec"]["jobTemplate"]["spec"]["template"]
+    assert [c["name"] for c in job["spec"]["containers"]] == ["retrain"]
+    assert job["spec"]["containers"][0]["args"][0] == "retrain"
+    assert job["spec"]["automountServiceAccountToken"] is False
+    assert {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in job["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    } == {"slicewise-models"}
+
+
+def test_egress_is_denied_except_dns_redis_and_the_api_server(rendered) -> None:
+    objs = rendered["base"]
+    deny = find(objs, "NetworkPolicy", "default-deny-egress")["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Egress"] and "egress" not in deny
+    dns = find(objs, "NetworkPolicy", "slicewise-dns-egress")["spec"]["egress"][0]["ports"]
+    assert {p["port"] for p in dns} == {53}
+    to_redis = find(objs, "NetworkPolicy", "slicewise-redis-egress")["spec"]
+    clients = set(to_redis["podSelector"]["matchExpressions"][0]["values"])
+    assert clients == {"slicewise", "slicewise-monitor", "slicewise-webhook", "slicewise-retrain"}
+    assert to_redis["egress"][0]["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    api = find(objs, "NetworkPolicy", "slicewise-webhook-apiserver-egress")["spec"]
+    assert api["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "slicewise-webhook"}

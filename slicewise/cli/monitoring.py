@@ -1,4 +1,7 @@
-"""`slicewise` subcommands implemented by the monitoring package: monitor, webhook, demo-traffic."""
+"""`slicewise` subcommands of the monitoring package: monitor, webhook, demo-traffic.
+
+Errors: `slicewise.cli.Commands` (exit code 2, one line).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from slicewise.core.errors import SlicewiseError
 
 app = typer.Typer()
 
@@ -24,16 +29,6 @@ class Launcher(enum.StrEnum):
 RedisOpt = Annotated[
     str, typer.Option(envvar="REDIS_URL", help="Redis holding the prediction log.")
 ]
-
-
-def _bundle(bundle: Path | None, tag: str):
-    from slicewise.core.contracts import BundleError, resolve_bundle
-
-    try:
-        return resolve_bundle(str(bundle) if bundle else None, tag)
-    except BundleError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -74,8 +69,7 @@ def monitor(
 
     from monitoring.exporter import MonitorMetrics
     from monitoring.monitor import Monitor, MonitorSettings
-    from monitoring.window import WindowError
-    from slicewise.core.contracts import BundleError
+    from slicewise.core.contracts import resolve_bundle
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -83,22 +77,14 @@ def monitor(
     client = redis.Redis.from_url(redis_url)
     metrics = MonitorMetrics()
     metrics.watch_retrains(client)
-    try:
-        mon = Monitor(
-            _bundle(bundle, tag),
-            client,
-            MonitorSettings(window_size, window_minutes, min_rows, drift_share, report_dir),
-            metrics,
-        )
-    except BundleError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    mon = Monitor(
+        resolve_bundle(str(bundle) if bundle else None, tag),
+        client,
+        MonitorSettings(window_size, window_minutes, min_rows, drift_share, report_dir),
+        metrics,
+    )
     if once:
-        try:
-            summary = mon.run_once()
-        except WindowError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        summary = mon.run_once()
         typer.echo(
             json.dumps(
                 {
@@ -106,6 +92,8 @@ def monitor(
                     for k in (
                         "window_rows",
                         "drifted_slices",
+                        "traffic_shifted_slices",
+                        "explained_drift",
                         "insufficient_data",
                         "accuracy",
                         "estimated_accuracy",
@@ -168,11 +156,9 @@ def webhook(
     )
 
     if not token:
-        typer.echo(
-            "error: set SLICEWISE_WEBHOOK_TOKEN (or --token): the webhook refuses to run unauthenticated",
-            err=True,
+        raise SlicewiseError(
+            "set SLICEWISE_WEBHOOK_TOKEN (or --token): the webhook refuses to run unauthenticated"
         )
-        raise typer.Exit(2)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -230,7 +216,7 @@ def demo_traffic(
     from monitoring.demo_traffic import replay, shifted_sample
     from training.config import load_config
     from training.data import load_dataset, split_dataset
-    from training.slices import slice_membership
+    from training.slices import SliceError, slice_membership
 
     cfg = load_config(config)
     test = split_dataset(load_dataset(cfg), cfg.dataset.split).test
@@ -238,8 +224,7 @@ def demo_traffic(
     in_slice = [False] * len(texts)
     if shift_slice:
         if shift_slice not in cfg.slice_names:
-            typer.echo(f"error: unknown slice {shift_slice!r}; slices: {cfg.slice_names}", err=True)
-            raise typer.Exit(2)
+            raise SliceError(f"unknown slice {shift_slice!r}; slices: {cfg.slice_names}")
         in_slice = slice_membership(texts, cfg)[:, cfg.slice_names.index(shift_slice)].tolist()
     sample = shifted_sample(texts, in_slice, count, shift if shift_slice else 0.0, seed)
     rng = random.Random(seed)

@@ -1,0 +1,5 @@
+"""`python -m slicewise.cli ...`: the same as the `slicewise` console script."""
+
+from slicewise.cli import main
+
+main()

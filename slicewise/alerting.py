@@ -23,11 +23,16 @@ from pathlib import Path
 import httpx
 import yaml
 
+from slicewise.core.errors import SlicewiseError
 from slicewise.core.redis_server import free_port
 from slicewise.processes import spawn_cli
 
 MONITORING = Path(__file__).resolve().parent.parent / "monitoring"
 INSTALL_LINE = "sudo apt-get install prometheus prometheus-alertmanager"
+
+
+class AlertingError(SlicewiseError, RuntimeError):
+    """Prometheus or Alertmanager is missing, or a process of the stack did not start."""
 
 
 def alertmanager_binary() -> str | None:
@@ -142,10 +147,10 @@ class AlertingStack:
         """Write the configs, start the three processes, wait until each answers.
 
         Raises:
-            RuntimeError: a binary is missing, or a process exited or did not get ready.
+            AlertingError: a binary is missing, or a process exited or did not get ready.
         """
         if missing := missing_binaries():
-            raise RuntimeError(f"{', '.join(missing)} not installed: {INSTALL_LINE}")
+            raise AlertingError(f"{', '.join(missing)} not installed: {INSTALL_LINE}")
         self.write_configs()
         w, p = self.work, self.ports
         self._spawn(
@@ -185,7 +190,7 @@ class AlertingStack:
             for name, url in list(checks.items()):
                 if self.procs[name].poll() is not None:
                     self.stop()
-                    raise RuntimeError(f"{name} exited; see {w / (name + '.log')}")
+                    raise AlertingError(f"{name} exited; see {w / (name + '.log')}")
                 try:
                     if httpx.get(url, timeout=2).status_code == 200:
                         del checks[name]
@@ -193,7 +198,7 @@ class AlertingStack:
                     pass
             if checks and time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"{sorted(checks)} not ready in {timeout:.0f}s; logs in {w}")
+                raise AlertingError(f"{sorted(checks)} not ready in {timeout:.0f}s; logs in {w}")
             time.sleep(0.3)
         return self
 

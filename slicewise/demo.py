@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from slicewise.alerting import INSTALL_LINE, AlertingStack, missing_binaries
+from slicewise.alerting import INSTALL_LINE, AlertingError, AlertingStack, missing_binaries
 from slicewise.core.redis_server import LocalRedis, RedisServerError
 from slicewise.processes import BentoServer, spawn_monitor
 
@@ -110,7 +110,7 @@ def demo_run(
                 f"{', '.join(missing)} not installed ({INSTALL_LINE})\n"
             )
         else:
-            alerting = AlertingStack(
+            stack = AlertingStack(
                 Path(".slicewise/alerting"),
                 service=f"127.0.0.1:{port}",
                 monitor=f"127.0.0.1:{monitor_port}",
@@ -124,12 +124,16 @@ def demo_run(
                     "alertmanager": alertmanager_port,
                     "webhook": webhook_port,
                 },
-            ).start()
-            watch = (
-                f"\nalerts: {alerting.prometheus_url}/alerts (Prometheus), "
-                f"{alerting.alertmanager_url} (Alertmanager); retrains: .slicewise/alerting/"
-                "webhook.log and .slicewise/reports/retrain-*.json\n"
             )
+            try:
+                alerting = stack.start()
+                watch = (
+                    f"\nalerts: {alerting.prometheus_url}/alerts (Prometheus), "
+                    f"{alerting.alertmanager_url} (Alertmanager); retrains: .slicewise/alerting/"
+                    "webhook.log and .slicewise/reports/retrain-*.json\n"
+                )
+            except AlertingError as exc:  # a port taken, say: serving goes on without alerting
+                watch = f"\nnot alerting: {exc}\n"
         typer.echo(
             f"\nslicewise is serving on http://127.0.0.1:{port} (Redis {redis_srv.url}, "
             f"monitor metrics on :{monitor_port}/metrics, log .slicewise/monitor.log). "

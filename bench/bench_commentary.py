@@ -32,7 +32,13 @@ for kind in ("sbl", "moa"):
         rows[name] = []
         for seed in (0, 1, 2):
             res = train_head(
-                cfg, kind, tr, va, seed, com.weights if weighted else None, progress=False
+                cfg,
+                kind,
+                tr,
+                va,
+                seed=seed,
+                sample_weight=com.weights if weighted else None,
+                progress=False,
             )  # type: ignore[arg-type]
             m = head_slice_metrics(cfg, res.head, te)
             rows[name].append(

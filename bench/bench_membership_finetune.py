@@ -108,7 +108,7 @@ def main() -> None:
         run_cfg = cfg.model_copy(deep=True)
         run_cfg.train.membership = membership  # type: ignore[assignment]
         t0 = time.perf_counter()
-        trained = finetune(run_cfg, kind, prepared, seed=0, progress=False)  # type: ignore[arg-type]
+        trained = finetune(run_cfg, kind, prepared, seed=0, progress=True)  # type: ignore[arg-type]
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         pred = predict(

@@ -50,7 +50,7 @@ def run_project(path: str) -> dict[str, Any]:
             run_cfg.train.membership = membership  # type: ignore[assignment]
             per_split: dict[str, list] = {s: [] for s in SPLITS}
             for seed in SEEDS:
-                res = train_head(run_cfg, kind, tr, va, seed, progress=False)  # type: ignore[arg-type]
+                res = train_head(run_cfg, kind, tr, va, seed=seed, progress=False)  # type: ignore[arg-type]
                 for s in SPLITS:
                     per_split[s].append(head_slice_metrics(cfg, res.head, prep.splits[s]))
             rows[key] = {"kind": kind, "membership": membership}

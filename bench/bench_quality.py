@@ -20,7 +20,7 @@ prepared = prepare_data(cfg)
 embed_s = time.perf_counter() - t0
 t1 = time.perf_counter()
 result = evaluate_project(
-    cfg, ["baseline", "sbl", "moa"], [0, 1, 2], RESULTS / "quality_run", prepared
+    cfg, ["baseline", "sbl", "moa"], [0, 1, 2], RESULTS / "quality_run", prepared=prepared
 )
 heads_s = time.perf_counter() - t1
 shutil.move(RESULTS / "quality_run" / "evaluation.png", RESULTS / "quality.png")

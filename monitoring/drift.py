@@ -1,4 +1,4 @@
-"""Per-slice drift between the reference profile and the current window (DESIGN §9).
+"""Per-slice drift between the reference profile and the current window (docs/design.md §9).
 
 A slice's rows are its members as the service logged them in `slices` — exact membership for
 rule-evaluated slices, the learned score at or above the threshold otherwise — in reference and

@@ -1,4 +1,4 @@
-"""The monitor's Prometheus metrics (DESIGN §8), in a registry of their own."""
+"""The monitor's Prometheus metrics (docs/design.md §8), in a registry of their own."""
 
 from __future__ import annotations
 

@@ -1,12 +1,10 @@
-"""`slicewise monitor`: one pass (or a loop) of per-slice drift and accuracy (DESIGN §9)."""
+"""`slicewise monitor`: one pass (or a loop) of per-slice drift and accuracy (docs/design.md §9)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,29 +20,30 @@ from monitoring.drift import evidently_report, slice_drift
 from monitoring.exporter import MonitorMetrics
 from monitoring.window import read_feedback, read_window
 from slicewise.core import contracts as c
+from slicewise.core.settings import MonitorConfig
 
 log = logging.getLogger("slicewise.monitor")
 
 
-@dataclass
-class MonitorSettings:
-    """What one monitor pass reads and how it judges."""
-
-    window_size: int = 5000
-    window_minutes: float | None = None
-    min_rows: int = 50
-    drift_share: float = 0.5
-    report_dir: Path | None = Path(".slicewise/reports")
-
-
 class Monitor:
-    """Holds the reference profile and the Redis client; `run_once` does one pass."""
+    """Holds the reference profile and the Redis client; `run_once` does one pass.
+
+    Args:
+        bundle: the served model's bundle (its manifest and `reference.parquet`).
+        client: Redis holding the prediction log and the feedback stream.
+        settings: the config's `monitor` section (window, `min_rows`, `drift_share`,
+            `report_dir`; `run_forever` also reads `interval_seconds` and `port`).
+        metrics: the Prometheus gauges to update after each pass, if any.
+
+    Raises:
+        BundleError: the bundle has no reference profile.
+    """
 
     def __init__(
         self,
         bundle: c.Bundle,
         client: redis.Redis,
-        settings: MonitorSettings,
+        settings: MonitorConfig,
         metrics: MonitorMetrics | None = None,
     ) -> None:
         self.client, self.settings, self.metrics = client, settings, metrics
@@ -127,7 +126,7 @@ class Monitor:
 
     def _write_report(self, summary: dict[str, Any], current: pd.DataFrame) -> None:
         assert self.settings.report_dir is not None
-        folder = Path(self.settings.report_dir)
+        folder = self.settings.report_dir
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(summary["started_at"]))
         (folder / f"monitor-{stamp}.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -139,8 +138,13 @@ class Monitor:
             except Exception as exc:  # the HTML is a convenience: never fail the pass for it
                 log.warning("could not write the Evidently HTML report: %s", exc)
 
-    def run_forever(self, interval: float) -> None:
-        """Run a pass every `interval` seconds; a failing pass is logged and the loop goes on."""
+    def run_forever(self) -> None:
+        """Serve /metrics on `settings.port` (unless 0), then run a pass every
+        `settings.interval_seconds`; a failing pass is logged and the loop goes on.
+        """
+        interval = self.settings.interval_seconds
+        if self.metrics is not None and self.settings.port:
+            self.metrics.serve(self.settings.port)
         while True:
             t0 = time.time()
             try:
@@ -148,3 +152,26 @@ class Monitor:
             except Exception as exc:
                 log.error("monitor pass failed: %s", exc)
             time.sleep(max(0.0, interval - (time.time() - t0)))
+
+
+def start_monitor(
+    settings: MonitorConfig, redis_url: str, bundle_dir: str | None, tag: str
+) -> Monitor:
+    """A monitor on the bundle at `bundle_dir` (or the model-store `tag`) with its metrics.
+
+    Args:
+        settings: the config's `monitor` section (command-line overrides applied).
+        redis_url: Redis holding the prediction log.
+        bundle_dir: bundle folder; None: look `tag` up in the BentoML model store.
+        tag: model-store tag, e.g. `slicewise-classifier:latest`.
+
+    Returns:
+        The `Monitor`, its metrics also exporting the retrain-run counts from Redis.
+
+    Raises:
+        BundleError: no such bundle, or it has no reference profile.
+    """
+    client = redis.Redis.from_url(redis_url)
+    metrics = MonitorMetrics()
+    metrics.watch_retrains(client)
+    return Monitor(c.resolve_bundle(bundle_dir, tag), client, settings, metrics)

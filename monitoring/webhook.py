@@ -1,4 +1,4 @@
-"""`slicewise webhook`: receives Alertmanager webhooks and queues retraining (DESIGN §9).
+"""`slicewise webhook`: receives Alertmanager webhooks and queues retraining (docs/design.md §9).
 
 - Bearer-token authenticated (`SLICEWISE_WEBHOOK_TOKEN`); a wrong or missing token is a 401.
 - The body is validated against Alertmanager's webhook schema (version 4); anything else is a

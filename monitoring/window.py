@@ -1,4 +1,4 @@
-"""Read the current window of predictions (and feedback) from the Redis log (DESIGN §7, §9).
+"""Read the current window of predictions (and feedback) from the Redis log (docs/design.md §7, §9).
 
 Entries become a DataFrame with the reference-profile columns, so reference and current
 data are compared column for column.

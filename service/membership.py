@@ -97,6 +97,16 @@ class SliceMembership:
             member[:, self.columns] = np.where(failed, cols, exact.astype(np.float32))
         return member
 
+    def model_input(self, exact: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        """The `slice_rules` model input `[B, k]` (float32) of a model that routes on rules:
+        exact 0/1 for the rule slices, NaN (the model uses its learned indicator) elsewhere and
+        where a slicing function raised.
+        """
+        rules = np.full((len(exact), len(self.names)), np.nan, dtype=np.float32)
+        if len(self.columns):
+            rules[:, self.columns] = np.where(failed, np.nan, exact.astype(np.float32))
+        return rules
+
     def apply(self, texts: list[str], scores: np.ndarray) -> np.ndarray:
         """`combine(scores, *evaluate(texts))`."""
         return self.combine(scores, *self.evaluate(texts))

@@ -1,4 +1,4 @@
-"""Service metrics (DESIGN §8), declared once at module level with prometheus_client.
+"""Service metrics (docs/design.md §8), declared once at module level with prometheus_client.
 
 BentoML runs prometheus_client in multiprocess mode and serves these on `/metrics` next to
 its own `bentoml_service_*` metrics.

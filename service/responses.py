@@ -1,4 +1,4 @@
-"""Plain functions that turn model outputs into the API's response (DESIGN §6)."""
+"""Plain functions that turn model outputs into the API's response (docs/design.md §6)."""
 
 from __future__ import annotations
 

@@ -108,7 +108,9 @@ class ModelRuntime:
     def predict(self, texts: list[str]) -> tuple[dict[str, np.ndarray], Timings]:
         """Model outputs for a batch of texts plus `slices` (membership: exact 0/1 for rule
         slices, the learned `slice_membership` score otherwise), and where the time went
-        (thread-safe).
+        (thread-safe). A model whose manifest lists the `slice_rules` input (trained with
+        `train.membership: rules`) is fed the same exact membership, NaN where a slice is not
+        evaluated (its learned indicator then stands in).
         """
         t0 = time.perf_counter()
         enc = self.tokenizer.encode_batch(texts)
@@ -118,6 +120,8 @@ class ModelRuntime:
         }
         t1 = time.perf_counter()
         exact, failed = self.membership.evaluate(texts)
+        if c.SLICE_RULES_INPUT in self.bundle.manifest.inputs:  # the model routes on the rules
+            feeds[c.SLICE_RULES_INPUT] = self.membership.model_input(exact, failed)
         t2 = time.perf_counter()
         outs = dict(zip(c.OUTPUT_NAMES, self.session.run(list(c.OUTPUT_NAMES), feeds), strict=True))
         t3 = time.perf_counter()

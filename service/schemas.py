@@ -1,4 +1,4 @@
-"""Response schemas of the REST API (DESIGN §6); they make the OpenAPI document precise."""
+"""Response schemas of the REST API (docs/design.md §6); they make the OpenAPI document precise."""
 
 from __future__ import annotations
 

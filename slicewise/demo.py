@@ -35,16 +35,13 @@ def ensure_bundle(bundle_dir: Path, config: Path | None) -> Path:
     except BundleError:
         pass
     from training.config import load_config
-    from training.export import export_bundle
-    from training.train import prepare_data, train_model
+    from training.export import train_and_export
 
     cfg = load_config(config)
     typer.echo(
         f"no bundle at {bundle_dir}: training the {cfg.name} demo ({cfg.train.mode} {cfg.backbone.name})"
     )
-    prepared = prepare_data(cfg)
-    trained = train_model(cfg, prepared=prepared)
-    export_bundle(cfg, trained, prepared, bundle_dir)
+    train_and_export(cfg, out_dir=bundle_dir)
     return bundle_dir
 
 

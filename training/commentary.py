@@ -39,9 +39,10 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from slicewise.core.errors import SlicewiseError
-from training.config import ProjectConfig
-from training.model import Kind, head_loss
-from training.train import PreparedData, new_head
+from training.config import Kind, ProjectConfig
+from training.fit import new_head
+from training.model import head_loss
+from training.prepared import PreparedData
 
 
 class CommentaryError(SlicewiseError, ValueError):

@@ -1,35 +1,51 @@
-"""Project configuration: one YAML file, validated by pydantic (DESIGN §3).
+"""Project configuration: one YAML file, validated by pydantic (docs/design.md §3).
 
 Every section is a small model with `extra="forbid"`, so a misspelt key is an error that
 names it (and suggests the closest valid key). `load_config` turns pydantic's errors into
 one `ConfigError` whose lines each name the file, the field path and the fix.
 
-Importing this module needs neither torch nor pandas.
+The `monitor` section (`MonitorConfig`), the section base class and `ConfigError` live in
+`slicewise.core.settings`, so the monitor reads the same validated model; `override` applies
+validated command-line overrides to any section. Importing this module needs neither torch
+nor pandas.
 """
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from slicewise.core.contracts import HasSlices
-from slicewise.core.errors import SlicewiseError
+from slicewise.core.settings import ConfigError, MonitorConfig, override
+from slicewise.core.settings import Section as _Section
 from slicewise.core.slice_rules import SliceError, compile_rule, rule_kind
 
+__all__ = [
+    "KINDS",
+    "MEMBERSHIPS",
+    "ConfigError",
+    "Kind",
+    "Membership",
+    "Mode",
+    "MonitorConfig",
+    "ProjectConfig",
+    "load_config",
+    "override",
+    "parse_config",
+]
+
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+
+Kind = Literal["baseline", "sbl", "moa"]  # the head kinds (training/model.py); defined only here
+KINDS: tuple[Kind, ...] = get_args(Kind)
+Mode = Literal["frozen", "finetune"]
+Membership = Literal["learned", "rules"]  # what SBL / MoA route on (training/model.py)
+MEMBERSHIPS: tuple[Membership, ...] = get_args(Membership)
 DEMO_CONFIG = Path(__file__).parent / "configs" / "tweets.yaml"
-
-
-class ConfigError(SlicewiseError, ValueError):
-    """The project configuration is invalid; the message lists every problem."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class SplitConfig(_Section):
@@ -162,13 +178,11 @@ class LabelingFunctionConfig(_RuleSource):
 
 
 class TrainConfig(_Section):
-    """Head / fine-tuning hyper-parameters (DESIGN §4)."""
+    """Head / fine-tuning hyper-parameters (docs/design.md §4)."""
 
-    mode: Literal["frozen", "finetune"] = "frozen"
-    kind: Literal["baseline", "sbl", "moa"] = Field("moa", description="the model `export` ships")
-    compare: list[Literal["baseline", "sbl", "moa"]] = Field(
-        default_factory=lambda: ["baseline", "sbl", "moa"]
-    )
+    mode: Mode = "frozen"
+    kind: Kind = Field("moa", description="the model `export` ships")
+    compare: list[Kind] = Field(default_factory=lambda: list(KINDS))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     epochs: int = Field(30, gt=0)
     finetune_epochs: int = Field(3, gt=0, description="epochs in finetune mode")
@@ -182,7 +196,7 @@ class TrainConfig(_Section):
     lambda_pred: float = Field(1.0, ge=0)
     temperature: float = Field(1.0, gt=0)
     moa_attention_dim: int = Field(64, gt=0, description="query/key width of MoA's dual attention")
-    membership: Literal["learned", "rules"] = Field(
+    membership: Membership = Field(
         "learned",
         description="what SBL / MoA route on: the learned indicators q_s, or the exact "
         "membership of rule-evaluated slices (an extra input of the exported model)",
@@ -193,7 +207,7 @@ class TrainConfig(_Section):
 
 
 class ExportConfig(_Section):
-    """ONNX export and bundle registration (DESIGN §5)."""
+    """ONNX export and bundle registration (docs/design.md §5)."""
 
     output_dir: Path = Path(".slicewise/bundle")
     quantize: bool = True
@@ -202,27 +216,15 @@ class ExportConfig(_Section):
     register_model: bool = Field(True, description="register in the BentoML model store")
 
 
-class MonitorConfig(_Section):
-    """Drift monitor settings (DESIGN §9)."""
-
-    window_size: int = Field(5000, gt=0, description="last N predictions")
-    window_minutes: float | None = Field(None, gt=0, description="or the last T minutes")
-    min_rows: int = Field(50, gt=0, description="below this a slice reports insufficient data")
-    drift_share: float = Field(0.5, gt=0, le=1, description="share of drifted columns = drift")
-    interval_seconds: float = Field(60.0, gt=0)
-    port: int = Field(9101, gt=0, lt=65536)
-    report_dir: Path = Path(".slicewise/reports")
-
-
 class PromotionGateConfig(_Section):
-    """The per-slice promotion gate (DESIGN §9): drops are in macro-F1 points (0..1 scale)."""
+    """The per-slice promotion gate (docs/design.md §9): drops are in macro-F1 points (0..1 scale)."""
 
     max_overall_drop: float = Field(0.005, ge=0, description="epsilon")
     max_slice_drop: float = Field(0.01, ge=0, description="delta, for every monitored slice")
 
 
 class WeakSupervisionConfig(_Section):
-    """Label model + Epoxy extension settings (DESIGN §10)."""
+    """Label model + Epoxy extension settings (docs/design.md §10)."""
 
     class_balance: list[float] | None = None
     extend: bool = True
@@ -232,7 +234,7 @@ class WeakSupervisionConfig(_Section):
 
 
 class CommentaryConfig(_Section):
-    """Commentary learning settings (DESIGN §11)."""
+    """Commentary learning settings (docs/design.md §11)."""
 
     inner_steps: int = Field(20, gt=0)
     outer_steps: int = Field(50, gt=0)

@@ -20,9 +20,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from tqdm.auto import tqdm
 
-from training.config import ConfigError, ProjectConfig
-
-KINDS = ("baseline", "sbl", "moa")
+from training.config import KINDS, ConfigError, ProjectConfig
 
 
 def slice_metrics(
@@ -95,15 +93,29 @@ def evaluate_project(
     kinds: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     out_dir: str | Path = "evaluation",
+    *,
     prepared: Any = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train each kind for each seed on frozen embeddings and evaluate on the test split.
 
-    Returns (and writes as `evaluation.json`) `{"kinds": {kind: {"seeds": [...], "mean": {...}}},
-    "monitored": [...], "summary": {kind: {...}}}`.
+    Args:
+        cfg: project config.
+        kinds: head kinds to compare (default: `cfg.train.compare`).
+        seeds: seeds per kind (default: `cfg.train.seeds`).
+        out_dir: folder for `evaluation.json`, `.md` and `.png`.
+        prepared: the prepared data when the caller has it (else prepared here).
+        progress: show progress bars.
+
+    Returns:
+        (and writes as `evaluation.json`) `{"kinds": {kind: {"seeds": [...], "mean": {...}}},
+        "monitored": [...], "summary": {kind: {...}}}`.
+
+    Raises:
+        ConfigError: an unknown kind, or no seeds.
     """
-    from training.train import prepare_data, train_head
+    from training.prepared import prepare_data
+    from training.train import train_head
 
     kinds = list(kinds or cfg.train.compare)
     seeds = list(seeds if seeds is not None else cfg.train.seeds)
@@ -127,7 +139,7 @@ def evaluate_project(
     jobs = [(k, s) for k in kinds for s in seeds]
     per_kind: dict[str, list[dict[str, dict[str, float]]]] = {k: [] for k in kinds}
     for kind, seed in tqdm(jobs, desc="evaluate", unit="model", disable=not progress):
-        res = train_head(cfg, kind, train, val, seed, progress=False)  # type: ignore[arg-type]
+        res = train_head(cfg, kind, train, val, seed=seed, progress=False)  # type: ignore[arg-type]
         per_kind[kind].append(head_slice_metrics(cfg, res.head, test))
     for kind, runs in per_kind.items():
         mean = aggregate(runs)

@@ -1,4 +1,4 @@
-"""Export a trained classifier as the artifact bundle of DESIGN §5.
+"""Export a trained classifier as the artifact bundle of docs/design.md §5.
 
 Steps: TorchScript-based ONNX export with dynamic batch and sequence axes (it gives a graph
 that ONNX Runtime's BERT optimizer fuses into `Attention` / `SkipLayerNormalization`; the
@@ -28,10 +28,11 @@ from slicewise.core import contracts as c
 from slicewise.core.errors import SlicewiseError
 from slicewise.core.slice_rules import RULE_KINDS, SliceError, compile_rule, import_plugins
 from training.backbone import load_tokenizer
+from training.checkpoint import TrainedModel
 from training.config import ProjectConfig, SliceConfig
 from training.evaluate import slice_metrics
+from training.prepared import PreparedData
 from training.slices import slice_evaluator
-from training.train import PreparedData, TrainedModel
 
 PARITY_TEXTS = [
     "I would not fly with them again, never.",
@@ -422,3 +423,41 @@ def _write_bundle(
     )
     (dst / c.MANIFEST_JSON).write_text(manifest.model_dump_json(indent=2))
     return c.Bundle.load(dst)
+
+
+def train_and_export(
+    cfg: ProjectConfig | None,
+    *,
+    checkpoint: Path | None = None,
+    out_dir: str | Path | None = None,
+    register: bool | None = None,
+) -> c.Bundle:
+    """`slicewise export` (and `make run`'s first step): a checkpoint, or a model trained now,
+    written as the artifact bundle.
+
+    Args:
+        cfg: project config; None: the config stored in `checkpoint`.
+        checkpoint: a checkpoint from `slicewise train`; None: train `cfg.train.kind` now.
+        out_dir: bundle folder (default: `cfg.export.output_dir`).
+        register: register in the BentoML model store (default: `cfg.export.register_model`).
+
+    Returns:
+        The bundle, loaded back from `out_dir`.
+
+    Raises:
+        ExportError: a failed check (parity, ...); `out_dir` is left as it was.
+    """
+    from training.checkpoint import load_checkpoint
+    from training.prepared import prepare_data
+    from training.train import train_model
+
+    if checkpoint is not None:
+        saved_cfg, trained = load_checkpoint(checkpoint)
+        cfg = cfg or saved_cfg
+        prepared = prepare_data(cfg)
+    else:
+        if cfg is None:
+            raise ExportError("export needs a config or a checkpoint")
+        prepared = prepare_data(cfg)
+        trained = train_model(cfg, prepared=prepared)
+    return export_bundle(cfg, trained, prepared, out_dir, register=register)

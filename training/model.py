@@ -1,6 +1,6 @@
 """The slice-aware head (baseline / SBL / MoA) and the full classifier that is exported.
 
-On a pooled representation `h ∈ R^d` (DESIGN §4), with `K = k + 1` slices (user slices plus
+On a pooled representation `h ∈ R^d` (docs/design.md §4), with `K = k + 1` slices (user slices plus
 the always-on `base`):
 
 - indicator heads `q_s = sigmoid(w_sᵀ h + b_s)` (slice membership scores),
@@ -32,18 +32,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from training.backbone import mean_pool
-
-Kind = Literal["baseline", "sbl", "moa"]
-KINDS: tuple[Kind, ...] = ("baseline", "sbl", "moa")
-Membership = Literal["learned", "rules"]
-MEMBERSHIPS: tuple[Membership, ...] = ("learned", "rules")
+from training.config import KINDS, MEMBERSHIPS, Kind, Membership
 
 
 @dataclass
@@ -237,7 +232,7 @@ def head_loss(
     sample_weight: torch.Tensor | None = None,
     slice_experts: bool = True,
 ) -> torch.Tensor:
-    """`CE(ŷ, y) + λ_ind Σ_s BCE(q_s, 1[x ∈ s]) + λ_pred Σ_s CE_{x ∈ s}(v_s, y)` (DESIGN §4).
+    """`CE(ŷ, y) + λ_ind Σ_s BCE(q_s, 1[x ∈ s]) + λ_pred Σ_s CE_{x ∈ s}(v_s, y)` (docs/design.md §4).
 
     Args:
         out: the head's output.

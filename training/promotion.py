@@ -1,4 +1,4 @@
-"""The per-slice promotion gate (DESIGN §9): a candidate replaces production only if overall
+"""The per-slice promotion gate (docs/design.md §9): a candidate replaces production only if overall
 macro-F1 drops by at most ε and no monitored slice drops by more than δ, on the same held-out
 data.
 """

@@ -1,4 +1,4 @@
-"""Registration of artifact bundles in the BentoML model store (DESIGN §5).
+"""Registration of artifact bundles in the BentoML model store (docs/design.md §5).
 
 The bundle directory's files are copied into a store model named `slicewise-classifier`
 whose version is the bundle's version; the evaluation summary goes into its metadata.
@@ -51,16 +51,3 @@ def register_bundle(bundle: c.Bundle) -> str:
             else:
                 shutil.copy2(item, dst)
     return tag
-
-
-def bundle_from_store(tag: str = f"{c.MODEL_NAME}:latest") -> c.Bundle:
-    """The bundle of a registered model (`slicewise-classifier:<version>` or `:latest`)."""
-    import bentoml
-
-    try:
-        model = bentoml.models.get(tag)
-    except bentoml.exceptions.NotFound as exc:
-        raise c.BundleError(
-            f"no model {tag} in the BentoML model store; run `slicewise export`"
-        ) from exc
-    return c.Bundle.load(model.path)

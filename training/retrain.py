@@ -28,7 +28,6 @@ import numpy as np
 import redis
 
 from slicewise.core import contracts as c
-from slicewise.core.contracts import RETRAIN_OUTCOMES_KEY, RETRAIN_RUNS_KEY
 from slicewise.core.errors import SlicewiseError
 from slicewise.core.feedback import read_feedback_labels
 from training.config import ProjectConfig
@@ -60,14 +59,10 @@ class RetrainReport:
 
 def production_bundle(client: redis.Redis, fallback_dir: Path | None) -> c.Bundle:
     """The model in production: the version named in Redis, else `fallback_dir`, else `:latest`."""
-    from training.registry import bundle_from_store
-
     version = client.get(c.PRODUCTION_VERSION_KEY)
     if version:
-        return bundle_from_store(f"{c.MODEL_NAME}:{version.decode()}")
-    if fallback_dir is not None:
-        return c.Bundle.load(fallback_dir)
-    return bundle_from_store()
+        return c.resolve_bundle(None, f"{c.MODEL_NAME}:{version.decode()}")
+    return c.resolve_bundle(str(fallback_dir) if fallback_dir else None, f"{c.MODEL_NAME}:latest")
 
 
 def feedback_examples(
@@ -103,19 +98,15 @@ def weak_examples(cfg: ProjectConfig, texts: list[str]) -> tuple[list[str], np.n
     label accuracy (README, "Known limits"). Adding it means extending `L` with the logged
     texts' embeddings between `apply_lfs` and the label model fit.
     """
-    from training.weak import ABSTAIN, LFError, TripletLabelModel, apply_lfs
+    from training.weak import ABSTAIN, LFError, apply_lfs
+    from training.weak.pipeline import fit_label_model
 
     if len(cfg.labeling_functions) < 3 or not texts:
         return [], np.zeros((0, len(cfg.labels)), np.float32)
     L = apply_lfs(texts, cfg, warn_silent=False)
     covered = (L != ABSTAIN).any(1)
     try:
-        balance = (
-            None
-            if cfg.weak_supervision.class_balance is None
-            else np.asarray(cfg.weak_supervision.class_balance)
-        )
-        probs = TripletLabelModel(len(cfg.labels), balance).fit(L).predict_proba(L)
+        probs = fit_label_model(cfg, L).predict_proba(L)
     except LFError as exc:
         log.warning("no weak labels for logged traffic: %s", exc)
         return [], np.zeros((0, len(cfg.labels)), np.float32)
@@ -132,8 +123,8 @@ def soft_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
 def _append(split: Any, cfg: ProjectConfig, texts: list[str], labels: np.ndarray) -> Any:
     """`split` plus `texts` (embedded, sliced) labelled `labels` (int `[n]` or soft `[n, C]`)."""
     from training.backbone import embed_texts
+    from training.prepared import EncodedSplit
     from training.slices import slice_membership
-    from training.train import EncodedSplit
 
     emb = embed_texts(
         cfg.backbone, texts, cfg.train.embed_batch_size, cfg.train.cache_dir, progress=False
@@ -290,8 +281,8 @@ def _record(client: redis.Redis, report: RetrainReport, report_dir: Path) -> Non
     name = report.candidate_version or time.strftime("%Y%m%d-%H%M%S")
     (report_dir / f"retrain-{name}.json").write_text(data)
     try:
-        client.hincrby(RETRAIN_OUTCOMES_KEY, report.outcome, 1)
-        client.lpush(RETRAIN_RUNS_KEY, data)
-        client.ltrim(RETRAIN_RUNS_KEY, 0, 99)
+        client.hincrby(c.RETRAIN_OUTCOMES_KEY, report.outcome, 1)
+        client.lpush(c.RETRAIN_RUNS_KEY, data)
+        client.ltrim(c.RETRAIN_RUNS_KEY, 0, 99)
     except redis.RedisError as exc:
         log.error("could not record the retrain outcome in Redis: %s", exc)

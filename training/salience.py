@@ -276,3 +276,67 @@ def write_report(report: dict[str, Any], out_dir: Path) -> Path:
     )
     (out_dir / "salience.html").write_text(html)
     return out_dir / "salience.html"
+
+
+@dataclass
+class SalienceRun:
+    """What `slicewise salience` made: the aggregated report and where its HTML is."""
+
+    report: dict[str, Any]
+    html: Path
+
+
+def run_salience(
+    cfg: ProjectConfig,
+    *,
+    checkpoint: Path | None = None,
+    count: int = 1000,
+    split: str = "train",
+    steps: int = 16,
+    out: Path = Path(".slicewise/salience"),
+) -> SalienceRun:
+    """Explain `count` texts of `split` with a trained model and write the salience report.
+
+    Args:
+        cfg: project config (data, slices, backbone).
+        checkpoint: model checkpoint; default: the newest one of this project.
+        count: how many texts (a seeded random sample of the split) to explain.
+        split: `train`, `validation` or `test`.
+        steps: integrated-gradients steps.
+        out: report folder (salience.json, .html, PNGs).
+
+    Returns:
+        The report (per slice / label salience, clusters, shortcuts) and its HTML path.
+
+    Raises:
+        SalienceError: no checkpoint, or nothing to explain.
+    """
+    from training.backbone import load_tokenizer
+    from training.checkpoint import latest_checkpoint, load_checkpoint
+    from training.prepared import prepare_data
+
+    checkpoint = checkpoint or latest_checkpoint(cfg)
+    if checkpoint is None:
+        raise SalienceError(
+            f"no checkpoint in {cfg.train.checkpoint_dir}; run `slicewise train` first"
+        )
+    _, trained = load_checkpoint(checkpoint)
+    prepared = prepare_data(cfg, embed=False)
+    part, evaluation = prepared.splits[split], prepared.splits["test"]
+    rows = np.random.default_rng(0).permutation(len(part))[:count]
+    texts = [part.texts[i] for i in rows]  # type: ignore[index]
+    tok = load_tokenizer(cfg.backbone)
+    sal = explain(trained.model, tok, texts, cfg.backbone.max_length, n_steps=steps)
+    report = aggregate(
+        sal,
+        cfg,
+        part.membership[rows],
+        train_assoc=label_association(
+            prepared.splits["train"].texts,
+            prepared.splits["train"].labels,
+            tok,
+            len(cfg.labels),
+        ),
+        eval_assoc=label_association(evaluation.texts, evaluation.labels, tok, len(cfg.labels)),
+    )
+    return SalienceRun(report, write_report(report, out))

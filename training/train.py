@@ -1,95 +1,45 @@
-"""Training: prepare the data once, then train heads (frozen) or backbone + head (finetune).
+"""Training entry points: heads on frozen embeddings, or backbone + head (finetune).
 
-Frozen mode embeds every split once with the frozen backbone (cached on disk by
-`training.backbone.embed_texts`) and trains only the head: seconds on CPU. Finetune mode
-trains the backbone and head end to end on token batches. Both stop early on validation
-macro-F1 and restore the best epoch.
+Frozen mode trains only the head on the embeddings `training.prepared` computed once:
+seconds on CPU. Finetune mode (`training.finetune`) trains the backbone and head end to end
+on token batches. Both run the one loop in `training.fit` (early stopping on validation
+macro-F1, best epoch restored); `train_model` checkpoints the result (`training.checkpoint`).
+
+The data and checkpoint names are re-exported here, so `from training.train import
+prepare_data, train_model, load_checkpoint` keeps working.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
-from tqdm.auto import tqdm
 
 from slicewise.core.contracts import new_version
-from training.backbone import embed_texts, load_encoder
-from training.config import ProjectConfig
-from training.data import Splits, dataset_fingerprint, load_dataset, split_dataset
-from training.model import Kind, SliceAwareClassifier, SliceAwareHead, head_loss
-from training.slices import require_members, slice_membership
+from training.backbone import load_encoder
+from training.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
+from training.config import Kind, ProjectConfig
+from training.fit import fit, macro_f1, new_head, set_seed
+from training.model import SliceAwareClassifier, SliceAwareHead, head_loss
+from training.prepared import SPLITS, EncodedSplit, PreparedData, label_ids, prepare_data
 
-SPLITS = ("train", "validation", "test", "reference")
-
-
-@dataclass
-class EncodedSplit:
-    """One split as arrays: embeddings, labels (int or soft) and slice membership."""
-
-    embeddings: np.ndarray  # [N, d] float32
-    labels: np.ndarray  # [N] int or [N, C] float
-    membership: np.ndarray  # [N, k] bool
-    texts: list[str] | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, idx: np.ndarray) -> EncodedSplit:
-        """Rows `idx` of this split."""
-        texts = None if self.texts is None else [self.texts[i] for i in idx]
-        return EncodedSplit(self.embeddings[idx], self.labels[idx], self.membership[idx], texts)
-
-
-@dataclass
-class PreparedData:
-    """The project's data, split, sliced and (in frozen mode) embedded."""
-
-    cfg: ProjectConfig
-    splits: dict[str, EncodedSplit]
-    frames: Splits
-    fingerprint: str
-
-    @property
-    def dim(self) -> int:
-        """Embedding size d."""
-        return int(self.splits["train"].embeddings.shape[1])
-
-
-def label_ids(labels: Any, label_set: list[str]) -> np.ndarray:
-    """Map label names to their index in `label_set`."""
-    index = {name: i for i, name in enumerate(label_set)}
-    return np.array([index[x] for x in labels], dtype=np.int64)
-
-
-def prepare_data(cfg: ProjectConfig, progress: bool = True, embed: bool = True) -> PreparedData:
-    """Load, split, slice and embed (cached) the project's data.
-
-    Raises:
-        DataError, SliceError: for bad data or slicing functions (one-line messages).
-    """
-    df = load_dataset(cfg)
-    frames = split_dataset(df, cfg.dataset.split)
-    splits = {}
-    for name, frame in frames.items():
-        texts = frame["text"].tolist()
-        membership = slice_membership(texts, cfg)
-        if name == "train":
-            require_members(membership, cfg.slice_names, "the training data")
-        emb = (
-            embed_texts(
-                cfg.backbone, texts, cfg.train.embed_batch_size, cfg.train.cache_dir, progress
-            )
-            if embed
-            else np.zeros((len(texts), 0), np.float32)
-        )
-        splits[name] = EncodedSplit(emb, label_ids(frame["label"], cfg.labels), membership, texts)
-    return PreparedData(cfg, splits, frames, dataset_fingerprint(df))
+__all__ = [
+    "SPLITS",
+    "EncodedSplit",
+    "PreparedData",
+    "TrainResult",
+    "TrainedModel",
+    "label_ids",
+    "load_checkpoint",
+    "predict_head",
+    "prepare_data",
+    "save_checkpoint",
+    "train_head",
+    "train_model",
+    "train_project",
+]
 
 
 @dataclass
@@ -104,39 +54,12 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _set_seed(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Macro-F1 over all classes (absent classes count as 0 only if predicted)."""
-    return float(
-        f1_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0)
-    )
-
-
-def new_head(cfg: ProjectConfig, kind: Kind, d: int) -> SliceAwareHead:
-    """A fresh head for this project."""
-    t = cfg.train
-    return SliceAwareHead(
-        d,
-        len(cfg.labels),
-        len(cfg.slices),
-        kind,
-        t.dropout,
-        t.temperature,
-        t.moa_attention_dim,
-        t.membership,
-    )
-
-
 def train_head(
     cfg: ProjectConfig,
     kind: Kind,
     train: EncodedSplit,
     validation: EncodedSplit,
+    *,
     seed: int = 0,
     sample_weight: np.ndarray | None = None,
     progress: bool = True,
@@ -151,64 +74,54 @@ def train_head(
         seed: makes the run deterministic.
         sample_weight: optional per-example weights `[N]` (learned commentaries).
         progress: show a progress bar.
+
+    Returns:
+        The head of the best epoch (eval mode), its validation macro-F1 and the history.
     """
     t = cfg.train
-    gen = _set_seed(seed)
+    gen = set_seed(seed)
     head = new_head(cfg, kind, train.embeddings.shape[1])
     opt = torch.optim.AdamW(head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     x = torch.from_numpy(train.embeddings)
     y = torch.from_numpy(train.labels)
     m = torch.from_numpy(train.membership)
     w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
-    best = (-1.0, 0, copy.deepcopy(head.state_dict()))
-    history: list[dict[str, float]] = []
-    bar = tqdm(
-        range(t.epochs),
-        desc=f"train {kind} seed={seed}",
-        unit="epoch",
-        disable=not progress,
-        leave=False,
-    )
-    for epoch in bar:
-        head.train()
-        total = 0.0
-        for idx in torch.randperm(len(x), generator=gen).split(t.batch_size):
-            loss = head_loss(
-                head(x[idx], m[idx].float()),
-                y[idx],
-                m[idx],
-                t.lambda_ind,
-                t.lambda_pred,
-                None if w is None else w[idx],
-                slice_experts=kind != "baseline",
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        return head_loss(
+            head(x[idx], m[idx].float()),
+            y[idx],
+            m[idx],
+            t.lambda_ind,
+            t.lambda_pred,
+            None if w is None else w[idx],
+            slice_experts=kind != "baseline",
+        )
+
+    def validate() -> dict[str, float]:
         val_probs = predict_head(head, validation.embeddings, validation.membership)[
             "probabilities"
         ]
-        f1 = macro_f1(validation.labels, val_probs.argmax(1), len(cfg.labels))
         picked = val_probs[np.arange(len(val_probs)), validation.labels]
-        val_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
-        history.append(
-            {
-                "epoch": epoch,
-                "step": (epoch + 1) * -(-len(x) // t.batch_size),
-                "loss": total / len(x),
-                "val_loss": val_loss,
-                "val_macro_f1": f1,
-            }
-        )
-        bar.set_postfix(loss=f"{total / len(x):.3f}", val_f1=f"{f1:.3f}")
-        if f1 > best[0]:
-            best = (f1, epoch, copy.deepcopy(head.state_dict()))
-        elif epoch - best[1] >= t.patience:
-            break
-    head.load_state_dict(best[2])
-    head.eval()
-    return TrainResult(head, kind, seed, best[1], best[0], history)
+        return {
+            "val_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+            "val_macro_f1": macro_f1(validation.labels, val_probs.argmax(1), len(cfg.labels)),
+        }
+
+    res = fit(
+        head,
+        opt,
+        batch_loss,
+        n=len(x),
+        batch_size=t.batch_size,
+        epochs=t.epochs,
+        generator=gen,
+        validate=validate,
+        patience=t.patience,
+        progress=progress,
+        desc=f"train {kind} seed={seed}",
+    )
+    return TrainResult(head, kind, seed, res.best_epoch, res.best_score, res.history)
 
 
 @torch.inference_mode()
@@ -242,29 +155,28 @@ def predict_head(
     return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in outs.items()}
 
 
-@dataclass
-class TrainedModel:
-    """A full classifier (backbone + head) ready to export, with its provenance."""
-
-    model: SliceAwareClassifier
-    kind: Kind
-    seed: int
-    mode: str
-    version: str
-    val_macro_f1: float
-    best_epoch: int
-    checkpoint: Path | None = None
-
-
 def train_model(
     cfg: ProjectConfig,
     kind: Kind | None = None,
+    *,
     seed: int = 0,
     sample_weight: np.ndarray | None = None,
     prepared: PreparedData | None = None,
     progress: bool = True,
 ) -> TrainedModel:
-    """Train the project's model (`cfg.train.kind` unless `kind` is given) and checkpoint it."""
+    """Train the project's model in `cfg.train.mode` and checkpoint it.
+
+    Args:
+        cfg: project config.
+        kind: the head kind (default: `cfg.train.kind`).
+        seed: makes the run deterministic.
+        sample_weight: optional per-example weights of the training split (commentaries).
+        prepared: the prepared data, when the caller already has it (else prepared here).
+        progress: show progress bars.
+
+    Returns:
+        The classifier with its provenance and checkpoint path.
+    """
     kind = kind or cfg.train.kind
     if cfg.train.mode == "frozen":
         prepared = prepared or prepare_data(cfg, progress)
@@ -273,9 +185,9 @@ def train_model(
             kind,
             prepared.splits["train"],
             prepared.splits["validation"],
-            seed,
-            sample_weight,
-            progress,
+            seed=seed,
+            sample_weight=sample_weight,
+            progress=progress,
         )
         model = SliceAwareClassifier(load_encoder(cfg.backbone), res.head).eval()
         trained = TrainedModel(
@@ -285,54 +197,36 @@ def train_model(
         from training.finetune import finetune
 
         prepared = prepared or prepare_data(cfg, progress, embed=False)
-        trained = finetune(cfg, kind, prepared, seed, sample_weight, progress)
+        trained = finetune(
+            cfg, kind, prepared, seed=seed, sample_weight=sample_weight, progress=progress
+        )
     trained.checkpoint = save_checkpoint(cfg, trained)
     return trained
 
 
-def save_checkpoint(cfg: ProjectConfig, trained: TrainedModel) -> Path:
-    """Save the classifier's state and what is needed to rebuild it."""
-    path = Path(cfg.train.checkpoint_dir) / f"{cfg.name}-{trained.kind}-{trained.version}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "config": cfg.model_dump(mode="json"),
-        "kind": trained.kind,
-        "seed": trained.seed,
-        "mode": trained.mode,
-        "version": trained.version,
-        "val_macro_f1": trained.val_macro_f1,
-        "best_epoch": trained.best_epoch,
-        "head": trained.model.head.state_dict(),
-        "encoder": trained.model.encoder.state_dict() if trained.mode == "finetune" else None,
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
+def train_project(
+    cfg: ProjectConfig, *, seed: int = 0, commentary: Path | None = None
+) -> TrainedModel:
+    """`slicewise train`: train `cfg.train.kind` in `cfg.train.mode`, optionally with learned
+    example weights, and checkpoint it.
 
+    Args:
+        cfg: project config (command-line overrides already applied).
+        seed: makes the run deterministic.
+        commentary: a `.npz` from `slicewise commentary learn`; its weights must belong to
+            this dataset (checked against the fingerprint and the training split's size).
 
-def load_checkpoint(path: str | Path) -> tuple[ProjectConfig, TrainedModel]:
-    """Rebuild a `TrainedModel` (and its config) from `save_checkpoint`'s file."""
-    from training.config import ProjectConfig
+    Returns:
+        The trained classifier with its checkpoint path.
 
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, holds a dict
-    query = state["head"].get("combiner.query.weight")
-    if query is not None:  # checkpoints from before `moa_attention_dim` had 384-wide queries
-        state["config"].setdefault("train", {})["moa_attention_dim"] = query.shape[0]
-    cfg = ProjectConfig.model_validate(state["config"])
-    encoder = load_encoder(cfg.backbone)
-    if state["encoder"] is not None:
-        encoder.load_state_dict(state["encoder"])
-    head = new_head(cfg, state["kind"], encoder.config.hidden_size)
-    head.load_state_dict(state["head"])
-    model = SliceAwareClassifier(encoder, head).eval()
-    return cfg, TrainedModel(
-        model,
-        state["kind"],
-        state["seed"],
-        state["mode"],
-        state["version"],
-        state["val_macro_f1"],
-        state["best_epoch"],
-        Path(path),
-    )
+    Raises:
+        CommentaryError: the weights belong to other data.
+    """
+    prepared, weights = None, None
+    if commentary is not None:
+        from training.commentary import Commentary
+
+        prepared = prepare_data(cfg, embed=cfg.train.mode == "frozen")
+        n = len(prepared.splits["train"])
+        weights = Commentary.load(commentary, prepared.fingerprint, n).weights
+    return train_model(cfg, seed=seed, sample_weight=weights, prepared=prepared)

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from slicewise.cli.options import ConfigOpt, RedisOpt
 from slicewise.core.errors import SlicewiseError
 
 app = typer.Typer()
@@ -26,13 +27,9 @@ class Launcher(enum.StrEnum):
     kubernetes = "kubernetes"
 
 
-RedisOpt = Annotated[
-    str, typer.Option(envvar="REDIS_URL", help="Redis holding the prediction log.")
-]
-
-
 @app.command()
 def monitor(
+    config: ConfigOpt = None,
     redis_url: RedisOpt = "redis://127.0.0.1:6379/0",
     bundle: Annotated[
         Path | None, typer.Option(help="Bundle folder with reference.parquet.")
@@ -40,72 +37,77 @@ def monitor(
     tag: Annotated[
         str, typer.Option(help="Model-store tag when --bundle is not given.")
     ] = "slicewise-classifier:latest",
-    window_size: Annotated[int, typer.Option(help="Last N predictions.")] = 5000,
-    window_minutes: Annotated[
-        float | None, typer.Option(help="Or: predictions of the last T minutes.")
+    window_size: Annotated[
+        int | None, typer.Option(help="Last N predictions [config: monitor.window_size].")
     ] = None,
-    min_rows: Annotated[int, typer.Option(help="Fewer rows in a slice = insufficient data.")] = 50,
+    window_minutes: Annotated[
+        float | None,
+        typer.Option(help="Or: predictions of the last T minutes [monitor.window_minutes]."),
+    ] = None,
+    min_rows: Annotated[
+        int | None,
+        typer.Option(help="Fewer rows in a slice = insufficient data [monitor.min_rows]."),
+    ] = None,
     drift_share: Annotated[
-        float, typer.Option(help="Share of drifted columns that marks a slice drifted.")
-    ] = 0.5,
-    interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 60.0,
+        float | None,
+        typer.Option(
+            help="Share of drifted columns that marks a slice drifted [monitor.drift_share]."
+        ),
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="Seconds between passes [monitor.interval_seconds].")
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="One pass, print the summary, exit.")
     ] = False,
     port: Annotated[
-        int, typer.Option(help="Serve /metrics on this port (0 = do not serve).")
-    ] = 9101,
+        int | None, typer.Option(help="Serve /metrics on this port, 0 = do not [monitor.port].")
+    ] = None,
     report_dir: Annotated[
-        Path, typer.Option(help="Folder for the JSON + Evidently HTML report of each pass.")
-    ] = Path(".slicewise/reports"),
+        Path | None,
+        typer.Option(help="Folder for each pass's JSON + Evidently HTML [monitor.report_dir]."),
+    ] = None,
 ) -> None:
     """Per-slice drift and accuracy of the logged predictions against the reference profile.
 
-    Example: `slicewise monitor --bundle .slicewise/bundle --interval 30` (serves :9101/metrics).
+    Settings come from the config's `monitor` section; an option given here overrides it
+    (validated by the same rules). Example:
+    `slicewise monitor --bundle .slicewise/bundle --interval 30` (serves :9101/metrics).
     """
     import json
 
-    import redis
+    from monitoring.monitor import start_monitor
+    from training.config import load_config, override
 
-    from monitoring.exporter import MonitorMetrics
-    from monitoring.monitor import Monitor, MonitorSettings
-    from slicewise.core.contracts import resolve_bundle
-
+    settings = override(
+        load_config(config).monitor,
+        "command line",
+        window_size=window_size,
+        window_minutes=window_minutes,
+        min_rows=min_rows,
+        drift_share=drift_share,
+        interval_seconds=interval,
+        port=port,
+        report_dir=report_dir,
+    )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    client = redis.Redis.from_url(redis_url)
-    metrics = MonitorMetrics()
-    metrics.watch_retrains(client)
-    mon = Monitor(
-        resolve_bundle(str(bundle) if bundle else None, tag),
-        client,
-        MonitorSettings(window_size, window_minutes, min_rows, drift_share, report_dir),
-        metrics,
-    )
-    if once:
-        summary = mon.run_once()
-        typer.echo(
-            json.dumps(
-                {
-                    k: summary[k]
-                    for k in (
-                        "window_rows",
-                        "drifted_slices",
-                        "traffic_shifted_slices",
-                        "explained_drift",
-                        "insufficient_data",
-                        "accuracy",
-                        "estimated_accuracy",
-                    )
-                },
-                indent=2,
-            )
-        )
+    mon = start_monitor(settings, redis_url, str(bundle) if bundle else None, tag)
+    if not once:
+        mon.run_forever()
         return
-    if port:
-        metrics.serve(port)
-    mon.run_forever(interval)
+    summary = mon.run_once()
+    keys = (
+        "window_rows",
+        "drifted_slices",
+        "traffic_shifted_slices",
+        "explained_drift",
+        "insufficient_data",
+        "accuracy",
+        "estimated_accuracy",
+    )
+    typer.echo(json.dumps({k: summary[k] for k in keys}, indent=2))
 
 
 @app.command()

@@ -1,33 +1,34 @@
 """`slicewise` subcommands of the training package: train, export, evaluate, retrain, label,
 commentary learn, salience.
 
-Each command only parses options and calls an importable function; torch is imported inside,
-so `slicewise --help` stays fast. Errors: `slicewise.cli.Commands` (exit code 2, one line).
+Each command only parses options, calls one importable function and prints; torch is
+imported inside, so `slicewise --help` stays fast. Option values are checked by their type
+(`--kind` and `--mode` are `Literal`s: a typo exits 2 naming the choices before any data is
+read); config overrides go through `training.config.override` (validated, never assigned
+silently). Errors: `slicewise.cli.Commands` (exit code 2, one line).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-app = typer.Typer()
+from slicewise.cli.options import ConfigOpt, RedisOpt
+from training.config import Kind, Mode
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Project YAML. Default: the built-in tweets demo."),
-]
+app = typer.Typer()
 
 
 @app.command()
 def train(
     config: ConfigOpt = None,
     kind: Annotated[
-        str | None, typer.Option(help="baseline, sbl or moa (default: config's train.kind)")
+        Kind | None, typer.Option(help="Head kind (default: config's train.kind).")
     ] = None,
     mode: Annotated[
-        str | None, typer.Option(help="frozen or finetune (default: config's train.mode)")
+        Mode | None, typer.Option(help="Backbone frozen or finetuned (default: train.mode).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     commentary: Annotated[
@@ -38,21 +39,12 @@ def train(
 
     Example: `slicewise train --kind moa` (demo config, frozen MiniLM backbone).
     """
-    from training.commentary import Commentary
-    from training.config import load_config
-    from training.train import prepare_data, train_model
+    from training.config import load_config, override
+    from training.train import train_project
 
     cfg = load_config(config)
-    if mode:
-        cfg.train.mode = mode  # type: ignore[assignment]
-    weights = None
-    prepared = None
-    if commentary is not None:
-        prepared = prepare_data(cfg, embed=cfg.train.mode == "frozen")
-        weights = Commentary.load(
-            commentary, prepared.fingerprint, len(prepared.splits["train"])
-        ).weights
-    trained = train_model(cfg, kind, seed, sample_weight=weights, prepared=prepared)  # type: ignore[arg-type]
+    cfg.train = override(cfg.train, "command line", mode=mode, kind=kind)
+    trained = train_project(cfg, seed=seed, commentary=commentary)
     typer.echo(f"trained {trained.kind} ({trained.mode}) val macro-F1 {trained.val_macro_f1:.4f}")
     typer.echo(f"checkpoint: {trained.checkpoint}")
 
@@ -73,19 +65,10 @@ def export(
     Example: `slicewise export --out .slicewise/bundle`.
     """
     from training.config import load_config
-    from training.export import export_bundle
-    from training.train import load_checkpoint, prepare_data, train_model
+    from training.export import train_and_export
 
-    if checkpoint is not None:
-        cfg, trained = load_checkpoint(checkpoint)
-        if config is not None:
-            cfg = load_config(config)
-        prepared = prepare_data(cfg)
-    else:
-        cfg = load_config(config)
-        prepared = prepare_data(cfg)
-        trained = train_model(cfg, prepared=prepared)
-    bundle = export_bundle(cfg, trained, prepared, out, register=register)
+    cfg = load_config(config) if config is not None or checkpoint is None else None
+    bundle = train_and_export(cfg, checkpoint=checkpoint, out_dir=out, register=register)
     ev = bundle.manifest.evaluation
     typer.echo(f"bundle: {bundle.path}  version: {bundle.manifest.version}")
     typer.echo(
@@ -115,16 +98,17 @@ def evaluate(
 
     Example: `slicewise evaluate --kinds baseline,moa --seeds 0,1,2 --out eval/`.
     """
-    from training.config import load_config
+    from training.config import load_config, override
     from training.evaluate import evaluate_project, markdown_table
 
     cfg = load_config(config)
-    result = evaluate_project(
-        cfg,
-        kinds.split(",") if kinds else None,
-        [int(s) for s in seeds.split(",")] if seeds else None,
-        out,
+    cfg.train = override(
+        cfg.train,
+        "command line",
+        compare=kinds.split(",") if kinds else None,
+        seeds=seeds.split(",") if seeds else None,
     )
+    result = evaluate_project(cfg, cfg.train.compare, cfg.train.seeds, out)
     typer.echo(markdown_table(result))
     typer.echo(f"written: {out}/evaluation.json, evaluation.md, evaluation.png")
 
@@ -132,9 +116,7 @@ def evaluate(
 @app.command()
 def retrain(
     config: ConfigOpt = None,
-    redis_url: Annotated[
-        str, typer.Option(envvar="REDIS_URL", help="Redis with the prediction log.")
-    ] = "redis://127.0.0.1:6379/0",
+    redis_url: RedisOpt = "redis://127.0.0.1:6379/0",
     production: Annotated[
         Path | None, typer.Option(help="Production bundle folder when Redis names no version.")
     ] = None,
@@ -158,7 +140,14 @@ def retrain(
     from training.retrain import retrain as run
 
     cfg = load_config(config)
-    report = run(cfg, redis_url, production, report_dir, shuffle_labels, reason=reason)
+    report = run(
+        cfg,
+        redis_url=redis_url,
+        production_dir=production,
+        report_dir=report_dir,
+        shuffle_labels=shuffle_labels,
+        reason=reason,
+    )
     typer.echo(
         json.dumps(
             {
@@ -196,54 +185,24 @@ def label(
 
     Example: `slicewise label --train-head` (demo LFs; prints the LF table and label accuracy).
     """
-    import numpy as np
-    import pandas as pd
-
     from training.config import load_config
-    from training.evaluate import head_slice_metrics
-    from training.train import EncodedSplit, prepare_data, train_head
-    from training.weak import apply_lfs, lf_analysis
-    from training.weak.pipeline import weak_labels
+    from training.weak.pipeline import label_training_split
 
     cfg = load_config(config)
-    prepared = prepare_data(cfg)
-    tr, va = prepared.splits["train"], prepared.splits["validation"]
-    L = np.concatenate([apply_lfs(tr.texts, cfg), apply_lfs(va.texts, cfg)])
+    run = label_training_split(cfg, out=out, extend=extend, train_head=train_head_too)
+    res = run.labels
+    typer.echo(run.lf_table.round(3).to_string())
     typer.echo(
-        lf_analysis(L[: len(tr)], [x.name for x in cfg.labeling_functions], cfg.labels, tr.labels)
-        .round(3)
-        .to_string()
-    )
-    dev_idx = np.arange(len(tr), len(tr) + len(va))
-    res = weak_labels(
-        cfg, L, np.concatenate([tr.embeddings, va.embeddings]), va.labels, dev_idx, extend
-    )
-    probs, covered = res.probs[: len(tr)], res.covered[: len(tr)]
-    acc = float((probs[covered].argmax(1) == tr.labels[covered]).mean())
-    typer.echo(
-        f"coverage {covered.mean():.3f}, label accuracy on covered {acc:.3f} (vs the gold train labels)"
+        f"coverage {res.covered.mean():.3f}, label accuracy on covered {run.accuracy:.3f} "
+        "(vs the gold train labels)"
     )
     balance = ", ".join(
         f"{lab} {p:.2f}" for lab, p in zip(cfg.labels, res.stats["class_balance"], strict=True)
     )
     typer.echo(f"class balance ({res.stats['class_balance_source']}): {balance}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(probs, columns=[f"p_{lab}" for lab in cfg.labels])
-    frame.insert(0, "text", tr.texts)
-    frame["covered"] = covered
-    tmp = out.with_name(out.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(out)  # never a half-written labels file
-    typer.echo(f"written: {out}")
-    if train_head_too:
-        weak = EncodedSplit(
-            tr.embeddings[covered], probs[covered].astype(np.float32), tr.membership[covered]
-        )
-        head = train_head(cfg, cfg.train.kind, weak, va).head
-        m = head_slice_metrics(cfg, head, prepared.splits["test"])
-        typer.echo(
-            f"{cfg.train.kind} head on weak labels: test macro-F1 {m['overall']['macro_f1']:.4f}"
-        )
+    typer.echo(f"written: {run.path}")
+    if run.head_macro_f1 is not None:
+        typer.echo(f"{cfg.train.kind} head on weak labels: test macro-F1 {run.head_macro_f1:.4f}")
 
 
 commentary_app = typer.Typer(help="Learned example weights (commentaries).", no_args_is_help=True)
@@ -253,7 +212,7 @@ app.add_typer(commentary_app, name="commentary")
 @commentary_app.command("learn")
 def commentary_learn(
     config: ConfigOpt = None,
-    kind: Annotated[str, typer.Option(help="Head kind used in the inner training runs.")] = "sbl",
+    kind: Annotated[Kind, typer.Option(help="Head kind used in the inner training runs.")] = "sbl",
     out: Annotated[
         Path | None, typer.Option(help="Output .npz (default: next to the dataset).")
     ] = None,
@@ -268,11 +227,11 @@ def commentary_learn(
     """
     from training.commentary import commentary_report, default_path, learn_commentary
     from training.config import load_config
-    from training.train import prepare_data
+    from training.prepared import prepare_data
 
     cfg = load_config(config)
     prepared = prepare_data(cfg)
-    com = learn_commentary(cfg, prepared, kind, seed)  # type: ignore[arg-type]
+    com = learn_commentary(cfg, prepared, kind=kind, seed=seed)
     path = com.save(out or default_path(cfg, prepared.fingerprint))
     typer.echo(commentary_report(com, cfg, prepared, report))
     typer.echo(
@@ -289,7 +248,8 @@ def salience(
     ] = None,
     count: Annotated[int, typer.Option(help="Texts to explain.")] = 1000,
     split: Annotated[
-        str, typer.Option(help="Split whose texts are explained: train, validation or test.")
+        Literal["train", "validation", "test"],
+        typer.Option(help="Split whose texts are explained."),
     ] = "train",
     steps: Annotated[int, typer.Option(help="Integrated-gradients steps.")] = 16,
     out: Annotated[Path, typer.Option(help="Report folder (salience.json, .html, PNGs).")] = Path(
@@ -300,50 +260,12 @@ def salience(
 
     Example: `slicewise salience --count 500` (needs a checkpoint from `slicewise train`).
     """
-    import numpy as np
-
-    from training.backbone import load_tokenizer
     from training.config import load_config
-    from training.salience import (
-        SalienceError,
-        aggregate,
-        explain,
-        label_association,
-        write_report,
-    )
-    from training.train import load_checkpoint, prepare_data
+    from training.salience import run_salience
 
-    cfg = load_config(config)
-    if checkpoint is None:
-        found = sorted(
-            Path(cfg.train.checkpoint_dir).glob(f"{cfg.name}-*.pt"),
-            key=lambda p: p.stat().st_mtime,
-        )
-        if not found:
-            raise SalienceError(
-                f"no checkpoint in {cfg.train.checkpoint_dir}; run `slicewise train` first"
-            )
-        checkpoint = found[-1]
-    _, trained = load_checkpoint(checkpoint)
-    prepared = prepare_data(cfg, embed=False)
-    part, evaluation = prepared.splits[split], prepared.splits["test"]
-    rows = np.random.default_rng(0).permutation(len(part))[:count]
-    texts = [part.texts[i] for i in rows]  # type: ignore[index]
-    tok = load_tokenizer(cfg.backbone)
-    sal = explain(trained.model, tok, texts, cfg.backbone.max_length, n_steps=steps)
-    report = aggregate(
-        sal,
-        cfg,
-        part.membership[rows],
-        train_assoc=label_association(
-            prepared.splits["train"].texts,
-            prepared.splits["train"].labels,
-            tok,
-            len(cfg.labels),
-        ),
-        eval_assoc=label_association(evaluation.texts, evaluation.labels, tok, len(cfg.labels)),
+    run = run_salience(
+        load_config(config), checkpoint=checkpoint, count=count, split=split, steps=steps, out=out
     )
-    html = write_report(report, out)
-    for f in report["shortcuts"][:10]:
+    for f in run.report["shortcuts"][:10]:
         typer.echo(f"possible shortcut: {f['token']!r} ({f['label']}): {'; '.join(f['reasons'])}")
-    typer.echo(f"report: {html}")
+    typer.echo(f"report: {run.html}")

@@ -1,7 +1,7 @@
 """Contracts shared by training (writer), service and monitoring (readers).
 
 This module fixes the artifact bundle layout, the manifest schema, the reference-profile
-columns, the Redis prediction-log record and the Redis keys (DESIGN.md §5, §7). It imports
+columns, the Redis prediction-log record and the Redis keys (docs/design.md §5, §7). It imports
 neither torch nor pandas, so the serving image can use it.
 """
 
@@ -42,13 +42,15 @@ SLICE_RULES_INPUT = "slice_rules"
 OUTPUT_NAMES = ("probabilities", "slice_membership", "slice_attention")
 BASE_SLICE = "base"
 
-# Redis keys (DESIGN §7, §9).
+# Redis keys (docs/design.md §7, §9).
 PREDICTIONS_STREAM = "slicewise:predictions"
 FEEDBACK_STREAM = "slicewise:feedback"
 PRODUCTION_VERSION_KEY = "slicewise:production_version"
 FEEDBACK_LABELS_KEY = "slicewise:feedback:labels"  # hash: prediction id -> its one label
 PROMOTION_RECORD_PREFIX = "slicewise:promotion:"  # + version -> JSON record of the gate's decision
 RETRAIN_QUEUE = "slicewise:retrain:queue"
+RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"  # hash outcome -> count (retrain writes)
+RETRAIN_RUNS_KEY = "slicewise:retrain:runs"  # list of the last 100 run reports (JSON)
 ALERT_DEDUP_PREFIX = "slicewise:alert:"
 RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"  # hash outcome -> count
 RETRAIN_RUNS_KEY = "slicewise:retrain:runs"  # list of the last 100 run reports (JSON)
@@ -178,7 +180,7 @@ def utc_now_iso() -> str:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A validated artifact bundle directory (DESIGN §5)."""
+    """A validated artifact bundle directory (docs/design.md §5)."""
 
     path: Path
     manifest: Manifest
@@ -250,7 +252,15 @@ class Bundle:
 
 
 def resolve_bundle(model_dir: str | None, tag: str) -> Bundle:
-    """The bundle in `model_dir`, else the BentoML store model `tag`.
+    """The bundle in `model_dir`, else the BentoML store model `tag`: the one place a bundle
+    is looked up in the model store (service, monitor, retrain).
+
+    Args:
+        model_dir: a bundle folder, or None / empty to use the model store.
+        tag: a model-store tag, `slicewise-classifier:<version>` or `slicewise-classifier:latest`.
+
+    Returns:
+        The loaded bundle (manifest validated, required files present).
 
     Raises:
         BundleError: naming the folder or tag and what is wrong with it.
@@ -301,7 +311,7 @@ TRUE_LABEL_COLUMN = "true_label"
 
 @dataclass
 class PredictionRecord:
-    """One entry of the `slicewise:predictions` Redis stream (DESIGN §7)."""
+    """One entry of the `slicewise:predictions` Redis stream (docs/design.md §7)."""
 
     model_version: str
     label: str
@@ -353,7 +363,7 @@ def _s(x: str | bytes) -> str:
     return x.decode() if isinstance(x, bytes) else x
 
 
-# Prometheus metric names (DESIGN §8). Service and monitor declare their metrics with these;
+# Prometheus metric names (docs/design.md §8). Service and monitor declare their metrics with these;
 # alert rules and dashboards in monitoring/ query them.
 class MetricNames:
     """Names of every slicewise metric (Prometheus client names, without `_total` suffixes

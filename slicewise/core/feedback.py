@@ -1,4 +1,4 @@
-"""Feedback labels in Redis: at most one label per prediction id (DESIGN §7).
+"""Feedback labels in Redis: at most one label per prediction id (docs/design.md §7).
 
 The hash `slicewise:feedback:labels` maps a prediction id to its label: a correction replaces
 the earlier label (`HSET`), it is never appended. Every write is also an event on the

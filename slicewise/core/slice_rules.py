@@ -1,6 +1,6 @@
 """The slice-rule evaluator: one code path that decides slice membership for training and serving.
 
-A slice is defined by exactly one rule (DESIGN §3): a keyword list, a regular expression, a
+A slice is defined by exactly one rule (docs/design.md §3): a keyword list, a regular expression, a
 word-count range, or a Python function (`text -> bool`, a registered name or
 `package.module:function`). `compile_rules` turns the definitions into a `RuleEvaluator` once
 (patterns compiled, functions resolved); `RuleEvaluator.evaluate` then gives the exact `[N, k]`

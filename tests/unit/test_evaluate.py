@@ -121,7 +121,9 @@ def test_evaluate_project_trains_each_kind_per_seed_on_the_tiny_project(
 ) -> None:
     cfg = tiny_config.model_copy(deep=True)
     cfg.train.epochs = 8  # bookkeeping test; learning is tested in tests/model
-    result = evaluate_project(cfg, ["baseline", "sbl"], [0, 1], tmp_path, tiny_prepared, False)
+    result = evaluate_project(
+        cfg, ["baseline", "sbl"], [0, 1], tmp_path, prepared=tiny_prepared, progress=False
+    )
     n_test = len(tiny_prepared.splits["test"])
     assert set(result["kinds"]) == {"baseline", "sbl"}
     for kind in ("baseline", "sbl"):

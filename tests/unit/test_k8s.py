@@ -1,6 +1,7 @@
 """k8s/: kustomize renders base and both overlays; every object validates (built-in kinds
-strictly against Kubernetes 1.30, Prometheus Operator kinds against the CRDs in ../shared/crds);
-the properties the deployment promises hold. No cluster is involved (none can run here)."""
+strictly against Kubernetes 1.30, Prometheus Operator kinds against the CRDs vendored in
+k8s/crds); the properties the deployment promises hold. No cluster is involved (none can run
+here). Only the tests that render with kustomize need `kubectl`; they skip without it."""
 
 from __future__ import annotations
 
@@ -15,13 +16,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT.parent / "shared" / "crds"
+CRDS = ROOT / "k8s" / "crds"
 OVERLAYS = ["base", "overlays/cpu", "overlays/gpu"]
 OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "AlertmanagerConfig"}
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed"
-)
 
 
 class _Loader(yaml.SafeLoader):
@@ -45,6 +42,8 @@ def render(target: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict]]:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl (with kustomize) is not installed")
     return {t: render(t) for t in OVERLAYS}
 
 
@@ -85,13 +84,23 @@ def test_builtin_kinds_validate_strictly_against_kubernetes_1_30(rendered, targe
 
 @pytest.mark.parametrize("target", OVERLAYS)
 def test_operator_kinds_validate_against_their_crds(rendered, target) -> None:
-    if not CRDS.is_dir():
-        pytest.skip(f"{CRDS} not found: the Prometheus Operator CRD check needs ../shared/crds")
     schemas = crd_schemas()
     ops = [o for o in rendered[target] if o["kind"] in OPERATOR_KINDS]
     assert {o["kind"] for o in ops} == {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
     for obj in ops:
         jsonschema.validate(obj, schemas[(obj["kind"], obj["apiVersion"])])
+
+
+def test_generated_prometheus_rule_validates_against_the_vendored_crd() -> None:
+    """Needs no kubectl: the generated PrometheusRule file against the CRD in the repository."""
+    schemas = crd_schemas()
+    assert {k for k, _ in schemas} == OPERATOR_KINDS - {"PodMonitor"}
+    rule = yaml.load((ROOT / "k8s/base/generated/prometheusrule.yaml").read_text(), Loader=_Loader)
+    schema = schemas[(rule["kind"], rule["apiVersion"])]
+    jsonschema.validate(rule, schema)
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "two minutes"  # not a duration
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(rule, schema)
 
 
 def test_a_bad_object_fails_validation() -> None:

@@ -135,7 +135,6 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="training.train <-> training.finetune; split next")
 def test_no_import_cycles() -> None:
     """A package's `__init__` importing its own submodules is not a cycle; anything else is."""
     modules = dict(_modules())

@@ -10,9 +10,10 @@ import redis
 from prometheus_client import generate_latest
 
 from monitoring.exporter import MonitorMetrics
-from monitoring.monitor import Monitor, MonitorSettings
+from monitoring.monitor import Monitor
 from monitoring.window import read_feedback, read_window
 from slicewise.core import contracts as c
+from slicewise.core.settings import MonitorConfig
 
 
 def _log(client: redis.Redis, bundle: c.Bundle, n: int, seed: int = 0) -> list[str]:
@@ -61,7 +62,7 @@ def test_monitor_pass_exports_gauges_and_reports(redis_server, tiny_bundle, tmp_
     metrics.watch_retrains(client)
     client.hincrby("slicewise:retrain:outcomes", "rejected", 2)
     mon = Monitor(
-        bundle, client, MonitorSettings(window_size=1000, min_rows=20, report_dir=tmp_path), metrics
+        bundle, client, MonitorConfig(window_size=1000, min_rows=20, report_dir=tmp_path), metrics
     )
     summary = mon.run_once()
     assert summary["window_rows"] == 300 and summary["drifted_slices"] == []
@@ -95,7 +96,7 @@ def test_bundle_without_reference_is_a_clear_error(redis_server, tiny_bundle, tm
         Monitor(
             c.Bundle.load(copy),
             redis.Redis.from_url(redis_server.url),
-            MonitorSettings(report_dir=None),
+            MonitorConfig(report_dir=None),
         )
 
 
@@ -113,7 +114,7 @@ def test_monitor_keeps_its_profile_when_production_names_an_unknown_version(
 ) -> None:
     client = redis.Redis.from_url(redis_server.url)
     bundle = c.Bundle.load(tiny_bundle)
-    mon = Monitor(bundle, client, MonitorSettings(window_size=100, min_rows=5, report_dir=None))
+    mon = Monitor(bundle, client, MonitorConfig(window_size=100, min_rows=5, report_dir=None))
     client.set(c.PRODUCTION_VERSION_KEY, bundle.manifest.version)
     mon.follow_production()  # the version it already judges: nothing to do
     assert not mon.switched

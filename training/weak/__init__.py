@@ -1,4 +1,4 @@
-"""Weak supervision (DESIGN §10): labeling functions, a closed-form triplet label model, and
+"""Weak supervision (docs/design.md §10): labeling functions, a closed-form triplet label model, and
 the Epoxy extension of LF votes through the frozen backbone's embedding space.
 """
 

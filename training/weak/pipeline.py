@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,34 @@ class WeakLabels:
     thresholds: list[float] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
 
+    def first(self, n: int) -> WeakLabels:
+        """The labels of the first `n` rows (the points before the appended dev rows)."""
+        return WeakLabels(self.probs[:n], self.covered[:n], self.L[:n], self.thresholds, self.stats)
+
+
+def fit_label_model(cfg: ProjectConfig, L: np.ndarray) -> TripletLabelModel:
+    """The triplet label model fitted on `L`, with the config's class balance when it has one.
+
+    Args:
+        cfg: project config (`labels`, `weak_supervision.class_balance`).
+        L: label matrix `[N, m]` (ABSTAIN = -1).
+
+    Returns:
+        The fitted model (`predict_proba`, `balance`, `lf_accuracies`).
+
+    Raises:
+        LFError: too few LFs or votes to fit.
+    """
+    balance = cfg.weak_supervision.class_balance
+    return TripletLabelModel(len(cfg.labels), None if balance is None else np.asarray(balance)).fit(
+        L
+    )
+
 
 def weak_labels(
     cfg: ProjectConfig,
     L: np.ndarray,
+    *,
     embeddings: np.ndarray | None = None,
     dev_gold: np.ndarray | None = None,
     dev_idx: np.ndarray | None = None,
@@ -54,8 +79,7 @@ def weak_labels(
         else:
             thresholds = [0.9] * L.shape[1]
         L = extend_votes(L, sim, vote, thresholds)
-    balance = None if ws.class_balance is None else np.asarray(ws.class_balance)
-    model = TripletLabelModel(len(cfg.labels), balance).fit(L)
+    model = fit_label_model(cfg, L)
     covered = (L != ABSTAIN).any(1)
     return WeakLabels(
         model.predict_proba(L),
@@ -74,6 +98,7 @@ def weak_labels(
 def label_texts(
     cfg: ProjectConfig,
     texts: list[str],
+    *,
     embeddings: np.ndarray | None = None,
     dev_texts: list[str] | None = None,
     dev_gold: np.ndarray | None = None,
@@ -82,7 +107,7 @@ def label_texts(
     """Probabilistic labels for `texts` (dev texts with gold labels tune the extension)."""
     L = apply_lfs(texts, cfg)
     if dev_texts is None:
-        return weak_labels(cfg, L, embeddings)
+        return weak_labels(cfg, L, embeddings=embeddings)
     L_all = np.concatenate([L, apply_lfs(dev_texts, cfg)])
     emb_all = (
         None
@@ -90,9 +115,8 @@ def label_texts(
         else np.concatenate([embeddings, dev_embeddings])
     )
     dev_idx = np.arange(len(texts), len(texts) + len(dev_texts))
-    res = weak_labels(cfg, L_all, emb_all, dev_gold, dev_idx)
-    n = len(texts)
-    return WeakLabels(res.probs[:n], res.covered[:n], res.L[:n], res.thresholds, res.stats)
+    res = weak_labels(cfg, L_all, embeddings=emb_all, dev_gold=dev_gold, dev_idx=dev_idx)
+    return res.first(len(texts))
 
 
 @dataclass
@@ -112,6 +136,7 @@ def interactive_loop(
     L: np.ndarray,
     embeddings: np.ndarray,
     membership: np.ndarray,
+    *,
     thresholds: float | list[float] = 0.9,
     dim: int = 64,
     max_voters: int = 1024,
@@ -122,17 +147,19 @@ def interactive_loop(
 ) -> LoopResult:
     """Extend → fit → train the slice-aware head, fast enough to iterate on LFs (seconds).
 
-    The same `SliceAwareHead` and `head_loss` as `train_head`, trained for a fixed number of
-    epochs (no per-epoch validation) on the soft labels of the covered points, on the frozen
-    embeddings projected to their top `dim` principal components (a fixed linear map that can
-    be folded in front of the head). The extension searches at most `max_voters` voters per LF
-    in bfloat16 with exact float32 similarities for the chosen neighbour.
+    The same `SliceAwareHead`, `head_loss` and loop (`training.fit.fit`) as `train_head`,
+    trained for a fixed number of epochs (no per-epoch validation) on the soft labels of the
+    covered points, on the frozen embeddings projected to their top `dim` principal components
+    (a fixed linear map that can be folded in front of the head). The extension searches at
+    most `max_voters` voters per LF in bfloat16 with exact float32 similarities for the chosen
+    neighbour.
     """
     import time
 
     import torch
 
-    from training.train import new_head
+    from training.fit import fit, new_head
+    from training.model import head_loss
 
     timings: dict[str, float] = {}
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -165,9 +192,7 @@ def interactive_loop(
     timings["extend_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ws = cfg.weak_supervision
-    balance = None if ws.class_balance is None else np.asarray(ws.class_balance)
-    model = TripletLabelModel(len(cfg.labels), balance).fit(L_ext)
+    model = fit_label_model(cfg, L_ext)
     probs = model.predict_proba(L_ext)
     covered = (L_ext != ABSTAIN).any(1)
     timings["label_model_s"] = time.perf_counter() - t
@@ -180,14 +205,27 @@ def interactive_loop(
     xs = z[torch.from_numpy(covered)]
     ys = torch.from_numpy(probs[covered].astype(np.float32))
     ms = torch.from_numpy(np.asarray(membership)[covered])
-    head.train()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny head: thread hand-offs cost more than they save
     try:
-        _train_epochs(head, opt, xs, ys, ms, cfg, epochs, batch_size, gen)
+        fit(
+            head,
+            opt,
+            lambda idx: head_loss(
+                head(xs[idx], ms[idx].float()),
+                ys[idx],
+                ms[idx],
+                cfg.train.lambda_ind,
+                cfg.train.lambda_pred,
+                slice_experts=head.kind != "baseline",
+            ),
+            n=len(xs),
+            batch_size=batch_size,
+            epochs=epochs,
+            generator=gen,
+        )
     finally:
         torch.set_num_threads(threads)
-    head.eval()
     timings["head_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     timings["cpu_s"] = (
@@ -207,31 +245,85 @@ def interactive_loop(
     return LoopResult(head, (mean, comps), labels, timings)
 
 
-def _train_epochs(
-    head: Any,
-    opt: Any,
-    xs: Any,
-    ys: Any,
-    ms: Any,
+@dataclass
+class LabelRun:
+    """What `slicewise label` made and measured."""
+
+    lf_table: Any  # pandas.DataFrame: per-LF coverage / overlaps / conflicts / accuracy
+    labels: WeakLabels  # of the training split
+    accuracy: float  # label accuracy on the covered training rows, against the gold labels
+    path: Path  # the parquet file written
+    head_macro_f1: float | None = None  # test macro-F1 of a head trained on the weak labels
+
+
+def label_training_split(
     cfg: ProjectConfig,
-    epochs: int,
-    batch_size: int,
-    gen: Any,
+    *,
+    out: Path,
+    extend: bool | None = None,
+    train_head: bool = False,
+) -> LabelRun:
+    """Weakly label the training split; the validation split's gold labels tune the extension.
+
+    Writes `out` (parquet: `text`, `p_<label>` per class, `covered`) atomically.
+
+    Args:
+        cfg: project config (LFs, `weak_supervision`).
+        out: the parquet file for the probabilistic labels.
+        extend: extend LF votes through the embedding space (Epoxy); default: the config's.
+        train_head: also train `cfg.train.kind`'s head on the covered rows' weak labels and
+            measure its test macro-F1.
+
+    Returns:
+        The LF table, the labels, their accuracy on covered rows, the file, the head's F1.
+
+    Raises:
+        LFError, DataError, SliceError: bad LFs or data.
+    """
+    from training.evaluate import head_slice_metrics
+    from training.prepared import EncodedSplit, prepare_data
+    from training.train import train_head as fit_head
+    from training.weak.labeling import lf_analysis
+
+    prepared = prepare_data(cfg)
+    tr, va = prepared.splits["train"], prepared.splits["validation"]
+    assert tr.texts is not None and va.texts is not None
+    L = np.concatenate([apply_lfs(tr.texts, cfg), apply_lfs(va.texts, cfg)])
+    table = lf_analysis(
+        L[: len(tr)], [x.name for x in cfg.labeling_functions], cfg.labels, tr.labels
+    )
+    res = weak_labels(
+        cfg,
+        L,
+        embeddings=np.concatenate([tr.embeddings, va.embeddings]),
+        dev_gold=va.labels,
+        dev_idx=np.arange(len(tr), len(tr) + len(va)),
+        extend=extend,
+    )
+    labels = res.first(len(tr))
+    probs, covered = labels.probs, labels.covered
+    accuracy = float((probs[covered].argmax(1) == tr.labels[covered]).mean())
+    _write_labels(out, tr.texts, probs, covered, cfg.labels)
+    run = LabelRun(table, labels, accuracy, out)
+    if train_head:
+        weak = EncodedSplit(
+            tr.embeddings[covered], probs[covered].astype(np.float32), tr.membership[covered]
+        )
+        head = fit_head(cfg, cfg.train.kind, weak, va).head
+        metrics = head_slice_metrics(cfg, head, prepared.splits["test"])
+        run.head_macro_f1 = metrics["overall"]["macro_f1"]
+    return run
+
+
+def _write_labels(
+    out: Path, texts: list[str], probs: np.ndarray, covered: np.ndarray, label_names: list[str]
 ) -> None:
-    import torch
+    import pandas as pd
 
-    from training.model import head_loss
-
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xs), generator=gen).split(batch_size):
-            loss = head_loss(
-                head(xs[idx], ms[idx].float()),
-                ys[idx],
-                ms[idx],
-                cfg.train.lambda_ind,
-                cfg.train.lambda_pred,
-                slice_experts=head.kind != "baseline",
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(probs, columns=[f"p_{lab}" for lab in label_names])
+    frame.insert(0, "text", texts)
+    frame["covered"] = covered
+    tmp = out.with_name(out.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(out)  # never a half-written labels file

@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast lint typecheck format bench readme clean help
+.PHONY: setup system-deps run test test-fast lint typecheck format bench readme clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,10 +23,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create .venv and install everything
 
+system-deps:  ## install the Debian packages the tests need (prometheus, alertmanager, kubectl) when missing
+	scripts/system-deps.sh
+
 run: setup  ## train the demo model, then serve and monitor it (see README)
 	$(VENV)/bin/slicewise demo-run
 
-test: setup  ## run the whole test suite (unit, model, service, integration)
+test: setup system-deps  ## run the whole test suite (unit, model, service, integration, promtool)
 	$(PY) -m pytest -q --timeout=900
 
 test-fast: setup  ## unit + model tests only

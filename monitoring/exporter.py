@@ -9,7 +9,7 @@ import redis
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily
 
-from slicewise.core.contracts import RETRAIN_OUTCOMES_KEY
+from slicewise.core.contracts import RETRAIN_OUTCOMES, RETRAIN_OUTCOMES_KEY
 from slicewise.core.contracts import MetricNames as M
 
 
@@ -25,8 +25,9 @@ class RetrainRunsCollector:
             counts = self.client.hgetall(RETRAIN_OUTCOMES_KEY)
         except redis.RedisError:
             counts = {}
-        for outcome in ("promoted", "rejected", "failed"):
-            family.add_metric([outcome], float(counts.get(outcome.encode(), 0)))
+        seen = {k.decode(): float(v) for k, v in counts.items()}
+        for outcome in sorted(set(RETRAIN_OUTCOMES) | set(seen)):
+            family.add_metric([outcome], seen.get(outcome, 0.0))
         yield family
 
 

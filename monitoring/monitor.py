@@ -46,18 +46,45 @@ class Monitor:
         settings: MonitorConfig,
         metrics: MonitorMetrics | None = None,
     ) -> None:
-        self.bundle, self.client, self.settings = bundle, client, settings
+        self.client, self.settings, self.metrics = client, settings, metrics
+        self.switched = False  # True once follow_production has loaded a promoted version
+        self._use(bundle)
+
+    def _use(self, bundle: c.Bundle) -> None:
+        self.bundle = bundle
         self.manifest = bundle.manifest
         self.reference: pd.DataFrame = bundle.reference()  # BundleError when there is none
         self.calibrator = ConfidenceCalibrator(self.reference)
         self.reference_accuracy = reference_accuracy(self.reference, self.manifest)
-        self.metrics = metrics
+
+    def follow_production(self) -> None:
+        """Judge against the production model's reference profile: when a retrain promoted
+        another version (`slicewise:production_version`), load it from the model store.
+
+        Without this, the promoted model's predictions would be compared with the old model's
+        profile and its slice alerts would never resolve. After a switch, only predictions of
+        the version judged are read (the replaced model's rows are not its drift). A version
+        that cannot be loaded is logged and the current profile kept.
+        """
+        try:
+            raw = self.client.get(c.PRODUCTION_VERSION_KEY)
+            if not raw or raw.decode() == self.manifest.version:
+                return
+            self._use(c.resolve_bundle(None, f"{c.MODEL_NAME}:{raw.decode()}"))
+            self.switched = True
+            log.info("monitor: production is now %s; judging against its profile", raw.decode())
+        except (redis.RedisError, c.BundleError) as exc:
+            log.warning("monitor: keeping the %s profile: %s", self.manifest.version, exc)
 
     def run_once(self) -> dict[str, Any]:
         """Read the window, judge drift and accuracy per slice, export, keep a report."""
         started = time.time()
+        self.follow_production()
         s = self.settings
         current = read_window(self.client, self.manifest, s.window_size, s.window_minutes)
+        if self.switched:
+            current = current[current["model_version"] == self.manifest.version]
+            current = current.reset_index(drop=True)
         drift = slice_drift(self.reference, current, self.manifest, s.min_rows, s.drift_share)
         feedback = read_feedback(self.client)
         summary: dict[str, Any] = {

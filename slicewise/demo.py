@@ -1,20 +1,22 @@
 """`slicewise demo-run` (what `make run` does): train + export the demo model if there is no
-bundle yet, then start Redis, the service on :3000 and the drift monitor on :9101.
+bundle yet, then start Redis, the service on :3000, the drift monitor on :9101 and, when they are
+installed, Prometheus (:9090), Alertmanager (:9093) and the retrain webhook (:9102), so an alert
+on a slice leads to a retrain and, if the gate allows, a hot swap.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from slicewise.alerting import INSTALL_LINE, AlertingError, AlertingStack, missing_binaries
 from slicewise.core.redis_server import LocalRedis, RedisServerError
-from slicewise.processes import BentoServer
+from slicewise.processes import BentoServer, spawn_monitor
 
 app = typer.Typer()
 
@@ -54,12 +56,23 @@ def demo_run(
     port: Annotated[int, typer.Option(help="Service port.")] = 3000,
     monitor_port: Annotated[int, typer.Option(help="Monitor /metrics port.")] = 9101,
     redis_port: Annotated[int, typer.Option(help="Port of the local redis-server.")] = 6379,
+    prometheus_port: Annotated[int, typer.Option(help="Prometheus port.")] = 9090,
+    alertmanager_port: Annotated[int, typer.Option(help="Alertmanager port.")] = 9093,
+    webhook_port: Annotated[int, typer.Option(help="Retrain webhook port.")] = 9102,
+    alert_for: Annotated[
+        str | None,
+        typer.Option(
+            help="Demo only: every alert rule's `for:` in Prometheus' copy of the rules "
+            "(e.g. 30s, so a drift alert fires within a minute); the shipped rules keep theirs."
+        ),
+    ] = None,
 ) -> None:
     """Train (if needed), then serve and monitor the demo model until Ctrl-C.
 
     Example: `slicewise demo-run --port 3000`, then `slicewise demo-traffic --shift-slice negation`.
     """
     ensure_bundle(bundle, config)
+    Path(".slicewise").mkdir(exist_ok=True)  # logs
     # `kill` (SIGTERM) stops everything like Ctrl-C does: the service runs in its own session and
     # would outlive this process otherwise
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -76,30 +89,54 @@ def demo_run(
         port=port,
         log_file=Path(".slicewise/service.log"),
     )
-    monitor = None
+    monitor, alerting = None, None
     try:
         typer.echo("starting the service (log: .slicewise/service.log) ...")
         server.start()
-        monitor = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "slicewise.cli",
-                "monitor",
-                "--bundle",
-                str(bundle),
-                "--redis-url",
-                redis_srv.url,
-                "--interval",
-                "30",
-                "--port",
-                str(monitor_port),
-            ]
+        monitor = spawn_monitor(
+            bundle.resolve(),
+            redis_srv.url,
+            monitor_port,
+            Path(".slicewise/monitor.log"),
+            interval=30,
         )
+        watch = ""
+        if missing := missing_binaries():
+            watch = (
+                f"\nskipping Prometheus, Alertmanager and the retrain webhook: "
+                f"{', '.join(missing)} not installed ({INSTALL_LINE})\n"
+            )
+        else:
+            stack = AlertingStack(
+                Path(".slicewise/alerting"),
+                service=f"127.0.0.1:{port}",
+                monitor=f"127.0.0.1:{monitor_port}",
+                redis_url=redis_srv.url,
+                config=config,
+                production=bundle,
+                report_dir=Path(".slicewise/reports"),
+                alert_for=alert_for,
+                ports={
+                    "prometheus": prometheus_port,
+                    "alertmanager": alertmanager_port,
+                    "webhook": webhook_port,
+                },
+            )
+            try:
+                alerting = stack.start()
+                watch = (
+                    f"\nalerts: {alerting.prometheus_url}/alerts (Prometheus), "
+                    f"{alerting.alertmanager_url} (Alertmanager); retrains: .slicewise/alerting/"
+                    "webhook.log and .slicewise/reports/retrain-*.json\n"
+                )
+            except AlertingError as exc:  # a port taken, say: serving goes on without alerting
+                watch = f"\nnot alerting: {exc}\n"
         typer.echo(
             f"\nslicewise is serving on http://127.0.0.1:{port} (Redis {redis_srv.url}, "
-            f"monitor metrics on :{monitor_port}/metrics). Try:\n\n{CURL.format(port=port)}\n\n"
-            f"Replay traffic with a shift: slicewise demo-traffic --shift-slice negation\n"
+            f"monitor metrics on :{monitor_port}/metrics, log .slicewise/monitor.log). "
+            f"Try:\n\n{CURL.format(port=port)}\n"
+            f"{watch}\n"
+            "Replay traffic with a shift: slicewise demo-traffic --shift-slice negation\n"
             "Ctrl-C stops everything."
         )
         while server.proc is not None and server.proc.poll() is None:
@@ -107,8 +144,11 @@ def demo_run(
     except KeyboardInterrupt:
         pass
     finally:
+        if alerting is not None:
+            alerting.stop()
         if monitor is not None:
-            monitor.terminate()
+            os.killpg(monitor.pid, signal.SIGTERM)
+            monitor.wait(timeout=10)
         server.stop()
         redis_srv.stop()
 

@@ -16,6 +16,44 @@ from slicewise.core.redis_server import free_port
 REPO = Path(__file__).resolve().parent.parent
 
 
+def spawn_cli(
+    args: list[str], log_file: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`python -m slicewise.cli <args>` in its own session (stop it with `os.killpg`), output
+    appended to `log_file`, environment = this process's plus `env`.
+    """
+    log = open(log_file, "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(
+        [sys.executable, "-m", "slicewise.cli", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def spawn_monitor(
+    bundle: Path,
+    redis_url: str,
+    port: int,
+    log_file: Path,
+    *,
+    interval: float = 30.0,
+    window_size: int | None = None,
+    min_rows: int | None = None,
+    report_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`slicewise monitor` on `bundle`, serving /metrics on `port` (see `spawn_cli`)."""
+    args = ["monitor", "--bundle", str(bundle), "--redis-url", redis_url]
+    args += ["--interval", str(interval), "--port", str(port)]
+    args += ["--window-size", str(window_size)] if window_size else []
+    args += ["--min-rows", str(min_rows)] if min_rows else []
+    args += ["--report-dir", str(report_dir)] if report_dir else []
+    return spawn_cli(args, log_file, env)
+
+
 class ServerError(SlicewiseError, RuntimeError):
     """The service did not become ready."""
 

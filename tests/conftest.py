@@ -75,6 +75,19 @@ WORDS = {
     "positive": ["good", "great", "love", "nice"],
 }
 FLIP = {"negative": "positive", "positive": "negative", "neutral": "neutral"}
+# Three keyword labeling functions per class over the tiny vocabulary (the demo has 3-4 a class).
+TINY_LFS = [
+    {"name": f"lf_{label}_{word}", "keywords": [word], "label": label}
+    for label, words in WORDS.items()
+    for word in words[:3]
+]
+
+
+def true_label(text: str) -> str:
+    """The tiny project's rule: the sentiment words' class, flipped after a leading "not"."""
+    words = text.removeprefix("not ").split()
+    base = next(label for label, ws in WORDS.items() if words[0] in ws)
+    return FLIP[base] if text.startswith("not ") else base
 
 
 def make_tiny_dataset(n: int = 600, seed: int = 0):

@@ -5,6 +5,7 @@ Errors: `slicewise.cli.Commands` (exit code 2, one line).
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
 from pathlib import Path
@@ -15,6 +16,13 @@ import typer
 from slicewise.cli.options import ConfigOpt, RedisOpt
 
 app = typer.Typer()
+
+
+class Launcher(enum.StrEnum):
+    """Where the webhook's worker runs a queued retrain."""
+
+    local = "local"
+    kubernetes = "kubernetes"
 
 
 @app.command()
@@ -116,6 +124,20 @@ def webhook(
     config: Annotated[
         Path | None, typer.Option(help="Project config for the retrains this process runs.")
     ] = None,
+    production: Annotated[
+        Path | None,
+        typer.Option(help="Production bundle folder for those retrains when Redis names none."),
+    ] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="Where those retrains write their run reports.")
+    ] = None,
+    launcher: Annotated[
+        Launcher,
+        typer.Option(
+            help="local: run `slicewise retrain` here; kubernetes: create a Job from the "
+            "slicewise-retrain CronJob through the API (in-cluster service account)."
+        ),
+    ] = Launcher.local,
 ) -> None:
     """Receive Alertmanager webhooks; queue (and optionally run) retraining.
 
@@ -133,7 +155,10 @@ def webhook(
         port=port,
         dedup_ttl=dedup_ttl,
         run_retrains=run_retrains,
+        kubernetes=launcher is Launcher.kubernetes,
         config=str(config) if config else None,
+        production=str(production) if production else None,
+        report_dir=str(report_dir) if report_dir else None,
     )
 
 

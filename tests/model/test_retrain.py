@@ -11,16 +11,9 @@ import pytest
 import redis
 
 from slicewise.core import contracts as c
-from tests.conftest import WORDS, make_tiny_dataset, tiny_config_dict
+from tests.conftest import TINY_LFS, make_tiny_dataset, tiny_config_dict
 from training.config import parse_config
 from training.retrain import retrain, soft_targets
-
-# Three keyword LFs per class over the tiny vocabulary (the demo has 3-4 per class).
-TINY_LFS = [
-    {"name": f"lf_{label}_{word}", "keywords": [word], "label": label}
-    for label, words in WORDS.items()
-    for word in words[:3]
-]
 
 
 def log_traffic(client: redis.Redis, texts: list[str], labels: list[str], feedback_every: int):

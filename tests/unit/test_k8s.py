@@ -297,7 +297,7 @@ def test_webhook_may_only_create_jobs_and_a_policy_narrows_which(rendered) -> No
     rules = find(objs, "Role", "slicewise-retrain-launcher")["rules"]
     assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in rules} == {
         (("cronjobs",), ("get",)),
-        (("jobs",), ("create",)),
+        (("jobs",), ("create", "get")),  # get: the launcher waits for the Job it created
     }
     policy = find(objs, "ValidatingAdmissionPolicy", "slicewise-webhook-retrain-jobs-only")
     assert "slicewise-webhook" in policy["spec"]["matchConditions"][0]["expression"]

@@ -109,3 +109,19 @@ def test_redis_down_is_a_window_error(tiny_bundle) -> None:
     client = redis.Redis(port=1, socket_connect_timeout=0.2)
     with pytest.raises(WindowError, match="cannot read slicewise:predictions"):
         read_window(client, c.Bundle.load(tiny_bundle).manifest)
+
+
+def test_monitor_keeps_its_profile_when_production_names_an_unknown_version(
+    redis_server, tiny_bundle, bentoml_home, caplog
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    bundle = c.Bundle.load(tiny_bundle)
+    mon = Monitor(bundle, client, MonitorConfig(window_size=100, min_rows=5, report_dir=None))
+    client.set(c.PRODUCTION_VERSION_KEY, bundle.manifest.version)
+    mon.follow_production()  # the version it already judges: nothing to do
+    assert not mon.switched
+    client.set(c.PRODUCTION_VERSION_KEY, "no-such-version")
+    with caplog.at_level("WARNING", logger="slicewise.monitor"):
+        mon.follow_production()
+    assert not mon.switched and mon.manifest.version == bundle.manifest.version
+    assert "keeping the" in caplog.text and "no-such-version" in caplog.text

@@ -35,13 +35,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from slicewise.core.errors import SlicewiseError
 from slicewise.core.contracts import (
     ALERT_DEDUP_PREFIX,
     RETRAIN_OUTCOMES_KEY,
     RETRAIN_QUEUE,
     RETRAIN_RUNS_KEY,
 )
+from slicewise.core.errors import SlicewiseError
 
 log = logging.getLogger("slicewise.webhook")
 

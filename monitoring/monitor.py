@@ -18,7 +18,7 @@ from monitoring.accuracy import (
 )
 from monitoring.drift import evidently_report, slice_drift
 from monitoring.exporter import MonitorMetrics
-from monitoring.window import read_feedback, read_window
+from monitoring.window import Window, read_feedback
 from slicewise.core import contracts as c
 from slicewise.core.settings import MonitorConfig
 
@@ -48,11 +48,14 @@ class Monitor:
     ) -> None:
         self.client, self.settings, self.metrics = client, settings, metrics
         self.switched = False  # True once follow_production has loaded a promoted version
+        self.passes = 0
+        self.window = Window(bundle.manifest, settings.window_size, settings.window_minutes)
         self._use(bundle)
 
     def _use(self, bundle: c.Bundle) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
+        self.window.reset(bundle.manifest)  # its columns follow the manifest: read it anew
         self.reference: pd.DataFrame = bundle.reference()  # BundleError when there is none
         self.calibrator = ConfidenceCalibrator(self.reference)
         self.reference_accuracy = reference_accuracy(self.reference, self.manifest)
@@ -77,11 +80,13 @@ class Monitor:
             log.warning("monitor: keeping the %s profile: %s", self.manifest.version, exc)
 
     def run_once(self) -> dict[str, Any]:
-        """Read the window, judge drift and accuracy per slice, export, keep a report."""
+        """Bring the window up to date (only the entries logged since the last pass are read),
+        judge drift and accuracy per slice, export, keep a report.
+        """
         started = time.time()
         self.follow_production()
         s = self.settings
-        current = read_window(self.client, self.manifest, s.window_size, s.window_minutes)
+        current = self.window.refresh(self.client)
         if self.switched:
             current = current[current["model_version"] == self.manifest.version]
             current = current.reset_index(drop=True)
@@ -108,6 +113,7 @@ class Monitor:
             self.metrics.update(summary)
         if s.report_dir is not None:
             self._write_report(summary, current)
+        self.passes += 1
         if current.empty:
             log.warning(
                 "monitor: the prediction log is empty; every slice reports insufficient data"
@@ -130,9 +136,13 @@ class Monitor:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(summary["started_at"]))
         (folder / f"monitor-{stamp}.json").write_text(json.dumps(summary, indent=2, default=float))
-        if len(current) >= self.settings.min_rows:
+        # the HTML costs more than the whole pass on a large window: every `report_html_every`
+        # passes, on the newest `report_html_rows` rows (docs/monitoring.md)
+        due = self.passes % self.settings.report_html_every == 0
+        if due and len(current) >= self.settings.min_rows:
             try:
-                evidently_report(self.reference, current, self.manifest).save_html(
+                newest = current.iloc[-self.settings.report_html_rows :]
+                evidently_report(self.reference, newest, self.manifest).save_html(
                     str(folder / f"monitor-{stamp}.html")
                 )
             except Exception as exc:  # the HTML is a convenience: never fail the pass for it

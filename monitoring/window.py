@@ -1,13 +1,17 @@
 """Read the current window of predictions (and feedback) from the Redis log (docs/design.md §7, §9).
 
 Entries become a DataFrame with the reference-profile columns, so reference and current
-data are compared column for column.
+data are compared column for column. `read_window` reads the whole window; `Window` keeps it
+between passes and reads only the entries logged since the last pass (docs/monitoring.md,
+"Monitoring at scale").
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +30,106 @@ def _ms_id(ts: float) -> str:
     return f"{int(ts * 1000)}-0"
 
 
+def _raw_client(client: redis.Redis) -> redis.Redis:
+    """A client on the same connections whose XRANGE/XREVRANGE replies stay as Redis sent them
+    (`[id, [field, value, ...]]`): redis-py's per-entry dict was a fifth of the read time.
+    """
+    raw = redis.Redis(connection_pool=client.connection_pool)
+    for command in ("XRANGE", "XREVRANGE"):
+        raw.set_response_callback(command, lambda response, **_: response)
+    return raw
+
+
+def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
+class _Block:
+    """Parsed entries: their stream ids (every entry read) and the rows of those that parsed."""
+
+    def __init__(self, ids: np.ndarray, ok: np.ndarray, frame: pd.DataFrame) -> None:
+        self.ids, self.ok, self.frame = ids, ok, frame  # ids: int64 [n, 2] (ms, seq)
+
+    @classmethod
+    def parse(cls, entries: list, manifest: c.Manifest) -> _Block:
+        """Stream entries (`[id, fields]`, fields a flat list or a dict) → a block."""
+        ids = np.array([_stream_id(e[0]) for e in entries], dtype=np.int64).reshape(-1, 2)
+        frame, ok = _parse([e[1] for e in entries], manifest)
+        return cls(ids, ok, frame)
+
+    @classmethod
+    def concat(cls, blocks: list[_Block], manifest: c.Manifest) -> _Block:
+        """The blocks one after the other (an empty block when there are none)."""
+        blocks = [b for b in blocks if len(b.ids)]
+        if not blocks:
+            return cls(np.zeros((0, 2), np.int64), np.zeros(0, bool), _empty(manifest))
+        if len(blocks) == 1:
+            return blocks[0]
+        frames = [b.frame for b in blocks if len(b.frame)] or [blocks[0].frame]
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        return cls(
+            np.concatenate([b.ids for b in blocks]), np.concatenate([b.ok for b in blocks]), frame
+        )
+
+    def drop_first(self, k: int) -> _Block:
+        """Without its first `k` entries."""
+        if k <= 0:
+            return self
+        rows = int(self.ok[:k].sum())
+        return _Block(self.ids[k:], self.ok[k:], self.frame.iloc[rows:].reset_index(drop=True))
+
+
+def _count_before(ids: np.ndarray, ms: int, seq: int = 0) -> int:
+    """How many of the (ascending) stream ids come before `ms-seq`."""
+    lo, hi = np.searchsorted(ids[:, 0], ms, "left"), np.searchsorted(ids[:, 0], ms, "right")
+    return int(lo + np.searchsorted(ids[lo:hi, 1], seq, "left"))
+
+
+def _read_pages(
+    raw: redis.Redis, start: str, batch: int, manifest: c.Manifest, limit: int | None = None
+) -> list[_Block]:
+    """Entries from `start` (an XRANGE min: `-`, `(<id>`, `<ms>-0`) to the end, parsed page by
+    page (the raw replies of a million entries would take gigabytes); stops early once more
+    than `limit` entries were read.
+    """
+    blocks, read = [], 0
+    while True:
+        chunk = raw.xrange(c.PREDICTIONS_STREAM, min=start, max="+", count=batch)
+        blocks.append(_Block.parse(chunk, manifest))
+        read += len(chunk)
+        if len(chunk) < batch or (limit is not None and read > limit):
+            return blocks
+        start = "(" + chunk[-1][0].decode()
+
+
+def _read_block(
+    client: redis.Redis,
+    manifest: c.Manifest,
+    size: int,
+    minutes: float | None,
+    batch: int,
+    now: float | None = None,
+) -> _Block:
+    """The window read whole: the last `size` entries, or those of the last `minutes`."""
+    raw = _raw_client(client)
+    if minutes is not None:
+        start = _ms_id((time.time() if now is None else now) - minutes * 60)
+        return _Block.concat(_read_pages(raw, start, batch, manifest), manifest)
+    blocks: list[_Block] = []
+    end, read = "+", 0
+    while read < size:
+        chunk = raw.xrevrange(c.PREDICTIONS_STREAM, max=end, min="-", count=min(batch, size - read))
+        if not chunk:
+            break
+        read += len(chunk)
+        end = "(" + chunk[-1][0].decode()
+        chunk.reverse()
+        blocks.append(_Block.parse(chunk, manifest))
+    blocks.reverse()
+    return _Block.concat(blocks, manifest)
+
+
 def read_window(
     client: redis.Redis,
     manifest: c.Manifest,
@@ -37,32 +141,102 @@ def read_window(
 
     Entries from other model versions are kept (drift is about traffic); records that do not
     parse are skipped. An empty log gives an empty frame with the right columns.
+
+    Raises:
+        WindowError: Redis cannot be read.
     """
     try:
-        if minutes is not None:
-            entries = []
-            start = _ms_id(time.time() - minutes * 60)
-            while True:
-                chunk = client.xrange(c.PREDICTIONS_STREAM, min=start, max="+", count=batch)
-                entries += chunk
-                if len(chunk) < batch:
-                    break
-                start = "(" + chunk[-1][0].decode()
-        else:
-            entries = []
-            end = "+"
-            while len(entries) < size:
-                chunk = client.xrevrange(
-                    c.PREDICTIONS_STREAM, max=end, min="-", count=min(batch, size - len(entries))
-                )
-                if not chunk:
-                    break
-                entries += chunk
-                end = "(" + chunk[-1][0].decode()
-            entries.reverse()
+        return _read_block(client, manifest, size, minutes, batch).frame
     except redis.RedisError as exc:
         raise WindowError(f"cannot read {c.PREDICTIONS_STREAM} from Redis: {exc}") from exc
-    return records_frame([f for _, f in entries], manifest)
+
+
+class Window:
+    """The monitor's window kept between passes: each `refresh` reads only the entries logged
+    after the last one it holds and drops those that fell out of the window, so a pass on a
+    1M-row window reads about what was logged since the previous pass.
+
+    It gives the same rows as a fresh `read_window`: when the entry it saw last is no longer
+    in the stream (trimmed past it, the stream deleted or replaced), when more entries than
+    the window holds were logged since, or on the first call, it reads the window whole; a
+    trim of older entries drops them here too. Entries deleted from the middle of the stream
+    (`XDEL`, which slicewise never does) are not noticed.
+
+    Args:
+        manifest: the manifest whose labels and slices give the columns.
+        size: the last `size` entries (ignored when `minutes` is set).
+        minutes: or the entries of the last `minutes`.
+        batch: entries per Redis call.
+    """
+
+    def __init__(
+        self,
+        manifest: c.Manifest,
+        size: int = 5000,
+        minutes: float | None = None,
+        batch: int = 10_000,
+    ) -> None:
+        self.manifest, self.size, self.minutes, self.batch = manifest, size, minutes, batch
+        self._block: _Block | None = None
+        self._raw: redis.Redis | None = None
+        self.full_reads = 0  # how many refreshes read the window whole
+        self.last_read = 0  # entries read by the last refresh
+
+    def reset(self, manifest: c.Manifest | None = None) -> None:
+        """Forget the window (the next refresh reads it whole), e.g. for another manifest."""
+        self.manifest = manifest or self.manifest
+        self._block = None
+
+    def refresh(self, client: redis.Redis, now: float | None = None) -> pd.DataFrame:
+        """Bring the window up to date with the stream and return it.
+
+        Args:
+            client: Redis holding the prediction log.
+            now: the time the window ends at (`minutes` windows; default: now).
+
+        Raises:
+            WindowError: Redis cannot be read.
+        """
+        now = time.time() if now is None else now
+        try:
+            self._block = self._update(client, now)
+        except redis.RedisError as exc:
+            self._block = None
+            raise WindowError(f"cannot read {c.PREDICTIONS_STREAM} from Redis: {exc}") from exc
+        return self._block.frame
+
+    def _full(self, client: redis.Redis, now: float) -> _Block:
+        self.full_reads += 1
+        block = _read_block(client, self.manifest, self.size, self.minutes, self.batch, now)
+        self.last_read = len(block.ids)
+        return block
+
+    def _update(self, client: redis.Redis, now: float) -> _Block:
+        block = self._block
+        if block is None or not len(block.ids):
+            return self._full(client, now)
+        if self._raw is None or self._raw.connection_pool is not client.connection_pool:
+            self._raw = _raw_client(client)
+        last = "{}-{}".format(*block.ids[-1])
+        pipe = self._raw.pipeline(transaction=False)
+        pipe.xrange(c.PREDICTIONS_STREAM, min=last, max=last)
+        pipe.xrange(c.PREDICTIONS_STREAM, min="-", max="+", count=1)
+        still_there, first = pipe.execute()
+        if not still_there:  # trimmed past the last entry seen, or a new stream
+            return self._full(client, now)
+        limit = None if self.minutes is not None else self.size
+        new = _read_pages(self._raw, "(" + last, self.batch, self.manifest, limit)
+        self.last_read = sum(len(b.ids) for b in new)
+        if limit is not None and self.last_read > limit:  # the whole window is new: read only it
+            return self._full(client, now)
+        block = _Block.concat([block, *new], self.manifest)
+        block = block.drop_first(_count_before(block.ids, *_stream_id(first[0][0])))
+        if self.minutes is not None:
+            cutoff = int((now - self.minutes * 60) * 1000)
+            block = block.drop_first(_count_before(block.ids, cutoff))
+        else:
+            block = block.drop_first(len(block.ids) - self.size)
+        return block
 
 
 def _columns(manifest: c.Manifest) -> list[str]:
@@ -81,34 +255,86 @@ def _columns(manifest: c.Manifest) -> list[str]:
     )
 
 
+def _empty(manifest: c.Manifest) -> pd.DataFrame:
+    return pd.DataFrame([], columns=_columns(manifest))
+
+
 def records_frame(fields: list[dict], manifest: c.Manifest, chunk: int = 20_000) -> pd.DataFrame:
     """Stream entries → DataFrame (id, ts, model_version + reference-profile columns).
 
     Parsed column by column, `chunk` entries at a time (1M entries in about a second, where a
     `PredictionRecord` per entry took ~10×); a chunk holding any entry that does not parse is
     parsed entry by entry instead, skipping the bad ones, exactly as `PredictionRecord.from_fields`
-    would.
+    would. An entry's fields may be a dict or Redis's flat `[field, value, ...]` list.
     """
-    parts = []
-    for start in range(0, len(fields), chunk):
-        block = fields[start : start + chunk]
-        try:
-            parts.append(_fast_frame(block, manifest))
-        except (KeyError, ValueError, TypeError, AttributeError):
-            parts.append(_slow_frame(block, manifest))
+    parts = [_parse(fields[i : i + chunk], manifest)[0] for i in range(0, len(fields), chunk)]
     if not parts:
-        return pd.DataFrame([], columns=_columns(manifest))
+        return _empty(manifest)
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def _parse(block: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.ndarray]:
+    """Entries → (frame of those that parse, which of them did)."""
+    if not block:
+        return _empty(manifest), np.zeros(0, bool)
+    try:
+        columns = _flat_columns(block)
+        if columns is None:
+            block = [_as_dict(f) for f in block]
+            columns = _dict_columns(block)
+        return _fast_frame(columns, len(block), manifest)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return _slow_frame([_as_dict(f) for f in block], manifest, with_ok=True)
+
+
+def _as_dict(fields: dict | list) -> dict:
+    return (
+        fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=False))
+    )
+
+
+def _flat_columns(block: list) -> Callable[[str], Sequence | None] | None:
+    """Column access to flat field lists that all name the same fields in the same order
+    (what the service writes); None when they do not.
+    """
+    first = block[0]
+    if not isinstance(first, list) or len(first) % 2 or len(set(map(len, block))) != 1:
+        return None
+    transposed = list(zip(*block, strict=True))
+    names = first[0::2]
+    for j, name in enumerate(names):
+        if transposed[2 * j].count(name) != len(block):
+            return None
+    raw = isinstance(names[0], bytes)
+    where = {(n.decode() if raw else n): 2 * j + 1 for j, n in enumerate(names)}
+
+    def col(name: str) -> Sequence | None:
+        return transposed[where[name]] if name in where else None
+
+    return col
+
+
+def _dict_columns(block: list[dict]) -> Callable[[str], Sequence | None]:
+    raw = bool(block) and isinstance(next(iter(block[0])), bytes)
+
+    def col(name: str) -> Sequence | None:
+        k = name.encode() if raw else name
+        if name == "text":
+            texts = [f.get(k) for f in block]
+            return texts if any(t is not None for t in texts) else None
+        return [f[k] for f in block]
+
+    return col
 
 
 def _text(x: str | bytes | None) -> str | None:
     return x.decode() if isinstance(x, bytes) else x
 
 
-def _strings(values: list, raw: bool) -> list[str]:
+def _strings(values: Sequence, raw: bool) -> list[str]:
     """Decode a column of bytes in one call (no separator byte may occur inside a value)."""
     if not raw:
-        return values
+        return list(values)
     joined = b"\x00".join(values)
     out = joined.decode().split("\x00")
     if len(out) != len(values):  # a value held the separator: decode one by one
@@ -116,49 +342,56 @@ def _strings(values: list, raw: bool) -> list[str]:
     return out
 
 
-def _fast_frame(block: list[dict], manifest: c.Manifest) -> pd.DataFrame:
-    """Columnar parse of entries that all parse (raises on the first that does not)."""
-    raw = bool(block) and isinstance(next(iter(block[0])), bytes)
+def _categories(values: Sequence, raw: bool) -> np.ndarray:
+    """A column with few distinct values (labels, versions): one string object per value."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    names = np.array([u.decode() if raw else u for u in uniques] + [None], dtype=object)
+    return names[codes]
 
-    def key(name: str) -> str | bytes:
-        return name.encode() if raw else name
 
-    def col(name: str) -> list:
-        k = key(name)
-        return [f[k] for f in block]
-
-    def as_float(values: list) -> np.ndarray:
-        return np.array(values).astype(np.float64) if values else np.zeros(0)
-
-    confidence = as_float(col("confidence"))
-    lengths = np.array(col("text_length")).astype(np.int64) if block else np.zeros(0, np.int64)
-    ts = as_float(col("ts"))
+def _json_objects(values: Sequence, raw: bool) -> list:
     sep = b"," if raw else ","
-    probs = json.loads(
-        b"[" + sep.join(col("probabilities")) + b"]"
-        if raw
-        else "[" + sep.join(col("probabilities")) + "]"
-    )
-    slices = json.loads(
-        b"[" + sep.join(col("slices")) + b"]" if raw else "[" + sep.join(col("slices")) + "]"
-    )
-    if len(probs) != len(block) or len(slices) != len(block):
+    objects = json.loads(b"[" + sep.join(values) + b"]" if raw else "[" + sep.join(values) + "]")
+    if len(objects) != len(values) or not all(isinstance(d, dict) for d in objects):
         raise ValueError("a probabilities or slices field is not one JSON object")
-    if not all(isinstance(d, dict) for d in probs) or not all(isinstance(d, dict) for d in slices):
-        raise ValueError("a probabilities or slices field is not a JSON object")
-    text_key = key("text")
-    texts = [f.get(text_key) for f in block]
+    return objects
+
+
+def _fast_frame(
+    col: Callable[[str], Sequence | None], n: int, manifest: c.Manifest
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Columnar parse of entries that all parse (raises on the first that does not)."""
+    ids = col("id")
+    if ids is None:
+        raise KeyError("id")
+    raw = n > 0 and isinstance(ids[0], bytes)
+
+    def need(name: str) -> Sequence:
+        values = col(name)
+        if values is None:
+            raise KeyError(name)
+        return values
+
+    def as_float(values: Sequence) -> np.ndarray:
+        return np.array(values).astype(np.float64) if n else np.zeros(0)
+
+    confidence = as_float(need("confidence"))
+    lengths = np.array(need("text_length")).astype(np.int64) if n else np.zeros(0, np.int64)
+    ts = as_float(need("ts"))
+    probs = _json_objects(need("probabilities"), raw)
+    slices = _json_objects(need("slices"), raw)
+    texts = col("text")
     data: dict[str, object] = {
-        "id": _strings(col("id"), raw),
+        "id": _strings(ids, raw),
         "ts": ts,
-        "model_version": _strings(col("model_version"), raw),
-        c.PREDICTED_LABEL_COLUMN: _strings(col("label"), raw),
+        "model_version": _categories(need("model_version"), raw),
+        c.PREDICTED_LABEL_COLUMN: _categories(need("label"), raw),
         c.CONFIDENCE_COLUMN: confidence,
         c.TEXT_LENGTH_COLUMN: lengths,
         "text": (
             [_text(t) for t in texts]
-            if any(t is not None for t in texts)
-            else np.empty(len(block), dtype=object)  # all None
+            if texts is not None and any(t is not None for t in texts)
+            else np.empty(n, dtype=object)  # all None
         ),
     }
     nan = float("nan")
@@ -170,13 +403,15 @@ def _fast_frame(block: list[dict], manifest: c.Manifest) -> pd.DataFrame:
         )
     frame = pd.DataFrame(data, columns=_columns(manifest))
     finite = np.isfinite(confidence)
-    return frame if finite.all() else frame[finite].reset_index(drop=True)
+    return (frame if finite.all() else frame[finite].reset_index(drop=True)), finite
 
 
-def _slow_frame(fields: list[dict], manifest: c.Manifest) -> pd.DataFrame:
-    """Entry by entry through `PredictionRecord.from_fields`, skipping those that do not parse."""
-    rows = []
-    for f in fields:
+def _slow_frame(fields: list[dict], manifest: c.Manifest, with_ok: bool = False) -> Any:
+    """Entry by entry through `PredictionRecord.from_fields`, skipping those that do not parse
+    (with `with_ok`: also which entries parsed).
+    """
+    rows, ok = [], np.zeros(len(fields), bool)
+    for i, f in enumerate(fields):
         try:
             rec = c.PredictionRecord.from_fields(f)
             row = {
@@ -195,7 +430,9 @@ def _slow_frame(fields: list[dict], manifest: c.Manifest) -> pd.DataFrame:
         except (KeyError, ValueError, TypeError, AttributeError):  # e.g. JSON that is no object
             continue
         rows.append(row)
-    return pd.DataFrame(rows, columns=_columns(manifest))
+        ok[i] = True
+    frame = pd.DataFrame(rows, columns=_columns(manifest))
+    return (frame, ok) if with_ok else frame
 
 
 def read_feedback(client: redis.Redis, count: int = 100_000) -> pd.DataFrame:

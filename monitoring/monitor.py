@@ -25,6 +25,19 @@ from slicewise.core.settings import MonitorConfig
 log = logging.getLogger("slicewise.monitor")
 
 
+class _Clock:
+    """Wall and CPU seconds of a pass's phases (`summary["timings"]`)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, dict[str, float]] = {}
+        self._at = (time.perf_counter(), time.process_time())
+
+    def lap(self, phase: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.laps[phase] = {"wall": now[0] - self._at[0], "cpu": now[1] - self._at[1]}
+        self._at = now
+
+
 class Monitor:
     """Holds the reference profile and the Redis client; `run_once` does one pass.
 
@@ -84,14 +97,20 @@ class Monitor:
         judge drift and accuracy per slice, export, keep a report.
         """
         started = time.time()
+        clock = _Clock()
         self.follow_production()
         s = self.settings
         current = self.window.refresh(self.client)
         if self.switched:
             current = current[current["model_version"] == self.manifest.version]
             current = current.reset_index(drop=True)
+        clock.lap("read")
         drift = slice_drift(self.reference, current, self.manifest, s.min_rows, s.drift_share)
+        clock.lap("drift")
         feedback = read_feedback(self.client)
+        accuracy = feedback_accuracy(current, feedback, self.manifest, s.min_rows)
+        estimated = estimated_accuracy(current, self.manifest, self.calibrator, s.min_rows)
+        clock.lap("accuracy")
         summary: dict[str, Any] = {
             "model_version": self.manifest.version,
             "started_at": started,
@@ -101,11 +120,11 @@ class Monitor:
             "traffic_shifted_slices": [n for n, d in drift.items() if d.traffic_shifted],
             "explained_drift": {n: d.explained_by for n, d in drift.items() if d.explained_by},
             "insufficient_data": [n for n, d in drift.items() if d.insufficient_data],
-            "accuracy": feedback_accuracy(current, feedback, self.manifest, s.min_rows),
-            "estimated_accuracy": estimated_accuracy(
-                current, self.manifest, self.calibrator, s.min_rows
-            ),
+            "accuracy": accuracy,
+            "estimated_accuracy": estimated,
             "reference_accuracy": self.reference_accuracy,
+            "entries_read": self.window.last_read,
+            "timings": clock.laps,
         }
         summary["finished_at"] = time.time()
         summary["duration_seconds"] = summary["finished_at"] - started

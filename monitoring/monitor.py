@@ -20,6 +20,7 @@ from monitoring.drift import evidently_report, slice_drift
 from monitoring.exporter import MonitorMetrics
 from monitoring.window import Window, read_feedback
 from slicewise.core import contracts as c
+from slicewise.core.feedback import FeedbackLabels
 from slicewise.core.settings import MonitorConfig
 
 log = logging.getLogger("slicewise.monitor")
@@ -63,6 +64,7 @@ class Monitor:
         self.switched = False  # True once follow_production has loaded a promoted version
         self.passes = 0
         self.window = Window(bundle.manifest, settings.window_size, settings.window_minutes)
+        self.feedback = FeedbackLabels()  # kept too: only new feedback events are read
         self._use(bundle)
 
     def _use(self, bundle: c.Bundle) -> None:
@@ -107,7 +109,7 @@ class Monitor:
         clock.lap("read")
         drift = slice_drift(self.reference, current, self.manifest, s.min_rows, s.drift_share)
         clock.lap("drift")
-        feedback = read_feedback(self.client)
+        feedback = read_feedback(self.client, kept=self.feedback)
         accuracy = feedback_accuracy(current, feedback, self.manifest, s.min_rows)
         estimated = estimated_accuracy(current, self.manifest, self.calibrator, s.min_rows)
         clock.lap("accuracy")

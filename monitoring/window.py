@@ -20,7 +20,7 @@ import redis
 
 from slicewise.core import contracts as c
 from slicewise.core.errors import SlicewiseError
-from slicewise.core.feedback import read_feedback_labels
+from slicewise.core.feedback import FeedbackLabels, read_feedback_labels
 
 
 class WindowError(SlicewiseError, RuntimeError):
@@ -472,10 +472,21 @@ def _slow_frame(fields: list[dict], manifest: c.Manifest, with_ok: bool = False)
     return (frame, ok) if with_ok else frame
 
 
-def read_feedback(client: redis.Redis, count: int = 100_000) -> pd.DataFrame:
-    """The feedback labels: columns `id`, `label` (one row per id: its current label)."""
+def read_feedback(
+    client: redis.Redis, count: int = 100_000, kept: FeedbackLabels | None = None
+) -> pd.DataFrame:
+    """The feedback labels: columns `id`, `label` (one row per id: its current label).
+
+    Args:
+        client: Redis holding the feedback.
+        count: how many of the newest feedback events a whole read takes.
+        kept: labels kept between calls: only the events logged since the last call are read.
+
+    Raises:
+        WindowError: Redis cannot be read.
+    """
     try:
-        labels = read_feedback_labels(client, count)
+        labels = kept.read(client) if kept is not None else read_feedback_labels(client, count)
     except redis.RedisError as exc:
         raise WindowError(f"cannot read {c.FEEDBACK_STREAM} from Redis: {exc}") from exc
     return pd.DataFrame(list(labels.items()), columns=["id", "label"])

@@ -147,3 +147,23 @@ def test_monitor_passes_on_a_kept_window_equal_fresh_passes(redis_server, tmp_pa
                 else kept[key] == fresh[key]
             )
     assert kept["window_rows"] == 1500 and "a" in kept["drifted_slices"]
+
+
+def test_kept_feedback_labels_equal_a_whole_read(redis_server) -> None:
+    from slicewise.core.feedback import FeedbackLabels, read_feedback_labels, record_feedback
+
+    client = redis.Redis.from_url(redis_server.url)
+    kept = FeedbackLabels(batch=4)
+    assert kept.read(client) == {} and kept.whole_reads == 1
+    client.xadd(c.FEEDBACK_STREAM, {"id": "old", "label": "negative"})  # stream only (legacy)
+    for i in range(10):
+        record_feedback(client, f"p{i}", LABELS[i % 3])
+    assert kept.read(client) == read_feedback_labels(client)
+    for i in range(5, 15):  # corrections and new labels, more than one page
+        record_feedback(client, f"p{i}", "neutral")
+    got = kept.read(client)
+    assert got == read_feedback_labels(client) and got["p6"] == "neutral" and len(got) == 16
+    assert kept.whole_reads == 2  # the first read of an empty stream, then one whole read
+    client.delete(c.FEEDBACK_STREAM)  # the event seen last is gone: read whole
+    record_feedback(client, "p1", "positive")
+    assert kept.read(client) == read_feedback_labels(client) and kept.whole_reads == 3

@@ -201,12 +201,11 @@ def column_drift(
 
 
 class _Columns:
-    """The compared columns of both windows as arrays, with what every slice's tests share
-    computed once per pass: each current column's sort order (Wasserstein) and, for columns
-    with few distinct values, their codes (counts per slice by `bincount`).
+    """The compared columns of both windows as arrays, with what the slices' tests share
+    computed once per pass: each current column sorted (Wasserstein on `all`) and, for
+    columns with few distinct values, one mask per value (counts per slice).
 
-    The tests are Evidently's own rules and formulas, computed on these arrays: a 1M-row
-    window is sorted or counted once per column instead of once per slice, and
+    The tests are Evidently's own rules and formulas, computed on these arrays, and
     `tests/unit/test_drift.py` checks every column's result against `column_drift`. A column
     holding NaN is tested by `column_drift` itself.
     """
@@ -214,27 +213,35 @@ class _Columns:
     def __init__(self, reference: pd.DataFrame, current: pd.DataFrame, names: list[str]) -> None:
         self.ref = {n: reference[n].to_numpy() for n in names}
         self.cur = {n: current[n].to_numpy() for n in names}
-        self._order: dict[str, np.ndarray] = {}
         self._sorted: dict[str, np.ndarray] = {}
-        self._codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._codes: dict[str, tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]] = {}
         self.has_nan = {
             n: bool(pd.isna(self.ref[n]).any() or pd.isna(self.cur[n]).any()) for n in names
         }
 
     def sorted_current(self, name: str, cm: np.ndarray | None) -> np.ndarray:
-        """The current values of the rows in `cm` (None: all), ascending."""
-        if name not in self._order:
-            self._order[name] = np.argsort(self.cur[name])
-            self._sorted[name] = self.cur[name][self._order[name]].astype(np.float64)
-        values = self._sorted[name]
-        return values if cm is None else values[cm[self._order[name]]]
+        """The current values of the rows in `cm` (None: all), ascending (a sort of the
+        slice's values costs less than gathering them from one sort order of the window).
+        """
+        if cm is not None:
+            return np.sort(self.cur[name][cm].astype(np.float64))
+        if name not in self._sorted:
+            self._sorted[name] = np.sort(self.cur[name].astype(np.float64))
+        return self._sorted[name]
 
     def current_counts(self, name: str, cm: np.ndarray | None) -> dict[Any, int]:
         """Value → count among the current rows in `cm` (None: all)."""
         if name not in self._codes:
-            self._codes[name] = pd.factorize(self.cur[name])
-        codes, uniques = self._codes[name]
-        counts = np.bincount(codes if cm is None else codes[cm], minlength=len(uniques))
+            codes, uniques = pd.factorize(self.cur[name])
+            few = [codes == i for i in range(len(uniques))] if len(uniques) <= 8 else None
+            self._codes[name] = (codes, uniques, few)
+        codes, uniques, few = self._codes[name]
+        if cm is None:
+            counts = np.bincount(codes, minlength=len(uniques))
+        elif few is not None:  # a few values (0/1 membership, labels): count them in the mask
+            counts = np.array([np.count_nonzero(eq & cm) for eq in few])
+        else:
+            counts = np.bincount(codes[cm], minlength=len(uniques))
         return {uniques[i]: int(counts[i]) for i in np.flatnonzero(counts)}
 
 

@@ -46,6 +46,15 @@ def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _stream_ids(ids: list) -> np.ndarray:
+    """Stream ids (`b"<ms>-<seq>"`) → int64 [n, 2], parsed in one pass over the joined bytes."""
+    if ids and isinstance(ids[0], bytes):
+        numbers = b" ".join(ids).replace(b"-", b" ").split()
+        if len(numbers) == 2 * len(ids):  # each id is exactly `ms-seq`
+            return np.fromiter(map(int, numbers), np.int64, len(numbers)).reshape(-1, 2)
+    return np.array([_stream_id(i) for i in ids], dtype=np.int64).reshape(-1, 2)
+
+
 class _Block:
     """Parsed entries: their stream ids (every entry read) and the rows of those that parsed."""
 
@@ -55,9 +64,8 @@ class _Block:
     @classmethod
     def parse(cls, entries: list, manifest: c.Manifest) -> _Block:
         """Stream entries (`[id, fields]`, fields a flat list or a dict) → a block."""
-        ids = np.array([_stream_id(e[0]) for e in entries], dtype=np.int64).reshape(-1, 2)
         frame, ok = _parse([e[1] for e in entries], manifest)
-        return cls(ids, ok, frame)
+        return cls(_stream_ids([e[0] for e in entries]), ok, frame)
 
     @classmethod
     def concat(

@@ -96,21 +96,25 @@ def patch(module: Any, attr: str, name: str) -> None:
     setattr(module, attr, timed(name, getattr(module, attr)))
 
 
-patch(prepared, "load_dataset", "load the dataset")
-patch(prepared, "split_dataset", "split")
-patch(prepared, "slice_membership", "slice (evaluate the slice rules)")
-patch(prepared, "embed_texts", "embed every split")
-patch(backbone, "encoder_onnx", "export the encoder for embedding (ONNX fp32 + int8)")
-patch(train, "train_head", "train the head")
-patch(train, "load_encoder", "load the torch encoder for the export")
-patch(train, "save_checkpoint", "save the checkpoint")
-patch(export, "export_onnx", "bundle: torch.onnx.export")
-patch(export, "optimize_onnx", "bundle: ONNX Runtime fusions")
-patch(export, "quantize_onnx", "bundle: int8 quantisation")
-patch(export, "check_parity", "bundle: ONNX/torch parity")
-patch(export.OnnxRunner, "run", "bundle: ONNX runs (thresholds, evaluation, reference)")
-patch(export, "reference_profile", "bundle: reference profile")
-patch(registry, "register_bundle", "register in the BentoML model store")
+STAGES = [  # (module or class, function, stage name)
+    (prepared, "load_dataset", "load the dataset"),
+    (prepared, "split_dataset", "split"),
+    (prepared, "slice_membership", "slice (evaluate the slice rules)"),
+    (prepared, "embed_texts", "embed every split"),
+    (backbone, "encoder_onnx", "export the encoder for embedding (ONNX fp32 + int8)"),
+    (train, "train_head", "train the head"),
+    (train, "load_encoder", "load the torch encoder for the export"),
+    (train, "save_checkpoint", "save the checkpoint"),
+    (export, "export_onnx", "bundle: torch.onnx.export"),
+    (export, "optimize_onnx", "bundle: ONNX Runtime fusions"),
+    (export, "quantize_onnx", "bundle: int8 quantisation"),
+    (export, "check_parity", "bundle: ONNX/torch parity"),
+    (export.OnnxRunner, "run", "bundle: ONNX runs (thresholds, evaluation, reference, check)"),
+    (export, "reference_profile", "bundle: reference profile"),
+    (registry, "register_bundle", "register in the BentoML model store"),
+]
+for owner, attr, stage_name in STAGES:
+    patch(owner, attr, stage_name)
 
 os.chdir(work)
 cfg = load_config()

@@ -230,13 +230,20 @@ def _embed_onnx(
     dim = session.get_outputs()[0].shape[-1]
     out = np.zeros((len(texts), dim), dtype=np.float32)
 
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=-(-len(texts) // batch_size), desc="embedding", unit="batch", disable=not progress
+    )
+
     def run(batch: tuple[np.ndarray, Any]) -> None:
         idx, enc = batch
         feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
         out[idx] = session.run(None, feeds)[0]
+        bar.update()  # batches done, not batches tokenised
 
-    with ThreadPoolExecutor(calls) as pool:
-        list(pool.map(run, _batches(cfg, texts, order, batch_size, progress, "np")))
+    with bar, ThreadPoolExecutor(calls) as pool:
+        list(pool.map(run, _batches(cfg, texts, order, batch_size, False, "np")))
     return out
 
 

@@ -94,6 +94,7 @@ class ModelRuntime:
         threads: int = 0,
         evaluate_rules: bool = True,
         prefer_fp16: bool = True,
+        memory: tuple[bool, bool] = (True, True),
     ) -> ModelRuntime:
         """Open the bundle's model on the best provider and run one warm-up inference.
 
@@ -102,6 +103,7 @@ class ModelRuntime:
         requests than one call at a time on two threads, whose thread pool stalls whenever the
         HTTP thread takes a core. `evaluate_rules`: evaluate the bundle's slice rules exactly
         (`service/membership.py`); off, every slice's membership is the learned score.
+        `memory`: ONNX Runtime's CPU memory arena and memory pattern, on or off.
         """
         providers = choose_providers()
         on_gpu = providers[0] == "CUDAExecutionProvider"
@@ -111,6 +113,7 @@ class ModelRuntime:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads
+        opts.enable_cpu_mem_arena, opts.enable_mem_pattern = memory
         session = ort.InferenceSession(str(model_file), opts, providers=providers)
         provider = session.get_providers()[0]
         if on_gpu and provider != "CUDAExecutionProvider":  # pragma: no cover - needs a GPU build

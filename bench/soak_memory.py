@@ -80,14 +80,23 @@ async def load(
     return {"ok": ok, "failed": failed, "statuses": statuses, "rps": ok / wall, "seconds": wall}
 
 
+def role(cmdline: list[str]) -> str:
+    """A short name for a process of the `bentoml serve` tree."""
+    line = " ".join(cmdline)
+    if "_bentoml_impl.worker" in line:
+        return "worker"
+    if "bentoml" in line and " serve " in line:
+        return "serve"
+    return (cmdline[0].rsplit("/", 1)[-1] if cmdline else "?")[:30]
+
+
 def process_rss(pid: int) -> dict[str, int]:
-    """RSS in bytes of `pid` and each of its descendants, keyed `<pid> <short command>`."""
+    """RSS in bytes of `pid` and each of its descendants, keyed `<role> <pid>`."""
     out = {}
     root = psutil.Process(pid)
     for p in [root, *root.children(recursive=True)]:
         try:
-            cmd = " ".join(p.cmdline()[1:4])[-60:] or p.name()
-            out[f"{p.pid} {cmd}"] = p.memory_info().rss
+            out[f"{role(p.cmdline())} {p.pid}"] = p.memory_info().rss
         except psutil.Error:
             continue
     return out

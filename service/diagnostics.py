@@ -41,6 +41,8 @@ def start_from_env(frames: int = 8) -> threading.Thread | None:
     def run() -> None:
         while True:
             time.sleep(interval)
+            if not tracemalloc.is_tracing():  # stopped by someone else: nothing to write
+                return
             elapsed = round(time.monotonic() - t0)
             snap = tracemalloc.take_snapshot()
             snap.dump(str(out / f"{pid}-{elapsed:05d}.tracemalloc"))

@@ -125,6 +125,7 @@ class Slicewise:
             threads,
             evaluate_rules=self.settings.slice_rules,
             memory=(self.settings.ort_cpu_arena, self.settings.ort_mem_pattern),
+            arena_same_as_requested=self.settings.ort_arena_same,
         )
 
     def _install(self, runtime: ModelRuntime) -> None:

@@ -43,6 +43,7 @@ class Settings:
     slice_rules: bool = True  # SLICEWISE_SLICE_RULES: evaluate rule slices exactly (0: learned)
     ort_cpu_arena: bool = True  # SLICEWISE_ORT_CPU_ARENA: ONNX Runtime's CPU memory arena
     ort_mem_pattern: bool = True  # SLICEWISE_ORT_MEM_PATTERN: its per-shape memory patterns
+    ort_arena_same: bool = False  # SLICEWISE_ORT_ARENA_SAME_AS_REQUESTED: grow it, not double it
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -81,6 +82,7 @@ class Settings:
             slice_rules=_flag("SLICEWISE_SLICE_RULES", cls.slice_rules),
             ort_cpu_arena=_flag("SLICEWISE_ORT_CPU_ARENA", cls.ort_cpu_arena),
             ort_mem_pattern=_flag("SLICEWISE_ORT_MEM_PATTERN", cls.ort_mem_pattern),
+            ort_arena_same=_flag("SLICEWISE_ORT_ARENA_SAME_AS_REQUESTED", cls.ort_arena_same),
         )
         if settings.require_token and not settings.api_token:
             raise SettingsError(

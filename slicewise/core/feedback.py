@@ -111,13 +111,19 @@ def read_feedback_labels(client: redis.Redis, count: int = 100_000) -> dict[str,
     Raises:
         redis.RedisError: Redis cannot be read.
     """
+    return _read_all(client, count)[0]
+
+
+def _read_all(client: redis.Redis, count: int) -> tuple[dict[str, str], set[str]]:
+    """`read_feedback_labels`, and the ids whose label came from the hash."""
     labels: dict[str, str] = {}
     for _, fields in reversed(client.xrevrange(FEEDBACK_STREAM, count=count)):
         f = {_text(k): _text(v) for k, v in fields.items()}
         if "id" in f and "label" in f and f.get("stored") != HASH_EVENT:
             labels[f["id"]] = f["label"]
-    labels.update({_text(k): _text(v) for k, v in client.hgetall(FEEDBACK_LABELS_KEY).items()})
-    return labels
+    in_hash = {_text(k): _text(v) for k, v in client.hgetall(FEEDBACK_LABELS_KEY).items()}
+    labels.update(in_hash)
+    return labels, set(in_hash)
 
 
 def _text(x: str | bytes) -> str:
@@ -130,7 +136,8 @@ class FeedbackLabels:
     After a whole `read_feedback_labels`, only the feedback events logged since are read and
     applied in order. Every label write is such an event (`record_feedback`), so this gives
     what a whole read would; when the event seen last is no longer in the stream (trimmed past
-    it, a new stream) it reads everything again. (Unlike a whole read, it also keeps
+    it, a new stream) or when the hash holds fewer labels than were written to it (a trim
+    removed some: `trim_feedback`), it reads everything again. (Unlike a whole read, it also keeps
     stream-only labels older than the newest `count` events: labels written before the hash
     existed.)
 
@@ -142,6 +149,7 @@ class FeedbackLabels:
     def __init__(self, count: int = 100_000, batch: int = 10_000) -> None:
         self.count, self.batch = count, batch
         self.labels: dict[str, str] | None = None
+        self._in_hash: set[str] = set()  # ids whose label is (or was) in the hash
         self._last: str | None = None
         self.whole_reads = 0
 
@@ -156,6 +164,7 @@ class FeedbackLabels:
             self.labels is not None
             and last is not None
             and client.xrange(FEEDBACK_STREAM, min=last, max=last)
+            and client.hlen(FEEDBACK_LABELS_KEY) >= len(self._in_hash)  # nothing trimmed
         ):
             while True:
                 chunk = client.xrange(FEEDBACK_STREAM, min="(" + last, max="+", count=self.batch)
@@ -163,11 +172,15 @@ class FeedbackLabels:
                     f = {_text(k): _text(v) for k, v in fields.items()}
                     if "id" in f and "label" in f:
                         self.labels[f["id"]] = f["label"]
+                        if f.get("stored") == HASH_EVENT:
+                            self._in_hash.add(f["id"])
                     last = self._last = _text(entry_id)
                 if len(chunk) < self.batch:
-                    return self.labels
+                    if client.hlen(FEEDBACK_LABELS_KEY) >= len(self._in_hash):
+                        return self.labels
+                    break  # a trim since the last read: read everything again
         newest = client.xrevrange(FEEDBACK_STREAM, count=1)  # before the read: none is missed
-        self.labels = read_feedback_labels(client, self.count)
+        self.labels, self._in_hash = _read_all(client, self.count)
         self._last = _text(newest[0][0]) if newest else None
         self.whole_reads += 1
         return self.labels

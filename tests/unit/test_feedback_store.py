@@ -41,3 +41,23 @@ def test_labels_from_before_the_hash_still_count(redis_server) -> None:
     client.xadd(c.FEEDBACK_STREAM, {"id": "legacy", "label": "neg", "ts": "0"})
     record_feedback(client, "p1", "pos")
     assert read_feedback_labels(client) == {"legacy": "neg", "p1": "pos"}
+
+
+def test_kept_labels_drop_what_a_trim_removed(redis_server) -> None:
+    """The monitor's incremental reader notices a trim (the hash shrank) and reads whole."""
+    from slicewise.core.feedback import FeedbackLabels
+
+    client = redis.Redis.from_url(redis_server.url)
+    kept = FeedbackLabels(batch=4)
+    for i in range(6):
+        record_feedback(client, f"p{i}", "neg")
+    assert kept.read(client) == read_feedback_labels(client) and kept.whole_reads == 1
+    record_feedback(client, "p6", "pos")
+    assert kept.read(client)["p6"] == "pos" and kept.whole_reads == 1  # incremental
+    record_feedback(client, "p7", "pos", max_labels=3)  # trims p0..p4
+    assert kept.read(client) == {"p5": "neg", "p6": "pos", "p7": "pos"}
+    assert kept.whole_reads == 2
+    record_feedback(client, "p8", "neg", max_labels=3)  # trims p5 between two reads
+    assert (
+        kept.read(client) == read_feedback_labels(client) == {"p6": "pos", "p7": "pos", "p8": "neg"}
+    )

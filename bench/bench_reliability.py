@@ -4,12 +4,15 @@ the default 1 MiB body limit and a password-protected Redis:
 1. bad inputs, one request each: the status, and whether the body is one `{"error": …}` object;
 2. a 20 MB body (Content-Length announced, and chunked without a length): time to the 413;
 3. a 20 MB body without a token: the 401 arrives although no byte of the body was sent;
-4. 60 s at concurrency 32 (one text a request), after a 15 s warm-up at the same concurrency:
-   errors, and the server's resident memory (process tree) sampled every second;
+4. a soak: 240 s at concurrency 32 (one text a request), after a 15 s warm-up at the same
+   concurrency: errors, and the resident memory of each process of the server tree sampled
+   every second (`bench/soak_memory.py`); flat means < 2% growth over the second half;
 5. Redis stopped for 20 s under load (concurrency 16, 35 s): failed predictions.
 
-Run: .venv/bin/python bench/bench_reliability.py [--bundle DIR] [--seconds 60]
-(default bundle: .slicewise/bundle, the demo model). Writes bench/results/reliability.{json,md}.
+Run under the bench lock: flock /work/wt/bench.lock .venv/bin/python bench/bench_reliability.py
+[--bundle DIR] [--seconds 240] (default bundle: .slicewise/bundle, the demo model). Writes
+bench/results/reliability.{json,md} and the README's summary, bench/results/reliability_readme.md
+(copied into README.md by bench/update_readme.py).
 """
 
 from __future__ import annotations
@@ -18,16 +21,14 @@ import argparse
 import asyncio
 import json
 import socket
-import statistics
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
-import psutil
-from common import ROOT, redis_outage, write
+from common import RESULTS, ROOT, redis_outage, write
+from soak_memory import FLAT_LIMIT, load, process_rss, soak
 
 from slicewise.core import contracts as c
 from slicewise.core.redis_server import LocalRedis
@@ -35,18 +36,14 @@ from slicewise.processes import BentoServer
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--bundle", type=Path, default=ROOT / ".slicewise" / "bundle")
-parser.add_argument("--seconds", type=float, default=60.0, help="length of the steady load")
+parser.add_argument("--seconds", type=float, default=240.0, help="length of the soak")
+parser.add_argument("--warm-up", type=float, default=15.0, help="load before the soak (s)")
+parser.add_argument("--outage-load", type=float, default=35.0, help="load around the outage (s)")
 args = parser.parse_args()
 
 TOKEN = "bench-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TWENTY_MB = 20 * 1024 * 1024
-TEXTS = [
-    "I would not fly with them again.",
-    "Is my flight delayed?",
-    "great crew, smooth flight",
-    "lost my bag and nobody answers the phone",
-]
 J = {"content-type": "application/json"}
 BAD_INPUTS: list[tuple[str, str, str, dict[str, str], bytes]] = [
     ("empty list", "POST", "/predict", J, b'{"texts": []}'),
@@ -146,47 +143,6 @@ def timed_big_body(
     return (int(data.split()[1]) if data.startswith(b"HTTP/") else 0), took
 
 
-async def load(url: str, seconds: float, concurrency: int, sample=None) -> dict[str, Any]:
-    """Closed-loop load, one text a request; `sample` is called every second meanwhile."""
-    ok = failed = 0
-    statuses: dict[int, int] = {}
-    deadline = time.perf_counter() + seconds
-
-    async def worker(session: aiohttp.ClientSession, i: int) -> None:
-        nonlocal ok, failed
-        n = i
-        while time.perf_counter() < deadline:
-            n += 1
-            try:
-                body = {"texts": [TEXTS[n % len(TEXTS)] + f" #{n}"]}
-                async with session.post(url + "/predict", json=body, headers=AUTH) as r:
-                    await r.read()
-                    statuses[r.status] = statuses.get(r.status, 0) + 1
-                    ok += r.status == 200
-                    failed += r.status != 200
-            except (TimeoutError, aiohttp.ClientError):
-                failed += 1
-
-    async def sampler() -> None:
-        while time.perf_counter() < deadline:
-            if sample:
-                sample()
-            await asyncio.sleep(1.0)
-
-    timeout = aiohttp.ClientTimeout(total=30)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        t0 = time.perf_counter()
-        await asyncio.gather(sampler(), *(worker(session, i * 10**6) for i in range(concurrency)))
-        wall = time.perf_counter() - t0
-    return {"ok": ok, "failed": failed, "statuses": statuses, "rps": ok / wall, "seconds": wall}
-
-
-def tree_rss(pid: int) -> int:
-    root = psutil.Process(pid)
-    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-
-
 bundle = c.Bundle.load(args.bundle)
 rds = LocalRedis(password="bench-redis-password").start()
 server = BentoServer(
@@ -205,53 +161,30 @@ try:
         "chunked": [timed_big_body(server.port, True, True) for _ in range(5)],
         "no token": [timed_big_body(server.port, False, False, send_body=False) for _ in range(5)],
     }
-    rss_idle = tree_rss(server.proc.pid)
-    warm = asyncio.run(load(server.url, 15, 32))  # warm-up at the same concurrency, not timed
-    rss_warm = tree_rss(server.proc.pid)
-    rss: list[tuple[float, int]] = []
-    t_start = time.perf_counter()
-    steady = asyncio.run(
-        load(
-            server.url,
-            args.seconds,
-            32,
-            lambda: rss.append((time.perf_counter() - t_start, tree_rss(server.proc.pid))),
-        )
-    )
-
-    t = redis_outage(rds)
-    during = asyncio.run(load(server.url, 35, 16))
+    rss_idle = sum(process_rss(server.proc.pid).values())
+    warm = asyncio.run(
+        load(server.url, args.warm_up, 32, headers=AUTH)
+    )  # same concurrency, not counted
+    rss_warm = sum(process_rss(server.proc.pid).values())
+    steady = soak(server.url, server.proc.pid, args.seconds, 32, AUTH)
+    t = redis_outage(rds, after=5.0, down=min(20.0, args.outage_load / 2))
+    during = asyncio.run(load(server.url, args.outage_load, 16, headers=AUTH))
     t.join()
 finally:
     server.stop()
     rds.stop()
 
-mib = [r / 2**20 for _, r in rss]
-early = statistics.mean(mib[10:20]) if len(mib) >= 30 else mib[0]
-late = statistics.mean(mib[-10:])
-half = len(mib) // 2
-second_half_growth = max(mib[half:]) - mib[half]  # growth over the second half of the run
-every10 = {f"{t:.0f}s": round(r / 2**20, 1) for t, r in rss[::10]}
+mib = steady["rss_mib"]
 result = {
     "bundle": bundle.manifest.version,
     "model_kind": bundle.manifest.model_kind,
     "bad_inputs": bad,
     "big_body_seconds": {k: [round(s, 4) for _, s in v] for k, v in big.items()},
     "big_body_status": {k: sorted({st for st, _ in v}) for k, v in big.items()},
-    "steady": steady,
     "warm_up": warm,
-    "rss_mib": {
-        "idle": rss_idle / 2**20,
-        "after_warm_up": rss_warm / 2**20,
-        "first": mib[0],
-        "max": max(mib),
-        "last": mib[-1],
-        "s10_20": early,
-        "last10": late,
-        "second_half_growth": second_half_growth,
-        "every_10s": every10,
-        "samples": [round(m, 1) for m in mib],
-    },
+    "rss_mib_idle": rss_idle / 2**20,
+    "rss_mib_after_warm_up": rss_warm / 2**20,
+    "soak": steady,
     "redis_outage": during,
 }
 max_ms = {k: 1000 * max(s for _, s in v) for k, v in big.items()}
@@ -259,6 +192,19 @@ rows = "\n".join(
     f"| {r['input']} | {r['status']} | {'yes' if r['one_error_object'] else 'NO'} |" for r in bad
 )
 fivexx = sum(r["status"] >= 500 for r in bad)
+every30 = ", ".join(f"{v:.0f}" for v in mib[::30])
+flat = "flat" if steady["flat"] else "**not flat**"
+growth = f"{100 * steady['second_half_growth']:+.1f}%"
+per_process = "; ".join(
+    f"{name.split()[0]} {v[0]:.0f} → {v[-1]:.0f}"
+    for name, v in steady["per_process_every_10s"].items()
+)
+soak_line = (
+    f"{steady['ok']} ok, {steady['failed']} failed, {steady['rps']:.0f} req/s; RSS of the server "
+    f"tree {mib[0]:.0f} → {mib[-1]:.0f} MiB (max {max(mib):.0f}), {growth} over the second half "
+    f"({steady['mid_mib']:.0f} → {steady['last_mib']:.0f} MiB, means of 10 samples): {flat} "
+    f"(criterion: < {100 * FLAT_LIMIT:.0f}%)"
+)
 md = f"""## Reliability (`bench/bench_reliability.py`)
 
 Model {bundle.manifest.model_kind} `{bundle.manifest.version}`, token required, body limit
@@ -276,8 +222,26 @@ Model {bundle.manifest.model_kind} `{bundle.manifest.version}`, token required, 
 | 20 MB body, chunked (no length) → {big["chunked"][0][0]} | max {max_ms["chunked"]:.1f} ms over 5 tries |
 | 20 MB announced, no token, no body byte sent → {big["no token"][0][0]} | max {max_ms["no token"]:.1f} ms over 5 tries |
 | 15 s warm-up at concurrency 32, then | {warm["ok"]} ok, {warm["failed"]} failed; RSS {rss_idle / 2**20:.0f} → {rss_warm / 2**20:.0f} MiB |
-| {args.seconds:.0f} s at concurrency 32 | {steady["ok"]} ok, {steady["failed"]} failed, {steady["rps"]:.0f} req/s |
-| resident memory (server process tree) | {early:.0f} MiB at 10-20 s, {late:.0f} MiB in the last 10 s (max {max(mib):.0f}); +{second_half_growth:.1f} MiB over the second half; every 10 s: {", ".join(f"{v:.0f}" for v in every10.values())} |
+| soak: {args.seconds:.0f} s at concurrency 32 | {soak_line} |
+| RSS every 30 s (MiB) | {every30} |
+| RSS per process, first → last sample (MiB) | {per_process} |
 | Redis stopped 20 s under load (concurrency 16, 35 s) | {during["ok"]} ok, {during["failed"]} failed predictions |
 """
 write("reliability", result, md)
+
+# The README's summary (copied by bench/update_readme.py). "Before": the same bench on bac4665,
+# the base of issue #15 (docs/reliability.md, "Before and after"); those figures are fixed.
+load_avg = json.loads((RESULTS / "reliability.json").read_text())["context"]["load_avg_1m"]
+summary = f"""One run of `bench/bench_reliability.py` ({bundle.manifest.model_kind} demo model, machine
+load {load_avg:.0f}) and `tests/integration/test_service_hardening.py`; details in
+[docs/reliability.md](docs/reliability.md).
+
+| what | result |
+|---|---|
+| {len(bad)} bad inputs (invisible/NUL texts, wrong types, limits, invalid or 10 000-deep JSON, multipart without boundary, 2 MB body, unknown route, 20 000-char id, no/wrong token) | {"/".join(sorted({str(r["status"]) for r in bad}))}, each one `{{"error"}}` object, {fivexx} a 5xx (before: a 500, and 200 for zero-width/NUL texts); schemathesis fuzz of `/docs.json`: no 5xx |
+| 20 MB body | {big["content-length"][0][0]} in ≤ {max_ms["content-length"]:.0f} ms (≤ {max_ms["chunked"]:.0f} ms chunked); before: read whole, 723 ms |
+| missing or wrong token, 20 MB announced, no body sent | {big["no token"][0][0]} in ≤ {max_ms["no token"]:.0f} ms, before the body is read (before: no answer, waited for the body) |
+| {args.seconds:.0f} s at concurrency 32, after a 15 s warm-up | {steady["ok"]} requests, {steady["failed"]} errors; RSS {mib[0]:.0f} → {mib[-1]:.0f} MiB, {growth} over the second half: {flat} (criterion < 2%); the last round: 284 → 323 MiB in 60 s, still growing |
+| Redis stopped 20 s under load | {during["ok"]} predictions, {during["failed"]} failed |
+"""
+(RESULTS / "reliability_readme.md").write_text(summary)

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -171,12 +172,17 @@ Launcher = Callable[[dict[str, Any]], str]
 """Runs one job to its end and says how it ended (for the log). May raise."""
 
 
-def subprocess_launcher(command: list[str]) -> Launcher:
-    """Run `command` (a `slicewise retrain …` line) with `--reason <job JSON>` here."""
+def subprocess_launcher(command: list[str], env: dict[str, str] | None = None) -> Launcher:
+    """Run `command` (a `slicewise retrain …` line) with `--reason <job JSON>` here, with this
+    process's environment plus `env`.
+    """
 
     def launch(job: dict[str, Any]) -> str:
         proc = subprocess.run(
-            [*command, "--reason", json.dumps(job)], stderr=subprocess.PIPE, text=True
+            [*command, "--reason", json.dumps(job)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
         )
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         return f"`slicewise retrain` exited with code {proc.returncode}" + (
@@ -294,12 +300,12 @@ def serve_webhook(
 
             launch = KubernetesJobLauncher.in_cluster()
         else:
-            cmd = [*default_retrain_command(config), "--redis-url", redis_url]
+            cmd = default_retrain_command(config)  # REDIS_URL in its environment, not in `ps`
             if production is not None:
                 cmd += ["--production", production]
             if report_dir is not None:
                 cmd += ["--report-dir", report_dir]
-            launch = subprocess_launcher(cmd)
+            launch = subprocess_launcher(cmd, {"REDIS_URL": redis_url})
         stop = threading.Event()
         threading.Thread(target=retrain_worker, args=(client, launch, stop), daemon=True).start()
     uvicorn.run(create_app(client, token, dedup_ttl), host=host, port=port, log_level="warning")

@@ -19,6 +19,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from service.validation import Unavailable
+
 T = TypeVar("T")
 SHUTTING_DOWN = "the service is shutting down"  # the error of requests that close() cut off
 
@@ -63,7 +65,7 @@ class AdaptiveBatcher(Generic[T]):
             try:
                 results = await asyncio.to_thread(self.fn, batch)
             except asyncio.CancelledError:  # close(): the batch in the model gets an error too
-                _fail([*waiting, carried] if carried else waiting, RuntimeError(SHUTTING_DOWN))
+                _fail([*waiting, carried] if carried else waiting, Unavailable(SHUTTING_DOWN))
                 raise
             except Exception as exc:  # every request of the batch gets the error
                 _fail(waiting, exc)
@@ -83,7 +85,7 @@ class AdaptiveBatcher(Generic[T]):
             task.cancel()
         self._tasks = []
         while self._queue is not None and not self._queue.empty():
-            _fail([self._queue.get_nowait()], RuntimeError(SHUTTING_DOWN))
+            _fail([self._queue.get_nowait()], Unavailable(SHUTTING_DOWN))
 
 
 def _fail(waiting: list[tuple[list[Any], asyncio.Future[Any]]], exc: BaseException) -> None:

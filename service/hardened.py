@@ -29,7 +29,8 @@ COMMON_ERRORS = {
     413: "Request body larger than SLICEWISE_MAX_BODY_BYTES",
     415: "Content-Type is not application/json",
     429: "Too many requests in flight (traffic.max_concurrency)",
-    503: "Model not loaded yet, or the feedback store (Redis) is unavailable",
+    503: "Model not loaded, the feedback store (Redis) unavailable, or shutting down; the "
+    "message names the cause",
     504: "Not answered within the request timeout",
 }
 ROUTE_ERRORS = {

@@ -61,6 +61,13 @@ def json_error(status: int, message: str, headers: Iterable[tuple[bytes, bytes]]
     return start, body
 
 
+def error_response(status: int, message: str) -> Any:
+    """A Starlette response in the API's one error shape (an API function may return it)."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": clip(message, MAX_MESSAGE_CHARS)}, status_code=status)
+
+
 async def send_error(send: Send, status: int, message: str, close: bool = False) -> None:
     """Send a complete error response; `close` asks the client to drop the connection."""
     start, body = json_error(status, message, [(b"connection", b"close")] if close else [])
@@ -93,6 +100,8 @@ def error_message(status: int, body: bytes, path: str) -> str:
             return "; ".join(parts) + more
         if isinstance(data.get("error"), str) and data["error"]:
             return data["error"]
+        if isinstance(detail, str) and detail:  # Starlette's HTTPException
+            return detail
     if status == HTTPStatus.NOT_FOUND:
         return f"no such route: {clip(path)}"
     if status == HTTPStatus.METHOD_NOT_ALLOWED:

@@ -17,15 +17,25 @@ from collections.abc import Callable
 import redis
 
 from slicewise.core.contracts import PREDICTIONS_STREAM, PredictionRecord
-from slicewise.core.feedback import record_feedback
+from slicewise.core.feedback import (
+    FEEDBACK_TTL_S,
+    MAX_FEEDBACK_LABELS,
+    record_feedback,
+    trim_feedback,
+)
 
 log = logging.getLogger("slicewise.service")
 PREDICTION_KEY = "slicewise:prediction:"  # + id -> model version, for feedback lookups
-PREDICTION_TTL_S = 7 * 24 * 3600
+TRIM_INTERVAL_S = 60.0  # feedback labels past their TTL go at least this often, writes or not
 
 
 class PredictionLog:
-    """Buffer + background writer for one Redis URL."""
+    """Buffer + background writer for one Redis URL, and the feedback store.
+
+    `feedback_ttl_s`: a prediction takes feedback for this long (its lookup key expires), and
+    a label is kept for this long; `max_feedback_labels`: labels kept at most, the oldest go
+    first (`slicewise.core.feedback.trim_feedback`, on each feedback and every minute).
+    """
 
     def __init__(
         self,
@@ -34,11 +44,15 @@ class PredictionLog:
         buffer: int = 10_000,
         on_drop: Callable[[int], None] | None = None,
         flush_interval: float = 0.05,
+        feedback_ttl_s: float = FEEDBACK_TTL_S,
+        max_feedback_labels: int = MAX_FEEDBACK_LABELS,
     ) -> None:
         self.client = redis.Redis.from_url(
             redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
         )
         self.maxlen, self.flush_interval = maxlen, flush_interval
+        self.feedback_ttl_s, self.max_feedback_labels = feedback_ttl_s, max_feedback_labels
+        self._next_trim = time.monotonic()
         self.buffer: collections.deque[PredictionRecord] = collections.deque()
         self.capacity = buffer
         self.on_drop = on_drop or (lambda n: None)
@@ -84,11 +98,12 @@ class PredictionLog:
         batch = self._take()
         if not batch:
             return 0
+        ttl = max(1, round(self.feedback_ttl_s))
         try:
             pipe = self.client.pipeline(transaction=False)
             for rec in batch:
                 pipe.xadd(PREDICTIONS_STREAM, rec.to_fields(), maxlen=self.maxlen, approximate=True)
-                pipe.set(PREDICTION_KEY + rec.id, rec.model_version, ex=PREDICTION_TTL_S)
+                pipe.set(PREDICTION_KEY + rec.id, rec.model_version, ex=ttl)
             pipe.execute()
         except redis.RedisError as exc:
             self._requeue(batch)
@@ -105,6 +120,12 @@ class PredictionLog:
     def _run(self) -> None:
         while not self._stop.is_set():
             wrote = self.flush_once()
+            if self.healthy and time.monotonic() >= self._next_trim:
+                self._next_trim = time.monotonic() + TRIM_INTERVAL_S
+                try:
+                    trim_feedback(self.client, self.feedback_ttl_s, self.max_feedback_labels)
+                except redis.RedisError as exc:
+                    log.warning("feedback trim failed: %s", exc)
             if not self.healthy:
                 self._stop.wait(0.5)
             elif not wrote:
@@ -129,4 +150,11 @@ class PredictionLog:
         """Set the one label of a prediction (a correction replaces the earlier label); return
         the label it replaced, if any.
         """
-        return record_feedback(self.client, prediction_id, label, self.maxlen)
+        return record_feedback(
+            self.client,
+            prediction_id,
+            label,
+            self.maxlen,
+            self.feedback_ttl_s,
+            self.max_feedback_labels,
+        )

@@ -21,6 +21,21 @@ from service.membership import SliceMembership
 from slicewise.core import contracts as c
 
 log = logging.getLogger("slicewise.service")
+_ENV_ARENA: list[bool] = []  # whether this process registered its shared CPU arena (once)
+
+
+def use_same_as_requested_arena(opts: ort.SessionOptions) -> None:
+    """Make `opts` use a process-wide CPU arena that grows by what is requested
+    (`kSameAsRequested`) instead of ONNX Runtime's default doubling (`kNextPowerOfTwo`).
+    """
+    if not _ENV_ARENA:
+        info = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        cfg = ort.OrtArenaCfg({"arena_extend_strategy": 1})  # 1: kSameAsRequested
+        ort.create_and_register_allocator(info, cfg)
+        _ENV_ARENA.append(True)
+    opts.add_session_config_entry("session.use_env_allocators", "1")
 
 
 def load_tokenizer(bundle: c.Bundle) -> Tokenizer:
@@ -94,6 +109,8 @@ class ModelRuntime:
         threads: int = 0,
         evaluate_rules: bool = True,
         prefer_fp16: bool = True,
+        memory: tuple[bool, bool] = (True, True),
+        arena_same_as_requested: bool = False,
     ) -> ModelRuntime:
         """Open the bundle's model on the best provider and run one warm-up inference.
 
@@ -102,6 +119,8 @@ class ModelRuntime:
         requests than one call at a time on two threads, whose thread pool stalls whenever the
         HTTP thread takes a core. `evaluate_rules`: evaluate the bundle's slice rules exactly
         (`service/membership.py`); off, every slice's membership is the learned score.
+        `memory`: ONNX Runtime's CPU memory arena and memory pattern, on or off;
+        `arena_same_as_requested`: the arena grows by what is requested, not by doubling.
         """
         providers = choose_providers()
         on_gpu = providers[0] == "CUDAExecutionProvider"
@@ -111,6 +130,9 @@ class ModelRuntime:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads
+        opts.enable_cpu_mem_arena, opts.enable_mem_pattern = memory
+        if memory[0] and arena_same_as_requested and providers[0] == "CPUExecutionProvider":
+            use_same_as_requested_arena(opts)
         session = ort.InferenceSession(str(model_file), opts, providers=providers)
         provider = session.get_providers()[0]
         if on_gpu and provider != "CUDAExecutionProvider":  # pragma: no cover - needs a GPU build

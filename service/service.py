@@ -20,14 +20,14 @@ import uuid
 from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
+from bentoml.exceptions import InvalidArgument, NotFound
 from pydantic import Field
 
-from service import metrics
+from service import diagnostics, metrics
 from service.batching import AdaptiveBatcher
 from service.hardened import HardenedService
 from service.hotswap import HotSwapWatcher
-from service.http_guard import ApiGuard, install_log_filter
+from service.http_guard import ApiGuard, error_response, install_log_filter
 from service.prediction_log import PredictionLog
 from service.responses import build_predictions
 from service.runtime import ModelRuntime
@@ -35,6 +35,7 @@ from service.schemas import FeedbackResponse, PredictResponse
 from service.settings import Settings
 from service.validation import (
     RequestError,
+    Unavailable,
     check_feedback_label,
     check_prediction_id,
     validate_texts,
@@ -86,6 +87,7 @@ class Slicewise:
     """Public REST API: `/predict`, `/feedback`, plus `/livez`, `/readyz`, `/metrics`."""
 
     def __init__(self) -> None:
+        diagnostics.start_from_env()  # memory snapshots for soak tests, when asked for
         self.settings = Settings.from_env()
         self.runtime: ModelRuntime | None = None
         self.error: str | None = None
@@ -116,6 +118,8 @@ class Slicewise:
             self.settings.stream_maxlen,
             self.settings.log_buffer,
             on_drop=metrics.LOG_DROPPED.inc,
+            feedback_ttl_s=self.settings.feedback_ttl_s,
+            max_feedback_labels=self.settings.max_feedback_labels,
         )
         self._watcher: asyncio.Task[None] | None = None
         self.hotswap = HotSwapWatcher(self._load_version, self._install)
@@ -131,6 +135,8 @@ class Slicewise:
             self.settings.prefer_int8,
             threads,
             evaluate_rules=self.settings.slice_rules,
+            memory=(self.settings.ort_cpu_arena, self.settings.ort_mem_pattern),
+            arena_same_as_requested=self.settings.ort_arena_same,
         )
 
     def _install(self, runtime: ModelRuntime) -> None:
@@ -151,7 +157,19 @@ class Slicewise:
     async def __is_ready__(self) -> bool:
         if self._watcher is None:  # first readiness probe starts the hot-swap watcher
             self._watcher = asyncio.create_task(self._watch_production_version())
-        return self.runtime is not None
+        if self.runtime is None:  # a 503 naming the cause (BentoML's own says only "False")
+            from starlette.exceptions import HTTPException
+
+            raise HTTPException(503, f"not ready: {self.error or 'model not loaded yet'}")
+        return True
+
+    @staticmethod
+    def _unavailable(exc: Exception) -> Any:
+        """The 503 response for `exc`, its message naming the cause (BentoML would send a
+        generic message for a 5xx exception).
+        """
+        log.warning("503: %s", exc)
+        return error_response(503, str(exc))
 
     def _load_version(self, version: str) -> ModelRuntime:
         return self._load(None, f"{MODEL_NAME}:{version}")
@@ -172,7 +190,7 @@ class Slicewise:
         """Predictions (without ids) for one batch of texts; runs in a model worker thread."""
         runtime = self.runtime
         if runtime is None:
-            raise ServiceUnavailable(self.error or "model not loaded")
+            raise Unavailable(self.error or "model not loaded yet")
         outputs, took = runtime.predict(texts)
         metrics.INFERENCE_SECONDS.labels("tokenize").observe(took.tokenize)
         metrics.INFERENCE_SECONDS.labels("infer").observe(took.infer)
@@ -201,7 +219,10 @@ class Slicewise:
             validate_texts(texts, self.settings.max_texts, self.settings.max_text_chars)
         except RequestError as exc:
             raise InvalidArgument(str(exc)) from None
-        preds = await self.batcher.submit(texts)
+        try:
+            preds = await self.batcher.submit(texts)
+        except Unavailable as exc:
+            return self._unavailable(exc)
         t0 = time.perf_counter()
         version, membership = preds[0]["model_version"], preds[0]["membership"]
         records = []
@@ -252,22 +273,36 @@ class Slicewise:
         """Record the true label of an earlier prediction (by its id). One label per id: a
         second label for the same id replaces the first (a correction).
         """
+        runtime = self.runtime
+        if runtime is None:
+            return self._unavailable(Unavailable(self.error or "model not loaded yet"))
         try:
             check_prediction_id(id)
-            check_feedback_label(label, self.runtime.bundle.manifest.labels if self.runtime else [])
+            check_feedback_label(label, runtime.bundle.manifest.labels)
         except RequestError as exc:
             raise InvalidArgument(str(exc)) from None
         try:
             known = await asyncio.to_thread(self.log.known_prediction, id)
             if not known:
-                raise NotFound(f"unknown prediction id {id!r}")
+                raise NotFound(
+                    f"unknown prediction id {id!r}: never served, or older than the feedback "
+                    f"window ({_duration(self.settings.feedback_ttl_s)})"
+                )
             replaced = await asyncio.to_thread(self.log.record_feedback, id, label)
         except NotFound:
             raise
         except Exception as exc:
-            raise ServiceUnavailable(f"feedback store unavailable: {exc}") from None
+            return self._unavailable(Unavailable(f"feedback store unavailable: {exc}"))
         metrics.FEEDBACK.labels("corrected" if replaced is not None else "new").inc()
         return FeedbackResponse(id=id, label=label, stored=True, replaced=replaced)
+
+
+def _duration(seconds: float) -> str:
+    """`seconds` in the largest whole unit (7 days, 36 hours, 90 s)."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)} {unit}"
+    return f"{seconds:g} s"
 
 
 Slicewise.add_asgi_middleware(

@@ -35,6 +35,9 @@ class Settings:
     prefer_int8: bool = True  # SLICEWISE_PREFER_INT8: int8 model on CPU when the bundle has one
     stream_maxlen: int = 100_000  # SLICEWISE_STREAM_MAXLEN: approximate length cap of the stream
     log_buffer: int = 10_000  # SLICEWISE_LOG_BUFFER: records held in memory while Redis is away
+    # SLICEWISE_FEEDBACK_TTL_S: a prediction takes feedback, and its label is kept, this long
+    feedback_ttl_s: float = 7 * 24 * 3600.0
+    max_feedback_labels: int = 100_000  # SLICEWISE_FEEDBACK_MAX_LABELS: the oldest go past it
     hotswap_interval: float = 2.0  # SLICEWISE_HOTSWAP_INTERVAL seconds between version polls
     model_workers: int = 2  # SLICEWISE_MODEL_WORKERS: batches in the model at once
     slice_rules: bool = True  # SLICEWISE_SLICE_RULES: evaluate rule slices exactly (0: learned)
@@ -48,6 +51,9 @@ class Settings:
     # permanent generation (gc.freeze): a full collection over the ~100k start-up objects took
     # ~190 ms on 2 busy cores, a pause every request in flight waited for
     gc_freeze: bool = True
+    ort_cpu_arena: bool = True  # SLICEWISE_ORT_CPU_ARENA: ONNX Runtime's CPU memory arena
+    ort_mem_pattern: bool = True  # SLICEWISE_ORT_MEM_PATTERN: its per-shape memory patterns
+    ort_arena_same: bool = False  # SLICEWISE_ORT_ARENA_SAME_AS_REQUESTED: grow it, not double it
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -79,12 +85,17 @@ class Settings:
             prefer_int8=_flag("SLICEWISE_PREFER_INT8", cls.prefer_int8),
             stream_maxlen=num("SLICEWISE_STREAM_MAXLEN", cls.stream_maxlen),
             log_buffer=num("SLICEWISE_LOG_BUFFER", cls.log_buffer),
+            feedback_ttl_s=num("SLICEWISE_FEEDBACK_TTL_S", cls.feedback_ttl_s, float),
+            max_feedback_labels=num("SLICEWISE_FEEDBACK_MAX_LABELS", cls.max_feedback_labels),
             hotswap_interval=num("SLICEWISE_HOTSWAP_INTERVAL", cls.hotswap_interval, float),
             model_workers=num("SLICEWISE_MODEL_WORKERS", cls.model_workers),
             slice_rules=_flag("SLICEWISE_SLICE_RULES", cls.slice_rules),
             access_log=_flag("SLICEWISE_ACCESS_LOG", cls.access_log),
             tracing=_flag("SLICEWISE_TRACING", cls.tracing),
             gc_freeze=_flag("SLICEWISE_GC_FREEZE", cls.gc_freeze),
+            ort_cpu_arena=_flag("SLICEWISE_ORT_CPU_ARENA", cls.ort_cpu_arena),
+            ort_mem_pattern=_flag("SLICEWISE_ORT_MEM_PATTERN", cls.ort_mem_pattern),
+            ort_arena_same=_flag("SLICEWISE_ORT_ARENA_SAME_AS_REQUESTED", cls.ort_arena_same),
         )
         if settings.require_token and not settings.api_token:
             raise SettingsError(

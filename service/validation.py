@@ -21,6 +21,12 @@ class RequestError(SlicewiseError, ValueError):
     """A request the service refuses; the message names the problem (sent as a 4xx)."""
 
 
+class Unavailable(SlicewiseError, RuntimeError):
+    """The service cannot answer now (model not loaded, feedback store down, shutting down);
+    sent as a 503 whose message names the cause.
+    """
+
+
 def is_visible(ch: str) -> bool:
     """Whether a character draws something: not whitespace, control, format (zero-width),
     separator, surrogate, private-use or unassigned, nor one of the blank-looking letters.

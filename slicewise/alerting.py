@@ -172,13 +172,13 @@ class AlertingStack:
                 "--cluster.listen-address=",
             ],
         )
-        webhook = ["webhook", "--run-retrains", "--redis-url", self.redis_url]
+        webhook = ["webhook", "--run-retrains"]  # REDIS_URL in the environment, not in `ps`
         webhook += ["--port", str(p["webhook"])]
         webhook += ["--config", str(self.config.resolve())] if self.config else []
         webhook += ["--production", str(self.production.resolve())] if self.production else []
         webhook += ["--report-dir", str((self.report_dir or w / "reports").resolve())]
         token = (w / "webhook-token").read_text()
-        env = {**self.env, "SLICEWISE_WEBHOOK_TOKEN": token}
+        env = {**self.env, "SLICEWISE_WEBHOOK_TOKEN": token, "REDIS_URL": self.redis_url}
         self.procs["webhook"] = spawn_cli(webhook, w / "webhook.log", env)
         checks = {
             "prometheus": self.prometheus_url + "/-/ready",

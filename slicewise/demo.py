@@ -7,6 +7,7 @@ on a slice leads to a retrain and, if the gate allows, a hot swap.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -22,6 +23,28 @@ app = typer.Typer()
 
 CURL = """curl -s -X POST http://127.0.0.1:{port}/predict -H 'Content-Type: application/json' \\
      -d '{{"texts": ["I would not fly with them again.", "Is my flight delayed?"]}}'"""
+
+
+REDIS_PASSWORD_FILE = Path(".slicewise/redis-password")
+
+
+def redis_password(path: Path = REDIS_PASSWORD_FILE) -> str:
+    """The demo Redis' password: read from `path`, or generated and written there (mode 0600,
+    readable only by this user) on the first run. Delete the file for a new one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)  # a copied file may have kept wider permissions
+        password = path.read_text().strip()
+        if password:
+            return password
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    password = secrets.token_hex(24)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
 
 
 def ensure_bundle(bundle_dir: Path, config: Path | None) -> Path:
@@ -76,10 +99,11 @@ def demo_run(
     # `kill` (SIGTERM) stops everything like Ctrl-C does: the service runs in its own session and
     # would outlive this process otherwise
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    password = redis_password()
     try:
-        redis_srv = LocalRedis(port=redis_port).start()
+        redis_srv = LocalRedis(port=redis_port, password=password).start()
     except RedisServerError:
-        redis_srv = LocalRedis().start()  # 6379 taken: any free port
+        redis_srv = LocalRedis(password=password).start()  # 6379 taken: any free port
     server = BentoServer(
         {
             "SLICEWISE_MODEL_DIR": str(bundle.resolve()),
@@ -132,7 +156,8 @@ def demo_run(
             except AlertingError as exc:  # a port taken, say: serving goes on without alerting
                 watch = f"\nnot alerting: {exc}\n"
         typer.echo(
-            f"\nslicewise is serving on http://127.0.0.1:{port} (Redis {redis_srv.url}, "
+            f"\nslicewise is serving on http://127.0.0.1:{port} (Redis "
+            f"{redis_srv.url_without_password}, password in {REDIS_PASSWORD_FILE}, "
             f"monitor metrics on :{monitor_port}/metrics, log .slicewise/monitor.log). "
             f"Try:\n\n{CURL.format(port=port)}\n"
             f"{watch}\n"

@@ -45,13 +45,15 @@ def spawn_monitor(
     report_dir: Path | None = None,
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`slicewise monitor` on `bundle`, serving /metrics on `port` (see `spawn_cli`)."""
-    args = ["monitor", "--bundle", str(bundle), "--redis-url", redis_url]
+    """`slicewise monitor` on `bundle`, serving /metrics on `port` (see `spawn_cli`). The Redis
+    URL travels in the environment (`REDIS_URL`), so its password is not on a command line.
+    """
+    args = ["monitor", "--bundle", str(bundle)]
     args += ["--interval", str(interval), "--port", str(port)]
     args += ["--window-size", str(window_size)] if window_size else []
     args += ["--min-rows", str(min_rows)] if min_rows else []
     args += ["--report-dir", str(report_dir)] if report_dir else []
-    return spawn_cli(args, log_file, env)
+    return spawn_cli(args, log_file, {**(env or {}), "REDIS_URL": redis_url})
 
 
 class ServerError(SlicewiseError, RuntimeError):

@@ -48,6 +48,7 @@ PREDICTIONS_STREAM = "slicewise:predictions"
 FEEDBACK_STREAM = "slicewise:feedback"
 PRODUCTION_VERSION_KEY = "slicewise:production_version"
 FEEDBACK_LABELS_KEY = "slicewise:feedback:labels"  # hash: prediction id -> its one label
+FEEDBACK_TIMES_KEY = "slicewise:feedback:times"  # sorted set: prediction id -> label time
 PROMOTION_RECORD_PREFIX = "slicewise:promotion:"  # + version -> JSON record of the gate's decision
 RETRAIN_QUEUE = "slicewise:retrain:queue"
 RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"  # hash outcome -> count (retrain writes)

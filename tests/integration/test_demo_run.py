@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
+import redis
 import yaml
 
 from slicewise.alerting import missing_binaries
@@ -96,6 +98,20 @@ def test_demo_run_serves_without_redis_server_and_starts_alerting(
             in httpx.get(am, timeout=5).json()["config"]["original"]
         )
         assert httpx.get(f"http://127.0.0.1:{ports['hook']}/healthz", timeout=5).status_code == 200
+        # its Redis has a generated password, kept in a file only this user can read
+        pw_file = tmp_path / ".slicewise" / "redis-password"
+        assert pw_file.stat().st_mode & 0o777 == 0o600
+        password = pw_file.read_text().strip()
+        assert len(password) >= 32
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=ports["redis"]).ping()  # a client without it is refused
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=ports["redis"], password="wrong").ping()
+        client = redis.Redis(port=ports["redis"], password=password)
+        assert client.xlen("slicewise:predictions") >= 1  # the service logged with it
+        assert password not in out.read_text()  # the URL is printed masked
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert not any(password in " ".join(p.cmdline()) for p in tree)  # nor on a command line
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -234,7 +234,18 @@ def test_missing_bundle_is_not_ready_and_says_why(bentoml_home, tmp_path) -> Non
     log = tmp_path / "serve.log"
     with BentoServer(env, log_file=log).start(wait_for="/livez") as srv:
         time.sleep(1.0)
-        assert httpx.get(srv.url + "/readyz", timeout=5).status_code == 503
+        ready = httpx.get(srv.url + "/readyz", timeout=5)
+        assert ready.status_code == 503
+        assert ready.json()["error"].startswith("not ready: model not loaded: ")
+        assert str(missing) in ready.json()["error"]
+        # the API's 503s are the one error shape and name the cause, not BentoML's "unexpected"
+        for path, body in (
+            ("/predict", {"texts": ["hello"]}),
+            ("/feedback", {"id": "0" * 32, "label": "negative"}),
+        ):
+            r = httpx.post(srv.url + path, json=body, timeout=10)
+            assert r.status_code == 503, (path, r.text)
+            assert set(r.json()) == {"error"} and r.json()["error"].startswith("model not loaded")
         text = log.read_text()
         assert "slicewise is NOT ready" in text and str(missing) in text
 

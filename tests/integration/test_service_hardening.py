@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOKEN = "hardening-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY, MAX_TEXTS, MAX_CHARS = 65536, 8, 200
+FEEDBACK_TTL_S = 4  # short, so a test can outlive the feedback window
 EMPTY = "texts[0] is empty (it has no visible characters)"
 
 
@@ -53,6 +54,7 @@ def server(tiny_bundle, bentoml_home, module_redis, tmp_path_factory):
         "SLICEWISE_MAX_TEXT_CHARS": str(MAX_CHARS),
         "SLICEWISE_HOTSWAP_INTERVAL": "0.2",
         "SLICEWISE_PREFER_INT8": "0",
+        "SLICEWISE_FEEDBACK_TTL_S": str(FEEDBACK_TTL_S),
     }
     srv = BentoServer(env, log_file=log).start()
     yield srv
@@ -244,6 +246,38 @@ def test_one_feedback_label_per_prediction_a_correction_replaces_it(server, modu
     ]
     metrics = httpx.get(server.url + "/metrics", timeout=10).text
     assert re.search(r'slicewise_feedback_total\{outcome="corrected"\} [1-9]', metrics)
+
+
+def test_feedback_after_its_window_is_a_clear_404_and_old_labels_go(server, module_redis) -> None:
+    client = redis.Redis.from_url(module_redis.url)
+    old = post(server, "/predict", json={"texts": ["late"]}).json()["predictions"][0]["id"]
+    assert post(server, "/feedback", json={"id": old, "label": "positive"}).status_code == 200
+    assert client.hget(c.FEEDBACK_LABELS_KEY, old) == b"positive"
+    time.sleep(FEEDBACK_TTL_S + 0.5)
+    r = post(server, "/feedback", json={"id": old, "label": "negative"})
+    assert r.status_code == 404
+    assert r.json() == {
+        "error": f"unknown prediction id '{old}': never served, or older than the feedback "
+        f"window ({FEEDBACK_TTL_S} s)"
+    }
+    new = post(server, "/predict", json={"texts": ["on time"]}).json()["predictions"][0]["id"]
+    assert post(server, "/feedback", json={"id": new, "label": "negative"}).status_code == 200
+    assert client.hget(c.FEEDBACK_LABELS_KEY, old) is None  # trimmed by the newer write
+    assert client.hget(c.FEEDBACK_LABELS_KEY, new) == b"negative"
+    assert old not in read_feedback_labels(client)
+
+
+def test_feedback_store_down_is_a_503_naming_the_cause(server, module_redis) -> None:
+    pid = post(server, "/predict", json={"texts": ["fine"]}).json()["predictions"][0]["id"]
+    time.sleep(0.3)  # written to Redis, no longer in the buffer
+    module_redis.stop()
+    try:
+        r = post(server, "/feedback", json={"id": pid, "label": "negative"})
+    finally:
+        module_redis.start()
+    assert r.status_code == 503 and set(r.json()) == {"error"}
+    assert r.json()["error"].startswith("feedback store unavailable: "), r.text
+    assert "unexpected error" not in r.text
 
 
 def test_unknown_routes_share_one_metrics_label(server) -> None:

@@ -166,7 +166,10 @@ def test_invalid_json_and_wrong_content_type(server) -> None:
 def test_feedback_errors(server) -> None:
     unknown = "0" * 32
     r = httpx.post(server.url + "/feedback", json={"id": unknown, "label": "positive"}, timeout=10)
-    assert r.status_code == 404 and r.json() == {"error": f"unknown prediction id '{unknown}'"}
+    assert r.status_code == 404 and r.json() == {
+        "error": f"unknown prediction id '{unknown}': never served, or older than the feedback "
+        "window (7 days)"
+    }
     r = httpx.post(server.url + "/feedback", json={"id": "nope", "label": "positive"}, timeout=10)
     assert r.status_code == 400 and r.json()["error"].startswith("id: String should have at least")
     r = httpx.post(server.url + "/feedback", json={"id": "Z" * 32, "label": "positive"}, timeout=10)

@@ -118,6 +118,10 @@ def test_unknown_paths_become_one_route_and_the_message_is_bounded() -> None:
 def test_error_message_falls_back_to_the_status_phrase() -> None:
     assert error_message(418, b"", "/x") == "I'm a Teapot"
     assert error_message(400, json.dumps({"error": "e"}).encode(), "/x") == "e"
+    # Starlette's HTTPException (the /readyz 503): its detail is the message
+    assert error_message(503, b'{"detail": "not ready: model not loaded"}', "/readyz") == (
+        "not ready: model not loaded"
+    )
     assert UNKNOWN_ROUTE.startswith("/")
 
 

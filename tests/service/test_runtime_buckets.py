@@ -28,3 +28,18 @@ def test_bucketed_predictions_equal_each_text_alone(tiny_bundle) -> None:
         alone, _ = rt.predict([t])
         for name in c.OUTPUT_NAMES:
             np.testing.assert_allclose(got[name][i], alone[name][0], atol=1e-5)
+
+
+def test_memory_options_change_no_output(tiny_bundle) -> None:
+    """The arena switches of the soak diagnostics (docs/reliability.md) give the same outputs."""
+    bundle = c.Bundle.load(tiny_bundle)
+    texts = ["ok", "not good at all", "x " * 30, "is this great?"] * 3
+    ref, _ = ModelRuntime.load(bundle, prefer_int8=False).predict(texts)
+    for kw in (
+        {"memory": (False, False)},
+        {"memory": (True, False)},
+        {"arena_same_as_requested": True},
+    ):
+        got, _ = ModelRuntime.load(bundle, prefer_int8=False, **kw).predict(texts)
+        for name in c.OUTPUT_NAMES:
+            np.testing.assert_allclose(got[name], ref[name], atol=1e-5, err_msg=str(kw))

@@ -5,6 +5,7 @@ here). Only the tests that render with kustomize need `kubectl`; they skip witho
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 import sys
@@ -329,3 +330,40 @@ def test_egress_is_denied_except_dns_redis_and_the_api_server(rendered) -> None:
     assert to_redis["egress"][0]["ports"] == [{"port": 6379, "protocol": "TCP"}]
     api = find(objs, "NetworkPolicy", "slicewise-webhook-apiserver-egress")["spec"]
     assert api["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "slicewise-webhook"}
+    # only the API server's address (from cluster.yaml), only its ports
+    cluster = yaml.safe_load((ROOT / "k8s" / "base" / "cluster.yaml").read_text())
+    assert api["egress"] == [
+        {
+            "to": [{"ipBlock": {"cidr": cluster["data"]["apiserver-cidr"]}}],
+            "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+        }
+    ]
+    assert ipaddress.ip_network(cluster["data"]["apiserver-cidr"]).prefixlen >= 24
+    assert not any(o["metadata"]["name"] == "slicewise-cluster" for o in objs)  # local-config
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_no_pod_can_reach_anything_but_dns_redis_and_only_the_webhook_the_api(
+    rendered, target
+) -> None:
+    """Every egress rule of every policy goes to kube-dns, the Redis pods, or (webhook only)
+    the API server's ipBlock: nothing open to 0.0.0.0/0, nothing for the service."""
+    cidr = yaml.safe_load((ROOT / "k8s" / "base" / "cluster.yaml").read_text())["data"][
+        "apiserver-cidr"
+    ]
+    dns = {"podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+    redis_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "slicewise-redis"}}}
+    for pol in (o for o in rendered[target] if o["kind"] == "NetworkPolicy"):
+        for rule in pol["spec"].get("egress", []):
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    assert peer == {"ipBlock": {"cidr": cidr}}, pol["metadata"]["name"]
+                    assert pol["spec"]["podSelector"]["matchLabels"] == {
+                        "app.kubernetes.io/name": "slicewise-webhook"
+                    }
+                elif "namespaceSelector" in peer:
+                    assert peer["podSelector"] == dns["podSelector"], pol["metadata"]["name"]
+                    assert {p["port"] for p in rule["ports"]} == {53}
+                else:
+                    assert peer == redis_pods, pol["metadata"]["name"]
+                    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]

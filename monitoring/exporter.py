@@ -53,6 +53,12 @@ class MonitorMetrics:
         self.traffic_share = Gauge(
             M.SLICE_TRAFFIC_SHARE, "Share of traffic in the slice", ["slice", "window"], registry=r
         )
+        self.traffic_explained = Gauge(
+            M.SLICE_TRAFFIC_SHIFT_EXPLAINED,
+            "1 when the slice's share moved only with another slice's (explained, not shifted)",
+            ["slice"],
+            registry=r,
+        )
         self.insufficient = Gauge(
             M.SLICE_INSUFFICIENT_DATA,
             "1 when the slice has too few rows to judge",
@@ -92,6 +98,7 @@ class MonitorMetrics:
             self.rows.labels(name, "reference").set(s["reference_rows"])
             self.traffic_share.labels(name, "current").set(s["current_share"])
             self.traffic_share.labels(name, "reference").set(s["reference_share"])
+            self.traffic_explained.labels(name).set(int(bool(s["traffic_explained_by"])))
             for col in s["columns"]:
                 self.drift_score.labels(name, col["column"], col["method"]).set(col["score"])
         for name, v in summary["accuracy"].items():

@@ -95,6 +95,9 @@ class Monitor:
             "drifted_slices": [n for n, d in drift.items() if d.drift_detected],
             "traffic_shifted_slices": [n for n, d in drift.items() if d.traffic_shifted],
             "explained_drift": {n: d.explained_by for n, d in drift.items() if d.explained_by},
+            "explained_traffic_shift": {
+                n: d.traffic_explained_by for n, d in drift.items() if d.traffic_explained_by
+            },
             "insufficient_data": [n for n, d in drift.items() if d.insufficient_data],
             "accuracy": feedback_accuracy(current, feedback, self.manifest, s.min_rows),
             "estimated_accuracy": estimated_accuracy(
@@ -114,11 +117,12 @@ class Monitor:
             )
         log.info(
             "monitor pass: %d rows, drifted %s (explained by another slice: %s), "
-            "traffic shifted %s, insufficient data %s (%.2fs)",
+            "traffic shifted %s (explained by another slice: %s), insufficient data %s (%.2fs)",
             len(current),
             summary["drifted_slices"],
             summary["explained_drift"],
             summary["traffic_shifted_slices"],
+            summary["explained_traffic_shift"],
             summary["insufficient_data"],
             summary["duration_seconds"],
         )

@@ -101,6 +101,7 @@ def monitor(
         "drifted_slices",
         "traffic_shifted_slices",
         "explained_drift",
+        "explained_traffic_shift",
         "insufficient_data",
         "accuracy",
         "estimated_accuracy",

@@ -413,6 +413,8 @@ class MetricNames:
     SLICE_DRIFTED_COLUMNS_SHARE = "slicewise_slice_drifted_columns_share"
     SLICE_ROWS = "slicewise_slice_rows"
     SLICE_TRAFFIC_SHARE = "slicewise_slice_traffic_share"
+    # 1 = the slice's share moved only with another slice's (SliceTrafficShift stays quiet)
+    SLICE_TRAFFIC_SHIFT_EXPLAINED = "slicewise_slice_traffic_shift_explained"
     SLICE_ACCURACY = "slicewise_slice_accuracy"
     SLICE_ESTIMATED_ACCURACY = "slicewise_slice_estimated_accuracy"
     SLICE_REFERENCE_ACCURACY = (

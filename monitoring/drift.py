@@ -164,6 +164,60 @@ def slice_masks(frame: pd.DataFrame, manifest: c.Manifest) -> dict[str, np.ndarr
     return masks
 
 
+@dataclass
+class MembershipBasis:
+    """What each slice was judged on in one pass (`membership_basis`)."""
+
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    judged: dict[str, str]  # slice -> "rule" (exact membership) | "learned" (indicator scores)
+    fallback_share: dict[str, float]  # share of window rows served on the learned score
+    # although the manifest declares `rule` (the prediction log's `learned_slices`)
+
+
+def membership_basis(
+    reference: pd.DataFrame, current: pd.DataFrame, manifest: c.Manifest
+) -> MembershipBasis:
+    """Make each slice's membership comparable between reference and window when the service
+    fell back to the learned score for a `rule` slice (its module not importable there, rules
+    switched off, or the function raised on some texts).
+
+    The window's fallback rows (their `learned_slices`) are cut at the slice's threshold into
+    0/1, like the exact rows around them. When they are at least half of the window, the slice
+    is judged on learned scores on both sides: the reference's membership column becomes its
+    learned score (`score_<name>`) cut at the same threshold, so a learned window is not
+    compared with exact reference membership. Slices the manifest calls `learned` are judged
+    on learned scores as they always were. Frames are copied only when something changes.
+    """
+    judged = {s.name: "rule" if s.membership == "rule" else "learned" for s in manifest.slices}
+    share = dict.fromkeys(manifest.slice_names, 0.0)
+    flags = current.get(c.LEARNED_SLICES_FIELD)
+    if flags is None or current.empty:
+        return MembershipBasis(reference, current, judged, share)
+    flags = flags.fillna("").astype(str)
+    if not flags.str.len().any():
+        return MembershipBasis(reference, current, judged, share)
+    listed = flags.str.split(",")
+    ref, cur = reference, current.copy()
+    for s in manifest.slices:
+        if s.membership != "rule":
+            continue
+        fell_back = listed.map(lambda names, name=s.name: name in names).to_numpy(bool)
+        share[s.name] = float(fell_back.mean())
+        if not fell_back.any():
+            continue
+        col = c.slice_score_column(s.name)
+        cur.loc[fell_back, col] = (cur.loc[fell_back, col] >= s.threshold).astype(float)
+        if share[s.name] >= 0.5:
+            judged[s.name] = "learned"
+            learned = c.learned_score_column(s.name)
+            if learned in ref.columns:
+                if ref is reference:
+                    ref = reference.copy()
+                ref[col] = (ref[learned] >= s.threshold).astype(float)
+    return MembershipBasis(ref, cur, judged, share)
+
+
 def drift_columns(manifest: c.Manifest, slice_name: str) -> list[tuple[str, ColumnType]]:
     """The columns compared for a slice: its own score is left out (it defines the slice)."""
     cols: list[tuple[str, ColumnType]] = [

@@ -65,6 +65,13 @@ class MonitorMetrics:
             ["slice"],
             registry=r,
         )
+        self.membership_learned = Gauge(
+            M.SLICE_MEMBERSHIP_LEARNED,
+            "1 when the monitor judged the slice on learned indicator scores, not its rule "
+            "(the manifest says learned, or the service fell back for most of the window)",
+            ["slice"],
+            registry=r,
+        )
         self.accuracy = Gauge(
             M.SLICE_ACCURACY, "Accuracy from feedback labels", ["slice"], registry=r
         )
@@ -101,6 +108,8 @@ class MonitorMetrics:
             self.traffic_explained.labels(name).set(int(bool(s["traffic_explained_by"])))
             for col in s["columns"]:
                 self.drift_score.labels(name, col["column"], col["method"]).set(col["score"])
+        for name, mode in summary.get("membership", {}).items():
+            self.membership_learned.labels(name).set(int(mode == "learned"))
         for name, v in summary["accuracy"].items():
             self.accuracy.labels(name).set(v)
         for name, v in summary["estimated_accuracy"].items():

@@ -16,7 +16,7 @@ from monitoring.accuracy import (
     feedback_accuracy,
     reference_accuracy,
 )
-from monitoring.drift import evidently_report, slice_drift
+from monitoring.drift import evidently_report, membership_basis, slice_drift
 from monitoring.exporter import MonitorMetrics
 from monitoring.window import read_feedback, read_window
 from slicewise.core import contracts as c
@@ -85,12 +85,22 @@ class Monitor:
         if self.switched:
             current = current[current["model_version"] == self.manifest.version]
             current = current.reset_index(drop=True)
-        drift = slice_drift(self.reference, current, self.manifest, s.min_rows, s.drift_share)
+        basis = membership_basis(self.reference, current, self.manifest)
+        current, reference = basis.current, basis.reference
+        reference_acc = (
+            self.reference_accuracy
+            if reference is self.reference
+            else reference_accuracy(reference, self.manifest)
+        )
+        drift = slice_drift(reference, current, self.manifest, s.min_rows, s.drift_share)
         feedback = read_feedback(self.client)
         summary: dict[str, Any] = {
             "model_version": self.manifest.version,
             "started_at": started,
             "window_rows": len(current),
+            "membership": basis.judged,
+            "learned_membership_slices": [n for n, m in basis.judged.items() if m == "learned"],
+            "membership_fallback_share": basis.fallback_share,
             "slices": [d.as_dict() for d in drift.values()],
             "drifted_slices": [n for n, d in drift.items() if d.drift_detected],
             "traffic_shifted_slices": [n for n, d in drift.items() if d.traffic_shifted],
@@ -103,14 +113,21 @@ class Monitor:
             "estimated_accuracy": estimated_accuracy(
                 current, self.manifest, self.calibrator, s.min_rows
             ),
-            "reference_accuracy": self.reference_accuracy,
+            "reference_accuracy": reference_acc,
         }
         summary["finished_at"] = time.time()
         summary["duration_seconds"] = summary["finished_at"] - started
         if self.metrics is not None:
             self.metrics.update(summary)
         if s.report_dir is not None:
-            self._write_report(summary, current)
+            self._write_report(summary, reference, current)
+        if basis.fallback_share and max(basis.fallback_share.values()) > 0:
+            log.warning(
+                "monitor: the service served learned scores for rule slices (share of the "
+                "window: %s); judged on learned scores: %s",
+                {n: round(v, 3) for n, v in basis.fallback_share.items() if v},
+                summary["learned_membership_slices"],
+            )
         if current.empty:
             log.warning(
                 "monitor: the prediction log is empty; every slice reports insufficient data"
@@ -128,7 +145,9 @@ class Monitor:
         )
         return summary
 
-    def _write_report(self, summary: dict[str, Any], current: pd.DataFrame) -> None:
+    def _write_report(
+        self, summary: dict[str, Any], reference: pd.DataFrame, current: pd.DataFrame
+    ) -> None:
         assert self.settings.report_dir is not None
         folder = self.settings.report_dir
         folder.mkdir(parents=True, exist_ok=True)
@@ -136,7 +155,7 @@ class Monitor:
         (folder / f"monitor-{stamp}.json").write_text(json.dumps(summary, indent=2, default=float))
         if len(current) >= self.settings.min_rows:
             try:
-                evidently_report(self.reference, current, self.manifest).save_html(
+                evidently_report(reference, current, self.manifest).save_html(
                     str(folder / f"monitor-{stamp}.html")
                 )
             except Exception as exc:  # the HTML is a convenience: never fail the pass for it

@@ -75,6 +75,7 @@ def _columns(manifest: c.Manifest) -> list[str]:
             c.CONFIDENCE_COLUMN,
             c.TEXT_LENGTH_COLUMN,
             "text",
+            c.LEARNED_SLICES_FIELD,
         ]
         + [c.prob_column(x) for x in manifest.labels]
         + [c.slice_score_column(s) for s in manifest.slice_names]
@@ -148,6 +149,8 @@ def _fast_frame(block: list[dict], manifest: c.Manifest) -> pd.DataFrame:
         raise ValueError("a probabilities or slices field is not a JSON object")
     text_key = key("text")
     texts = [f.get(text_key) for f in block]
+    learned_key = key(c.LEARNED_SLICES_FIELD)
+    learned = [f.get(learned_key) for f in block]
     data: dict[str, object] = {
         "id": _strings(col("id"), raw),
         "ts": ts,
@@ -159,6 +162,11 @@ def _fast_frame(block: list[dict], manifest: c.Manifest) -> pd.DataFrame:
             [_text(t) for t in texts]
             if any(t is not None for t in texts)
             else np.empty(len(block), dtype=object)  # all None
+        ),
+        c.LEARNED_SLICES_FIELD: (
+            [_text(x) or "" for x in learned]
+            if any(x is not None for x in learned)
+            else np.full(len(block), "", dtype=object)
         ),
     }
     nan = float("nan")
@@ -187,6 +195,7 @@ def _slow_frame(fields: list[dict], manifest: c.Manifest) -> pd.DataFrame:
                 c.CONFIDENCE_COLUMN: rec.confidence,
                 c.TEXT_LENGTH_COLUMN: rec.text_length,
                 "text": rec.text,
+                c.LEARNED_SLICES_FIELD: ",".join(rec.learned_slices),
             }
             for lab in manifest.labels:
                 row[c.prob_column(lab)] = float(rec.probabilities.get(lab, float("nan")))

@@ -102,6 +102,7 @@ def monitor(
         "traffic_shifted_slices",
         "explained_drift",
         "explained_traffic_shift",
+        "learned_membership_slices",
         "insufficient_data",
         "accuracy",
         "estimated_accuracy",

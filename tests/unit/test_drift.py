@@ -302,3 +302,35 @@ def test_explained_shift_is_exported_so_the_alert_skips_it() -> None:
     text = generate_latest(metrics.registry).decode()
     for name, value in (("a", 0), ("b", 1), ("c", 0), ("all", 0)):
         assert f'slicewise_slice_traffic_shift_explained{{slice="{name}"}} {value}.0' in text
+
+
+def test_a_few_rows_served_on_learned_scores_are_cut_at_the_threshold() -> None:
+    """A slicing function that raised on some texts: those rows carry the learned score; the
+    window cuts them at the slice's threshold (0/1 like the exact rows) and the slice is still
+    judged on its rule."""
+    from monitoring.drift import membership_basis
+
+    rule = {"keywords": ["x"]}
+    manifest = c.Manifest(
+        version="v",
+        created_at="t",
+        labels=["neg", "pos"],
+        max_length=8,
+        backbone="b",
+        slices=[
+            c.SliceInfo(name=n, threshold=0.3, membership="rule", rule=rule) for n in ("a", "b")
+        ],
+    )
+    reference, current = frame(1000, 0), frame(1000, 1)
+    col = c.slice_score_column("b")
+    current[c.LEARNED_SLICES_FIELD] = ""
+    current.loc[:199, c.LEARNED_SLICES_FIELD] = "b"
+    current.loc[:199, col] = np.linspace(0.0, 0.6, 200)  # learned scores, threshold 0.3
+    basis = membership_basis(reference, current, manifest)
+    assert basis.judged == {"a": "rule", "b": "rule"}
+    assert basis.fallback_share == {"a": 0.0, "b": 0.2}
+    assert basis.reference is reference  # nothing to change there
+    cut = basis.current[col].to_numpy()
+    assert (cut[:200] == (np.linspace(0.0, 0.6, 200) >= 0.3)).all()
+    assert (cut[200:] == current[col].to_numpy()[200:]).all()  # served rows stay as they were
+    assert current.loc[0, col] == 0.0 and current.loc[199, col] == 0.6  # the input is not changed

@@ -119,6 +119,10 @@ ok = flagged == [args.shift_slice] and not (
     set(passes["control"]["drifted_slices"] + passes["control"]["traffic_shifted_slices"])
     & set(user)
 )
+gauges = ", ".join(
+    g.split('slice="')[1].replace('"} ', " = ").replace(".0", "")
+    for g in shifted["explained_gauges"]
+)
 md = f"""The README demo on bundle {bundle.manifest.version} ({
     bundle.manifest.model_kind
 }): `bentoml
@@ -141,8 +145,7 @@ with another slice's {shifted["explained_traffic_shift"]}, drift explained
 
 User slices flagged (drift or traffic shift) after the shift: {flagged}; must-show (only
 `{args.shift_slice}`, nothing in the control pass): **{"met" if ok else "NOT met"}**.
-`slicewise_slice_traffic_shift_explained` after the pass: {
-    ", ".join(g.split("{")[1] for g in shifted["explained_gauges"])
-} (SliceTrafficShift skips the slices at 1).
+`slicewise_slice_traffic_shift_explained` after the pass: {gauges} (SliceTrafficShift skips the
+slices at 1).
 """
 write("demo_shift", {"bundle_version": bundle.manifest.version, "passes": passes, "met": ok}, md)

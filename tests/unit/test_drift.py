@@ -9,14 +9,21 @@ import pytest
 from monitoring.drift import column_drift, slice_drift
 from slicewise.core import contracts as c
 
-MANIFEST = c.Manifest(
-    version="v",
-    created_at="t",
-    labels=["neg", "pos"],
-    max_length=8,
-    backbone="b",
-    slices=[c.SliceInfo(name="a", threshold=0.5), c.SliceInfo(name="b", threshold=0.5)],
-)
+
+def _manifest(names: tuple[str, ...], **slice_fields) -> c.Manifest:
+    """A two-label manifest with these slices (threshold 0.5 unless given)."""
+    fields = {"threshold": 0.5, **slice_fields}
+    return c.Manifest(
+        version="v",
+        created_at="t",
+        labels=["neg", "pos"],
+        max_length=8,
+        backbone="b",
+        slices=[c.SliceInfo(name=n, **fields) for n in names],
+    )
+
+
+MANIFEST = _manifest(("a", "b"))
 
 
 def frame(
@@ -176,14 +183,7 @@ def test_traffic_threshold_is_the_alert_rules_number(tmp_path) -> None:
         traffic_shift_threshold(tmp_path / "none.yml")
 
 
-MANIFEST3 = c.Manifest(
-    version="v",
-    created_at="t",
-    labels=["neg", "pos"],
-    max_length=8,
-    backbone="b",
-    slices=[c.SliceInfo(name=n, threshold=0.5) for n in ("a", "b", "c")],
-)
+MANIFEST3 = _manifest(("a", "b", "c"))
 
 
 def mix_pool(n: int, seed: int, b_outside_a: float = 0.2) -> pd.DataFrame:
@@ -310,17 +310,7 @@ def test_a_few_rows_served_on_learned_scores_are_cut_at_the_threshold() -> None:
     judged on its rule."""
     from monitoring.drift import membership_basis
 
-    rule = {"keywords": ["x"]}
-    manifest = c.Manifest(
-        version="v",
-        created_at="t",
-        labels=["neg", "pos"],
-        max_length=8,
-        backbone="b",
-        slices=[
-            c.SliceInfo(name=n, threshold=0.3, membership="rule", rule=rule) for n in ("a", "b")
-        ],
-    )
+    manifest = _manifest(("a", "b"), threshold=0.3, membership="rule", rule={"keywords": ["x"]})
     reference, current = frame(1000, 0), frame(1000, 1)
     col = c.slice_score_column("b")
     current[c.LEARNED_SLICES_FIELD] = ""

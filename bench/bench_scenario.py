@@ -8,7 +8,8 @@ monitor, Prometheus with the project's rules (every `for:` shortened to --alert-
 Alertmanager with the project's routing, `slicewise webhook --run-retrains` running
 `slicewise retrain` on the tweets config.
 
-    python bench/bench_scenario.py --bundle /work/cache/demo-bundle-main-bac4665
+    make run            # once: trains and exports the demo bundle to .slicewise/bundle
+    python bench/bench_scenario.py              # or --bundle DIR
 """
 
 from __future__ import annotations
@@ -46,14 +47,21 @@ def wait_for(predicate, timeout: float, what: str, step: float = 1.0):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bundle", type=Path, default=Path("/work/cache/demo-bundle-main-bac4665"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument(
+        "--bundle",
+        type=Path,
+        default=ROOT / ".slicewise" / "bundle",
+        help="the demo bundle to serve as production (default: what `make run` exported)",
+    )
     ap.add_argument("--count", type=int, default=3000, help="shifted texts to send")
     ap.add_argument("--feedback-share", type=float, default=0.2)
     ap.add_argument("--alert-for", default="30s", help="`for:` of every rule in the copy")
     ap.add_argument("--monitor-interval", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=3600.0)
     args = ap.parse_args()
+    if not (args.bundle / "manifest.json").is_file():
+        ap.error(f"no bundle at {args.bundle} (run `make run` once, or pass --bundle DIR)")
 
     work = Path(tempfile.mkdtemp(prefix="slicewise-scenario-"))
     bundle = Path(shutil.copytree(args.bundle, work / "bundle"))

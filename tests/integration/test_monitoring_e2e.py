@@ -264,17 +264,31 @@ def test_shift_alert_retrain_promote_hot_swap_resolve(stack) -> None:
     wait_for(lambda: served_version(url) == run["candidate_version"], 30, "the hot swap")
     TIMINGS["new_version_served_s"] = time.monotonic() - t0
 
-    # 6. traffic returns to normal: the negation alert resolves, judged on enough rows
-    send(url, make_tiny_dataset(300, seed=11)["text"].tolist(), feedback_every=2)
+    # 6. traffic returns to normal: the alerts resolve, judged on enough rows. No feedback here:
+    #    feedback on negated statements alone would measure `all` on the negation slice only (a
+    #    biased sample: it kept SliceAccuracyDrop{all} firing in one CI run), and a few feedback
+    #    rows per slice are too noisy for a 5-point limit; the label-free estimate judges instead.
+    send(url, make_tiny_dataset(300, seed=11)["text"].tolist())
     negation_ok = (
         'slicewise_slice_drift_detected{slice="negation"} == 0 and '
         'slicewise_slice_insufficient_data{slice="negation"} == 0'
     )
-    wait_for(
-        lambda: query(prom, negation_ok) and not stack["alerting"].firing("SliceDriftDetected"),
-        90,
-        "the alert to resolve",
-    )
+
+    def resolved() -> bool:
+        alerting = stack["alerting"]
+        return bool(query(prom, negation_ok)) and not (
+            alerting.firing("SliceDriftDetected") or alerting.firing("SliceAccuracyDrop")
+        )
+
+    try:
+        wait_for(resolved, 90, "the alerts to resolve")
+    except AssertionError:
+        gauges = "{__name__=~'slicewise_slice_(reference_|estimated_)?accuracy'}"
+        values = [(x["metric"], x["value"][1]) for x in query(prom, gauges)]
+        raise AssertionError(
+            f"still firing: SliceDriftDetected {stack['alerting'].firing('SliceDriftDetected')}, "
+            f"SliceAccuracyDrop {stack['alerting'].firing('SliceAccuracyDrop')}; {values}"
+        ) from None
     TIMINGS["alert_resolved_s"] = time.monotonic() - t0
 
     # of the alerts that retrain: drift fired for negation only; measured accuracy dropped on
@@ -286,7 +300,6 @@ def test_shift_alert_retrain_promote_hot_swap_resolve(stack) -> None:
         ("SliceAccuracyDrop", "negation"),
         ("SliceAccuracyDrop", "all"),
     }, retrain_alerts_ever(prom)
-    assert not stack["alerting"].firing("SliceAccuracyDrop")
     assert len(runs(client)) == 1 and client.llen(c.RETRAIN_QUEUE) == 0
     wait_for(
         lambda: query(prom, 'slicewise_retrain_runs_total{outcome="promoted"} == 1'),
@@ -323,6 +336,8 @@ def test_a_shuffled_label_candidate_is_rejected(stack) -> None:
 
 def test_every_grafana_panel_query_returns_data(stack) -> None:
     prom = stack["prom"]
+    # feedback of its own (the scenario's last traffic has none), so the accuracy panels have data
+    send(stack["service"].url, make_tiny_dataset(100, seed=13)["text"].tolist(), feedback_every=1)
     wait_for(lambda: query(prom, "slicewise_slice_accuracy"), 30, "feedback accuracy in Prometheus")
     empty = []
     for dash in sorted((MON / "grafana/dashboards").glob("*.json")):

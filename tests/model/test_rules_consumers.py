@@ -28,10 +28,13 @@ TEXTS = ["not good at all", "is it ok?", "fine", "i do not know, is it?", "a lon
 @pytest.fixture(scope="module")
 def rules_model(tiny_config, tiny_prepared, tmp_path_factory):
     """An SBL head routing on rules (tiny BERT), checkpointed and exported."""
+    work = tmp_path_factory.mktemp("rules-consumers")
     cfg = tiny_config.model_copy(deep=True)
     cfg.train.membership = "rules"
+    cfg.train.checkpoint_dir = work / "checkpoints"  # not the shared tiny one: other tests
+    # take the newest checkpoint there
     trained = train_model(cfg, "sbl", seed=0, prepared=tiny_prepared, progress=False)
-    out = tmp_path_factory.mktemp("rules-consumers") / "bundle"
+    out = work / "bundle"
     bundle = export_bundle(cfg, trained, tiny_prepared, out, register=False, progress=False)
     assert trained.model.head.uses_rules and trained.checkpoint is not None
     return cfg, trained, bundle

@@ -265,6 +265,11 @@ def project_sections(result: dict[str, Any]) -> list[str]:
                 md.append(
                     f"**{split}, {metric.replace('_', '-')}**\n\n" + table(project, split, metric)
                 )
+        missing = [
+            f"{k}/{m}" for k in KINDS for m in MEMBERSHIPS if f"{k}/{m}" not in project["rows"]
+        ]
+        if missing:
+            md.append(f"Not measured (the run stopped at its time limit): {', '.join(missing)}.\n")
         md.append("**test: Δ macro-F1 vs baseline (points) and the seed spread (largest std)**\n")
         md.append("| row | Δ overall | spread | beyond? | Δ mean monitored | spread | beyond? |")
         md.append("|---|---:|---:|---|---:|---:|---|")

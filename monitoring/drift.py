@@ -52,7 +52,10 @@ import pandas as pd
 import yaml
 from evidently.legacy.calculations import stattests
 from evidently.legacy.calculations.stattests.registry import get_stattest
+from evidently.legacy.calculations.stattests.z_stattest import proportions_diff_z_test
 from evidently.legacy.core import ColumnType
+from scipy.spatial import distance
+from scipy.stats import chisquare
 
 from slicewise.core import contracts as c
 
@@ -271,6 +274,129 @@ def column_drift(
     )
 
 
+class _Columns:
+    """The compared columns of both windows as arrays, with what the slices' tests share
+    computed once per pass: each current column sorted (Wasserstein on `all`) and, for
+    columns with few distinct values, one mask per value (counts per slice).
+
+    The tests are Evidently's own rules and formulas, computed on these arrays, and
+    `tests/unit/test_drift.py` checks every column's result against `column_drift`. A column
+    holding NaN is tested by `column_drift` itself.
+    """
+
+    def __init__(self, reference: pd.DataFrame, current: pd.DataFrame, names: list[str]) -> None:
+        self.ref = {n: reference[n].to_numpy() for n in names}
+        self.cur = {n: current[n].to_numpy() for n in names}
+        self._sorted: dict[str, np.ndarray] = {}
+        self._codes: dict[str, tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]] = {}
+        self.has_nan = {
+            n: bool(pd.isna(self.ref[n]).any() or pd.isna(self.cur[n]).any()) for n in names
+        }
+
+    def sorted_current(self, name: str, cm: np.ndarray | None) -> np.ndarray:
+        """The current values of the rows in `cm` (None: all), ascending (a sort of the
+        slice's values costs less than gathering them from one sort order of the window).
+        """
+        if cm is not None:
+            return np.sort(self.cur[name][cm].astype(np.float64))
+        if name not in self._sorted:
+            self._sorted[name] = np.sort(self.cur[name].astype(np.float64))
+        return self._sorted[name]
+
+    def current_counts(self, name: str, cm: np.ndarray | None) -> dict[Any, int]:
+        """Value → count among the current rows in `cm` (None: all)."""
+        if name not in self._codes:
+            codes, uniques = pd.factorize(self.cur[name])
+            few = [codes == i for i in range(len(uniques))] if len(uniques) <= 8 else None
+            self._codes[name] = (codes, uniques, few)
+        codes, uniques, few = self._codes[name]
+        if cm is None:
+            counts = np.bincount(codes, minlength=len(uniques))
+        elif few is not None:  # a few values (0/1 membership, labels): count them in the mask
+            counts = np.array([np.count_nonzero(eq & cm) for eq in few])
+        else:
+            counts = np.bincount(codes[cm], minlength=len(uniques))
+        return {uniques[i]: int(counts[i]) for i in np.flatnonzero(counts)}
+
+
+def _counts(values: np.ndarray) -> dict[Any, int]:
+    uniques, counts = np.unique(values, return_counts=True)
+    return dict(zip(uniques.tolist(), counts.tolist(), strict=True))
+
+
+def _wasserstein(reference: np.ndarray, current_sorted: np.ndarray) -> float:
+    """Scipy's `wasserstein_distance(reference, current)` from the current values sorted: the
+    integral of |F_ref - F_cur| over the merged sample, in one pass.
+    """
+    ref = np.sort(reference.astype(np.float64))
+    n, m = len(current_sorted), len(ref)
+    pos = np.searchsorted(current_sorted, ref, side="right")
+    merged = np.insert(current_sorted, pos, ref)
+    is_ref = np.zeros(n + m, dtype=np.int64)
+    is_ref[pos + np.arange(m)] = 1
+    below_ref = np.cumsum(is_ref)[:-1]
+    below_cur = np.arange(1, n + m) - below_ref
+    return float(np.abs(below_ref / m - below_cur / n) @ np.diff(merged))
+
+
+def _fast_column_drift(
+    cols: _Columns, name: str, kind: ColumnType, rm: np.ndarray, cm: np.ndarray | None
+) -> ColumnDrift:
+    """`column_drift` of the rows `rm` (reference) and `cm` (current; None: all) of a column."""
+    ref_s = cols.ref[name][rm]
+    if cols.has_nan[name]:
+        cur_s = cols.cur[name] if cm is None else cols.cur[name][cm]
+        return column_drift(pd.Series(ref_s), pd.Series(cur_s), kind, name)
+    n_cur = len(cols.cur[name]) if cm is None else int(cm.sum())
+    ref_counts = cur_counts = None
+    n_values = len(pd.unique(ref_s))
+    if n_values <= 5:  # the union's distinct values decide (default_stattest)
+        ref_counts = _counts(ref_s.astype(np.float64) if kind == ColumnType.Numerical else ref_s)
+        cur_counts = cols.current_counts(name, cm)
+        n_values = len(ref_counts.keys() | cur_counts.keys())
+    numeric_test = kind == ColumnType.Numerical and n_values > 5
+    if len(ref_s) > 1000 and numeric_test:
+        test = stattests.wasserstein_stat_test
+        norm = max(float(np.std(pd.Series(ref_s))), 0.001)
+        score = _wasserstein(ref_s, cols.sorted_current(name, cm)) / norm
+        drifted = score >= test.default_threshold
+    elif numeric_test:  # K-S on up to 1000 reference rows: Evidently's own call
+        cur_s = cols.cur[name] if cm is None else cols.cur[name][cm]
+        return column_drift(pd.Series(ref_s), pd.Series(cur_s), kind, name)
+    else:
+        if ref_counts is None or cur_counts is None:
+            ref_counts = _counts(ref_s)
+            cur_counts = cols.current_counts(name, cm)
+        keys = list(ref_counts.keys() | cur_counts.keys())
+        ref_n = np.array([ref_counts.get(k, 0) for k in keys], dtype=np.float64)
+        cur_n = np.array([cur_counts.get(k, 0) for k in keys], dtype=np.float64)
+        if len(ref_s) > 1000:
+            test = stattests.jensenshannon_stat_test
+            score = float(distance.jensenshannon(ref_n / len(ref_s), cur_n / n_cur))
+            drifted = score >= test.default_threshold
+        elif n_values > 2:
+            test = stattests.chi_stat_test
+            score = float(chisquare(cur_n, ref_n * (n_cur / len(ref_s)))[1])
+            drifted = score < test.default_threshold
+        else:
+            test = stattests.z_stat_test
+            score = _z_p_value(ref_counts, cur_counts, len(ref_s), n_cur)
+            drifted = score < test.default_threshold
+    return ColumnDrift(name, test.name, float(score), float(test.default_threshold), bool(drifted))
+
+
+def _z_p_value(ref_counts: dict, cur_counts: dict, n_ref: int, n_cur: int) -> float:
+    """Evidently's two-proportion Z test (`z_stattest._z_stat_test`) from value counts."""
+    if len(ref_counts) == 1 and len(cur_counts) == 1 and ref_counts.keys() == cur_counts.keys():
+        return 1.0
+    first = sorted(ref_counts.keys() | cur_counts.keys())[0]
+    p1 = float(n_ref - ref_counts.get(first, 0)) / n_ref
+    p2 = float(n_cur - cur_counts.get(first, 0)) / n_cur
+    pooled = float(p1 * n_ref + p2 * n_cur) / (n_ref + n_cur)
+    z = (p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1.0 / n_ref + 1.0 / n_cur))
+    return float(proportions_diff_z_test(z))
+
+
 def slice_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -293,6 +419,7 @@ def slice_drift(
         if missing:
             raise ValueError(f"{name} data lacks columns {missing}")
     ref_masks, cur_masks = slice_masks(reference, manifest), slice_masks(current, manifest)
+    cols = _Columns(reference, current, [col for col, _ in drift_columns(manifest, "")])
 
     def judge(name: str, rm: np.ndarray, cm: np.ndarray) -> SliceDrift:
         result = SliceDrift(
@@ -305,9 +432,9 @@ def slice_drift(
             drift_share=drift_share,
         )
         if not result.insufficient_data:
-            ref_s, cur_s = reference.loc[rm], current.loc[cm]
+            every = cm if result.current_rows < len(cm) else None  # `all`: no selection
             result.columns = [
-                column_drift(ref_s[col], cur_s[col], kind, col)
+                _fast_column_drift(cols, col, kind, rm, every)
                 for col, kind in drift_columns(manifest, name)
             ]
         return result

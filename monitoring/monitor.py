@@ -18,11 +18,25 @@ from monitoring.accuracy import (
 )
 from monitoring.drift import evidently_report, membership_basis, slice_drift
 from monitoring.exporter import MonitorMetrics
-from monitoring.window import read_feedback, read_window
+from monitoring.window import Window, read_feedback
 from slicewise.core import contracts as c
+from slicewise.core.feedback import FeedbackLabels
 from slicewise.core.settings import MonitorConfig
 
 log = logging.getLogger("slicewise.monitor")
+
+
+class _Clock:
+    """Wall and CPU seconds of a pass's phases (`summary["timings"]`)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, dict[str, float]] = {}
+        self._at = (time.perf_counter(), time.process_time())
+
+    def lap(self, phase: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.laps[phase] = {"wall": now[0] - self._at[0], "cpu": now[1] - self._at[1]}
+        self._at = now
 
 
 class Monitor:
@@ -48,11 +62,15 @@ class Monitor:
     ) -> None:
         self.client, self.settings, self.metrics = client, settings, metrics
         self.switched = False  # True once follow_production has loaded a promoted version
+        self.passes = 0
+        self.window = Window(bundle.manifest, settings.window_size, settings.window_minutes)
+        self.feedback = FeedbackLabels()  # kept too: only new feedback events are read
         self._use(bundle)
 
     def _use(self, bundle: c.Bundle) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
+        self.window.reset(bundle.manifest)  # its columns follow the manifest: read it anew
         self.reference: pd.DataFrame = bundle.reference()  # BundleError when there is none
         self.calibrator = ConfidenceCalibrator(self.reference)
         self.reference_accuracy = reference_accuracy(self.reference, self.manifest)
@@ -77,14 +95,18 @@ class Monitor:
             log.warning("monitor: keeping the %s profile: %s", self.manifest.version, exc)
 
     def run_once(self) -> dict[str, Any]:
-        """Read the window, judge drift and accuracy per slice, export, keep a report."""
+        """Bring the window up to date (only the entries logged since the last pass are read),
+        judge drift and accuracy per slice, export, keep a report.
+        """
         started = time.time()
+        clock = _Clock()
         self.follow_production()
         s = self.settings
-        current = read_window(self.client, self.manifest, s.window_size, s.window_minutes)
+        current = self.window.refresh(self.client)
         if self.switched:
             current = current[current["model_version"] == self.manifest.version]
             current = current.reset_index(drop=True)
+        clock.lap("read")
         basis = membership_basis(self.reference, current, self.manifest)
         current, reference = basis.current, basis.reference
         reference_acc = (
@@ -93,7 +115,11 @@ class Monitor:
             else reference_accuracy(reference, self.manifest)
         )
         drift = slice_drift(reference, current, self.manifest, s.min_rows, s.drift_share)
-        feedback = read_feedback(self.client)
+        clock.lap("drift")
+        feedback = read_feedback(self.client, kept=self.feedback)
+        accuracy = feedback_accuracy(current, feedback, self.manifest, s.min_rows)
+        estimated = estimated_accuracy(current, self.manifest, self.calibrator, s.min_rows)
+        clock.lap("accuracy")
         summary: dict[str, Any] = {
             "model_version": self.manifest.version,
             "started_at": started,
@@ -109,11 +135,11 @@ class Monitor:
                 n: d.traffic_explained_by for n, d in drift.items() if d.traffic_explained_by
             },
             "insufficient_data": [n for n, d in drift.items() if d.insufficient_data],
-            "accuracy": feedback_accuracy(current, feedback, self.manifest, s.min_rows),
-            "estimated_accuracy": estimated_accuracy(
-                current, self.manifest, self.calibrator, s.min_rows
-            ),
+            "accuracy": accuracy,
+            "estimated_accuracy": estimated,
             "reference_accuracy": reference_acc,
+            "entries_read": self.window.last_read,
+            "timings": clock.laps,
         }
         summary["finished_at"] = time.time()
         summary["duration_seconds"] = summary["finished_at"] - started
@@ -121,6 +147,7 @@ class Monitor:
             self.metrics.update(summary)
         if s.report_dir is not None:
             self._write_report(summary, reference, current)
+        self.passes += 1
         if basis.fallback_share and max(basis.fallback_share.values()) > 0:
             log.warning(
                 "monitor: the service served learned scores for rule slices (share of the "
@@ -153,9 +180,13 @@ class Monitor:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(summary["started_at"]))
         (folder / f"monitor-{stamp}.json").write_text(json.dumps(summary, indent=2, default=float))
-        if len(current) >= self.settings.min_rows:
+        # the HTML costs more than the whole pass on a large window: every `report_html_every`
+        # passes, on the newest `report_html_rows` rows (docs/monitoring.md)
+        due = self.passes % self.settings.report_html_every == 0
+        if due and len(current) >= self.settings.min_rows:
             try:
-                evidently_report(reference, current, self.manifest).save_html(
+                newest = current.iloc[-self.settings.report_html_rows :]
+                evidently_report(reference, newest, self.manifest).save_html(
                     str(folder / f"monitor-{stamp}.html")
                 )
             except Exception as exc:  # the HTML is a convenience: never fail the pass for it

@@ -1,21 +1,29 @@
 """Read the current window of predictions (and feedback) from the Redis log (docs/design.md §7, §9).
 
 Entries become a DataFrame with the reference-profile columns, so reference and current
-data are compared column for column.
+data are compared column for column. `read_window` reads the whole window; `Window` keeps it
+between passes and reads only the entries logged since the last pass (docs/monitoring.md,
+"Monitoring at scale").
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from operator import attrgetter
+from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 import redis
 
 from slicewise.core import contracts as c
 from slicewise.core.errors import SlicewiseError
-from slicewise.core.feedback import read_feedback_labels
+from slicewise.core.feedback import FeedbackLabels, read_feedback_labels
 
 
 class WindowError(SlicewiseError, RuntimeError):
@@ -24,6 +32,144 @@ class WindowError(SlicewiseError, RuntimeError):
 
 def _ms_id(ts: float) -> str:
     return f"{int(ts * 1000)}-0"
+
+
+def _raw_client(client: redis.Redis) -> redis.Redis:
+    """A client on the same connections whose XRANGE/XREVRANGE replies stay as Redis sent them
+    (`[id, [field, value, ...]]`): redis-py's per-entry dict was a fifth of the read time.
+    """
+    raw = redis.Redis(connection_pool=client.connection_pool)
+    for command in ("XRANGE", "XREVRANGE"):
+        raw.set_response_callback(command, lambda response, **_: response)
+    return raw
+
+
+def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _stream_ids(ids: list) -> np.ndarray:
+    """Stream ids (`b"<ms>-<seq>"`) → int64 [n, 2], parsed in one pass over the joined bytes."""
+    if ids and isinstance(ids[0], bytes):
+        numbers = b" ".join(ids).replace(b"-", b" ").split()
+        if len(numbers) == 2 * len(ids):  # each id is exactly `ms-seq`
+            return np.fromiter(map(int, numbers), np.int64, len(numbers)).reshape(-1, 2)
+    return np.array([_stream_id(i) for i in ids], dtype=np.int64).reshape(-1, 2)
+
+
+class _Block:
+    """Parsed entries: their stream ids (every entry read) and the rows of those that parsed."""
+
+    def __init__(self, ids: np.ndarray, ok: np.ndarray, frame: pd.DataFrame) -> None:
+        self.ids, self.ok, self.frame = ids, ok, frame  # ids: int64 [n, 2] (ms, seq)
+
+    @classmethod
+    def parse(cls, entries: list, manifest: c.Manifest) -> _Block:
+        """Stream entries (`[id, fields]`, fields a flat list or a dict) → a block."""
+        frame, ok = _parse([e[1] for e in entries], manifest)
+        return cls(_stream_ids([e[0] for e in entries]), ok, frame)
+
+    @classmethod
+    def concat(
+        cls,
+        blocks: list[_Block],
+        manifest: c.Manifest,
+        drop: Callable[[np.ndarray], int] | None = None,
+    ) -> _Block:
+        """The blocks one after the other, without the first `drop(ids)` entries (an empty
+        block when there are none). Columns are joined with numpy, once: `pd.concat` checked
+        every row of the all-None `text` column, seconds on a 1M-row window.
+        """
+        blocks = [b for b in blocks if len(b.ids)]
+        if not blocks:
+            return cls(np.zeros((0, 2), np.int64), np.zeros(0, bool), _empty(manifest))
+        ids = np.concatenate([b.ids for b in blocks]) if len(blocks) > 1 else blocks[0].ids
+        k = max(0, drop(ids)) if drop is not None else 0
+        if len(blocks) == 1 and k == 0:
+            return blocks[0]
+        ok = np.concatenate([b.ok for b in blocks])
+        frames = [b.frame for b in blocks if len(b.frame)]
+        skip = int(ok[:k].sum())
+        if not frames or skip >= sum(len(f) for f in frames):
+            frame = _empty(manifest)
+        else:
+            names = list(frames[0].columns)
+            frame = pd.DataFrame(
+                {n: np.concatenate([f[n].to_numpy() for f in frames])[skip:] for n in names},
+                columns=names,
+            )
+        return cls(ids[k:], ok[k:], frame)
+
+
+def _count_before(ids: np.ndarray, ms: int, seq: int = 0) -> int:
+    """How many of the (ascending) stream ids come before `ms-seq`."""
+    lo, hi = np.searchsorted(ids[:, 0], ms, "left"), np.searchsorted(ids[:, 0], ms, "right")
+    return int(lo + np.searchsorted(ids[lo:hi, 1], seq, "left"))
+
+
+def _pages(
+    raw: redis.Redis, start: str, batch: int, forward: bool = True, limit: int | None = None
+) -> Iterator[list]:
+    """Pages of stream entries, the next one fetched (by a thread) while the caller parses
+    this one, so the Redis server's work overlaps the parse.
+
+    Args:
+        raw: a `_raw_client`.
+        start: forward: an XRANGE min (`-`, `(<id>`, `<ms>-0`), read to the end; backward: an
+            XREVRANGE max (`+`), read towards the start.
+        batch: entries per call.
+        forward: XRANGE (ascending pages) or XREVRANGE (descending).
+        limit: forward: stop once more than `limit` entries were read; backward: read at most
+            `limit` entries.
+    """
+
+    def fetch(cursor: str, count: int) -> list:
+        if forward:
+            return raw.xrange(c.PREDICTIONS_STREAM, min=cursor, max="+", count=count)
+        return raw.xrevrange(c.PREDICTIONS_STREAM, max=cursor, min="-", count=count)
+
+    def count_after(read: int) -> int:
+        return batch if forward or limit is None else min(batch, limit - read)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="slicewise-window") as pool:
+        read, count = 0, count_after(0)
+        pending: Future | None = pool.submit(fetch, start, count) if count > 0 else None
+        while pending is not None:
+            chunk = pending.result()
+            read += len(chunk)
+            more = len(chunk) == count and (
+                limit is None or (read <= limit if forward else read < limit)
+            )
+            if more:
+                count = count_after(read)
+                pending = pool.submit(fetch, "(" + chunk[-1][0].decode(), count)
+            else:
+                pending = None
+            yield chunk
+
+
+def _read_block(
+    client: redis.Redis,
+    manifest: c.Manifest,
+    size: int,
+    minutes: float | None,
+    batch: int,
+    now: float | None = None,
+) -> _Block:
+    """The window read whole, page by page (the raw replies of a million entries would take
+    gigabytes): the last `size` entries, or those of the last `minutes`.
+    """
+    raw = _raw_client(client)
+    if minutes is not None:
+        start = _ms_id((time.time() if now is None else now) - minutes * 60)
+        blocks = [_Block.parse(chunk, manifest) for chunk in _pages(raw, start, batch)]
+        return _Block.concat(blocks, manifest)
+    blocks = [
+        _Block.parse(chunk[::-1], manifest)
+        for chunk in _pages(raw, "+", batch, forward=False, limit=size)
+    ]
+    return _Block.concat(blocks[::-1], manifest)
 
 
 def read_window(
@@ -37,32 +183,108 @@ def read_window(
 
     Entries from other model versions are kept (drift is about traffic); records that do not
     parse are skipped. An empty log gives an empty frame with the right columns.
+
+    Raises:
+        WindowError: Redis cannot be read.
     """
     try:
-        if minutes is not None:
-            entries = []
-            start = _ms_id(time.time() - minutes * 60)
-            while True:
-                chunk = client.xrange(c.PREDICTIONS_STREAM, min=start, max="+", count=batch)
-                entries += chunk
-                if len(chunk) < batch:
-                    break
-                start = "(" + chunk[-1][0].decode()
-        else:
-            entries = []
-            end = "+"
-            while len(entries) < size:
-                chunk = client.xrevrange(
-                    c.PREDICTIONS_STREAM, max=end, min="-", count=min(batch, size - len(entries))
-                )
-                if not chunk:
-                    break
-                entries += chunk
-                end = "(" + chunk[-1][0].decode()
-            entries.reverse()
+        return _read_block(client, manifest, size, minutes, batch).frame
     except redis.RedisError as exc:
         raise WindowError(f"cannot read {c.PREDICTIONS_STREAM} from Redis: {exc}") from exc
-    return records_frame([f for _, f in entries], manifest)
+
+
+class Window:
+    """The monitor's window kept between passes: each `refresh` reads only the entries logged
+    after the last one it holds and drops those that fell out of the window, so a pass on a
+    1M-row window reads about what was logged since the previous pass.
+
+    It gives the same rows as a fresh `read_window`: when the entry it saw last is no longer
+    in the stream (trimmed past it, the stream deleted or replaced), when more entries than
+    the window holds were logged since, or on the first call, it reads the window whole; a
+    trim of older entries drops them here too. Entries deleted from the middle of the stream
+    (`XDEL`, which slicewise never does) are not noticed.
+
+    Args:
+        manifest: the manifest whose labels and slices give the columns.
+        size: the last `size` entries (ignored when `minutes` is set).
+        minutes: or the entries of the last `minutes`.
+        batch: entries per Redis call.
+    """
+
+    def __init__(
+        self,
+        manifest: c.Manifest,
+        size: int = 5000,
+        minutes: float | None = None,
+        batch: int = 10_000,
+    ) -> None:
+        self.manifest, self.size, self.minutes, self.batch = manifest, size, minutes, batch
+        self._block: _Block | None = None
+        self._raw: redis.Redis | None = None
+        self.full_reads = 0  # how many refreshes read the window whole
+        self.last_read = 0  # entries read by the last refresh
+
+    def reset(self, manifest: c.Manifest | None = None) -> None:
+        """Forget the window (the next refresh reads it whole), e.g. for another manifest."""
+        self.manifest = manifest or self.manifest
+        self._block = None
+
+    def refresh(self, client: redis.Redis, now: float | None = None) -> pd.DataFrame:
+        """Bring the window up to date with the stream and return it.
+
+        Args:
+            client: Redis holding the prediction log.
+            now: the time the window ends at (`minutes` windows; default: now).
+
+        Raises:
+            WindowError: Redis cannot be read.
+        """
+        now = time.time() if now is None else now
+        try:
+            self._block = self._update(client, now)
+        except redis.RedisError as exc:
+            self._block = None
+            raise WindowError(f"cannot read {c.PREDICTIONS_STREAM} from Redis: {exc}") from exc
+        return self._block.frame
+
+    def _full(self, client: redis.Redis, now: float) -> _Block:
+        self.full_reads += 1
+        block = _read_block(client, self.manifest, self.size, self.minutes, self.batch, now)
+        self.last_read = len(block.ids)
+        return block
+
+    def _update(self, client: redis.Redis, now: float) -> _Block:
+        block = self._block
+        if block is None or not len(block.ids):
+            return self._full(client, now)
+        if self._raw is None or self._raw.connection_pool is not client.connection_pool:
+            self._raw = _raw_client(client)
+        last = "{}-{}".format(*block.ids[-1])
+        pipe = self._raw.pipeline(transaction=False)
+        pipe.xrange(c.PREDICTIONS_STREAM, min=last, max=last)
+        pipe.xrange(c.PREDICTIONS_STREAM, min="-", max="+", count=1)
+        still_there, first = pipe.execute()
+        if not still_there:  # trimmed past the last entry seen, or a new stream
+            return self._full(client, now)
+        limit = None if self.minutes is not None else self.size
+        new = [
+            _Block.parse(chunk, self.manifest)
+            for chunk in _pages(self._raw, "(" + last, self.batch, limit=limit)
+        ]
+        self.last_read = sum(len(b.ids) for b in new)
+        if limit is not None and self.last_read > limit:  # the whole window is new: read only it
+            return self._full(client, now)
+        first_id = _stream_id(first[0][0])
+        cutoff = None if self.minutes is None else int((now - self.minutes * 60) * 1000)
+
+        def drop(ids: np.ndarray) -> int:  # trimmed from the stream, or out of the window
+            k = _count_before(ids, *first_id)
+            if cutoff is not None:
+                return max(k, _count_before(ids, cutoff))
+            return max(k, len(ids) - self.size)
+
+        block = _Block.concat([block, *new], self.manifest, drop)
+        return block
 
 
 def _columns(manifest: c.Manifest) -> list[str]:
@@ -82,34 +304,89 @@ def _columns(manifest: c.Manifest) -> list[str]:
     )
 
 
+def _empty(manifest: c.Manifest) -> pd.DataFrame:
+    return pd.DataFrame([], columns=_columns(manifest))
+
+
 def records_frame(fields: list[dict], manifest: c.Manifest, chunk: int = 20_000) -> pd.DataFrame:
     """Stream entries → DataFrame (id, ts, model_version + reference-profile columns).
 
     Parsed column by column, `chunk` entries at a time (1M entries in about a second, where a
     `PredictionRecord` per entry took ~10×); a chunk holding any entry that does not parse is
     parsed entry by entry instead, skipping the bad ones, exactly as `PredictionRecord.from_fields`
-    would.
+    would. An entry's fields may be a dict or Redis's flat `[field, value, ...]` list.
     """
-    parts = []
-    for start in range(0, len(fields), chunk):
-        block = fields[start : start + chunk]
-        try:
-            parts.append(_fast_frame(block, manifest))
-        except (KeyError, ValueError, TypeError, AttributeError):
-            parts.append(_slow_frame(block, manifest))
+    parts = [_parse(fields[i : i + chunk], manifest)[0] for i in range(0, len(fields), chunk)]
     if not parts:
-        return pd.DataFrame([], columns=_columns(manifest))
+        return _empty(manifest)
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def _parse(block: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.ndarray]:
+    """Entries → (frame of those that parse, which of them did)."""
+    if not block:
+        return _empty(manifest), np.zeros(0, bool)
+    try:
+        columns = _flat_columns(block)
+        if columns is None:
+            block = [_as_dict(f) for f in block]
+            columns = _dict_columns(block)
+        return _fast_frame(columns, len(block), manifest)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return _slow_frame([_as_dict(f) for f in block], manifest, with_ok=True)
+
+
+def _as_dict(fields: dict | list) -> dict:
+    return (
+        fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=False))
+    )
+
+
+def _flat_columns(block: list) -> Callable[[str], Sequence | None] | None:
+    """Column access to flat field lists that all name the same fields in the same order
+    (what the service writes); None when they do not.
+    """
+    first = block[0]
+    if not isinstance(first, list) or len(first) % 2 or len(set(map(len, block))) != 1:
+        return None
+    transposed = list(zip(*block, strict=True))
+    names = first[0::2]
+    for j, name in enumerate(names):
+        if transposed[2 * j].count(name) != len(block):
+            return None
+    raw = isinstance(names[0], bytes)
+    where = {(n.decode() if raw else n): 2 * j + 1 for j, n in enumerate(names)}
+
+    def col(name: str) -> Sequence | None:
+        return transposed[where[name]] if name in where else None
+
+    return col
+
+
+OPTIONAL_FIELDS = ("text", c.LEARNED_SLICES_FIELD)  # written only when there is something
+
+
+def _dict_columns(block: list[dict]) -> Callable[[str], Sequence | None]:
+    raw = bool(block) and isinstance(next(iter(block[0])), bytes)
+
+    def col(name: str) -> Sequence | None:
+        k = name.encode() if raw else name
+        if name in OPTIONAL_FIELDS:
+            values = [f.get(k) for f in block]
+            return values if any(v is not None for v in values) else None
+        return [f[k] for f in block]
+
+    return col
 
 
 def _text(x: str | bytes | None) -> str | None:
     return x.decode() if isinstance(x, bytes) else x
 
 
-def _strings(values: list, raw: bool) -> list[str]:
+def _strings(values: Sequence, raw: bool) -> list[str]:
     """Decode a column of bytes in one call (no separator byte may occur inside a value)."""
     if not raw:
-        return values
+        return list(values)
     joined = b"\x00".join(values)
     out = joined.decode().split("\x00")
     if len(out) != len(values):  # a value held the separator: decode one by one
@@ -117,74 +394,112 @@ def _strings(values: list, raw: bool) -> list[str]:
     return out
 
 
-def _fast_frame(block: list[dict], manifest: c.Manifest) -> pd.DataFrame:
-    """Columnar parse of entries that all parse (raises on the first that does not)."""
-    raw = bool(block) and isinstance(next(iter(block[0])), bytes)
+def _categories(values: Sequence, raw: bool) -> np.ndarray:
+    """A column with few distinct values (labels, versions): one string object per value."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    names = np.array([u.decode() if raw else u for u in uniques] + [None], dtype=object)
+    return names[codes]
 
-    def key(name: str) -> str | bytes:
-        return name.encode() if raw else name
 
-    def col(name: str) -> list:
-        k = key(name)
-        return [f[k] for f in block]
+@functools.lru_cache(maxsize=32)
+def _table_decoder(keys: tuple[str, ...], default: float) -> msgspec.json.Decoder:
+    """A decoder of a JSON array of objects into structs with a float field per key."""
+    names = [f"f{i}" for i in range(len(keys))]
+    struct = msgspec.defstruct(
+        "Fields", [(n, float, default) for n in names], rename=dict(zip(names, keys, strict=True))
+    )
+    return msgspec.json.Decoder(list[struct])
 
-    def as_float(values: list) -> np.ndarray:
-        return np.array(values).astype(np.float64) if values else np.zeros(0)
 
-    confidence = as_float(col("confidence"))
-    lengths = np.array(col("text_length")).astype(np.int64) if block else np.zeros(0, np.int64)
-    ts = as_float(col("ts"))
+def _json_table(values: Sequence, raw: bool, keys: list[str], default: float) -> np.ndarray:
+    """JSON objects → float matrix [n, len(keys)] (`default` where a key is missing).
+
+    msgspec decodes them into structs, 3× faster than `json.loads` into dicts; values that are
+    not all JSON objects of numbers (NaN, strings, null) take `json.loads`'s path instead.
+    """
     sep = b"," if raw else ","
-    probs = json.loads(
-        b"[" + sep.join(col("probabilities")) + b"]"
-        if raw
-        else "[" + sep.join(col("probabilities")) + "]"
-    )
-    slices = json.loads(
-        b"[" + sep.join(col("slices")) + b"]" if raw else "[" + sep.join(col("slices")) + "]"
-    )
-    if len(probs) != len(block) or len(slices) != len(block):
+    joined = b"[" + sep.join(values) + b"]" if raw else "[" + sep.join(values) + "]"
+    if not keys:
+        return np.zeros((len(values), 0))
+    try:
+        rows = _table_decoder(tuple(keys), default).decode(joined)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        rows = None
+    if rows is not None and len(rows) == len(values):
+        fields = attrgetter(*[f"f{i}" for i in range(len(keys))])
+        table = np.array(list(map(fields, rows)), dtype=np.float64)
+        return table.reshape(len(values), len(keys))
+    objects = _json_objects(values, raw)
+    return np.array([[d.get(k, default) for k in keys] for d in objects], dtype=np.float64)
+
+
+def _json_objects(values: Sequence, raw: bool) -> list:
+    sep = b"," if raw else ","
+    objects = json.loads(b"[" + sep.join(values) + b"]" if raw else "[" + sep.join(values) + "]")
+    if len(objects) != len(values) or not all(isinstance(d, dict) for d in objects):
         raise ValueError("a probabilities or slices field is not one JSON object")
-    if not all(isinstance(d, dict) for d in probs) or not all(isinstance(d, dict) for d in slices):
-        raise ValueError("a probabilities or slices field is not a JSON object")
-    text_key = key("text")
-    texts = [f.get(text_key) for f in block]
-    learned_key = key(c.LEARNED_SLICES_FIELD)
-    learned = [f.get(learned_key) for f in block]
+    return objects
+
+
+def _fast_frame(
+    col: Callable[[str], Sequence | None], n: int, manifest: c.Manifest
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Columnar parse of entries that all parse (raises on the first that does not)."""
+    ids = col("id")
+    if ids is None:
+        raise KeyError("id")
+    raw = n > 0 and isinstance(ids[0], bytes)
+
+    def need(name: str) -> Sequence:
+        values = col(name)
+        if values is None:
+            raise KeyError(name)
+        return values
+
+    def as_float(values: Sequence) -> np.ndarray:
+        return np.array(values).astype(np.float64) if n else np.zeros(0)
+
+    confidence = as_float(need("confidence"))
+    lengths = np.array(need("text_length")).astype(np.int64) if n else np.zeros(0, np.int64)
+    ts = as_float(need("ts"))
+    nan = float("nan")
+    probs = _json_table(need("probabilities"), raw, manifest.labels, nan)
+    slices = _json_table(need("slices"), raw, manifest.slice_names, 0.0)
+    texts = col("text")
+    learned = col(c.LEARNED_SLICES_FIELD)
     data: dict[str, object] = {
-        "id": _strings(col("id"), raw),
+        "id": _strings(ids, raw),
         "ts": ts,
-        "model_version": _strings(col("model_version"), raw),
-        c.PREDICTED_LABEL_COLUMN: _strings(col("label"), raw),
+        "model_version": _categories(need("model_version"), raw),
+        c.PREDICTED_LABEL_COLUMN: _categories(need("label"), raw),
         c.CONFIDENCE_COLUMN: confidence,
         c.TEXT_LENGTH_COLUMN: lengths,
         "text": (
             [_text(t) for t in texts]
-            if any(t is not None for t in texts)
-            else np.empty(len(block), dtype=object)  # all None
+            if texts is not None and any(t is not None for t in texts)
+            else np.empty(n, dtype=object)  # all None
         ),
         c.LEARNED_SLICES_FIELD: (
             [_text(x) or "" for x in learned]
-            if any(x is not None for x in learned)
-            else np.full(len(block), "", dtype=object)
+            if learned is not None and any(x is not None for x in learned)
+            else np.full(n, "", dtype=object)
         ),
     }
-    nan = float("nan")
-    for lab in manifest.labels:
-        data[c.prob_column(lab)] = np.array([d.get(lab, nan) for d in probs], dtype=np.float64)
-    for name in manifest.slice_names:
-        data[c.slice_score_column(name)] = np.array(
-            [d.get(name, 0.0) for d in slices], dtype=np.float64
-        )
+    for i, lab in enumerate(manifest.labels):
+        data[c.prob_column(lab)] = probs[:, i]
+    for i, name in enumerate(manifest.slice_names):
+        data[c.slice_score_column(name)] = slices[:, i]
     frame = pd.DataFrame(data, columns=_columns(manifest))
     finite = np.isfinite(confidence)
-    return frame if finite.all() else frame[finite].reset_index(drop=True)
+    return (frame if finite.all() else frame[finite].reset_index(drop=True)), finite
 
 
-def _slow_frame(fields: list[dict], manifest: c.Manifest) -> pd.DataFrame:
-    """Entry by entry through `PredictionRecord.from_fields`, skipping those that do not parse."""
-    rows = []
-    for f in fields:
+def _slow_frame(fields: list[dict], manifest: c.Manifest, with_ok: bool = False) -> Any:
+    """Entry by entry through `PredictionRecord.from_fields`, skipping those that do not parse
+    (with `with_ok`: also which entries parsed).
+    """
+    rows, ok = [], np.zeros(len(fields), bool)
+    for i, f in enumerate(fields):
         try:
             rec = c.PredictionRecord.from_fields(f)
             row = {
@@ -204,13 +519,26 @@ def _slow_frame(fields: list[dict], manifest: c.Manifest) -> pd.DataFrame:
         except (KeyError, ValueError, TypeError, AttributeError):  # e.g. JSON that is no object
             continue
         rows.append(row)
-    return pd.DataFrame(rows, columns=_columns(manifest))
+        ok[i] = True
+    frame = pd.DataFrame(rows, columns=_columns(manifest))
+    return (frame, ok) if with_ok else frame
 
 
-def read_feedback(client: redis.Redis, count: int = 100_000) -> pd.DataFrame:
-    """The feedback labels: columns `id`, `label` (one row per id: its current label)."""
+def read_feedback(
+    client: redis.Redis, count: int = 100_000, kept: FeedbackLabels | None = None
+) -> pd.DataFrame:
+    """The feedback labels: columns `id`, `label` (one row per id: its current label).
+
+    Args:
+        client: Redis holding the feedback.
+        count: how many of the newest feedback events a whole read takes.
+        kept: labels kept between calls: only the events logged since the last call are read.
+
+    Raises:
+        WindowError: Redis cannot be read.
+    """
     try:
-        labels = read_feedback_labels(client, count)
+        labels = kept.read(client) if kept is not None else read_feedback_labels(client, count)
     except redis.RedisError as exc:
         raise WindowError(f"cannot read {c.FEEDBACK_STREAM} from Redis: {exc}") from exc
     return pd.DataFrame(list(labels.items()), columns=["id", "label"])

@@ -153,7 +153,7 @@ def demo_run(
         redis_srv.stop()
 
 
-def replay_test_split(
+def replay_reference_split(
     cfg: Any,
     *,
     url: str,
@@ -165,10 +165,15 @@ def replay_test_split(
     batch: int = 4,
     seed: int = 0,
 ) -> Any:
-    """`slicewise demo-traffic`: replay the config's test split against the service.
+    """`slicewise demo-traffic`: replay the config's reference split against the service.
+
+    The reference split is held out from training and is not what the promotion gate judges
+    (the test split) or what picks thresholds (validation), so feedback on the replayed texts
+    can train a retrained candidate without inflating its gate scores; unshifted, the replay
+    follows the monitor's reference profile.
 
     Args:
-        cfg: project config (`training.config.ProjectConfig`) whose test split is replayed.
+        cfg: project config (`training.config.ProjectConfig`) whose reference split is replayed.
         url: base URL of the service.
         count: texts to send.
         shift_slice: over-sample the members of this slice (None: the split's own mix).
@@ -194,8 +199,9 @@ def replay_test_split(
     from training.data import load_dataset, split_dataset
     from training.slices import SliceError, slice_membership
 
-    test = split_dataset(load_dataset(cfg), cfg.dataset.split).test
-    texts, truth = test["text"].tolist(), dict(zip(test["text"], test["label"], strict=False))
+    held_out = split_dataset(load_dataset(cfg), cfg.dataset.split).reference
+    texts = held_out["text"].tolist()
+    truth = dict(zip(held_out["text"], held_out["label"], strict=False))
     in_slice = [False] * len(texts)
     if shift_slice:
         if shift_slice not in cfg.slice_names:

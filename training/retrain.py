@@ -269,21 +269,36 @@ def _train_and_gate(
     prepared = prepare_data(cfg, progress)
     train = prepared.splits["train"]
     report.data["labelled"] = len(train)
+    # Logged texts that are also in the validation or test split never train the candidate: the
+    # gate judges it on the test split (and validation picks its thresholds), so a text learned
+    # with its feedback label there would inflate its scores (the demo replays held-out data).
+    held_out = {t for name in ("validation", "test") for t in prepared.splits[name].texts or []}
+    excluded = 0
     if use_feedback:
         texts, labels = feedback_examples(client, cfg.labels)
+        keep = [t not in held_out for t in texts]
+        excluded += keep.count(False)
+        texts = [t for t, k in zip(texts, keep, strict=True) if k]
+        labels = [y for y, k in zip(labels, keep, strict=True) if k]
         if texts:
             train = _append(train, cfg, texts, label_ids(labels, cfg.labels))
         report.data["feedback"] = len(texts)
     if use_weak_labels:  # logged texts without feedback, labelled by the LFs + label model
         feedback_ids = set(read_feedback_labels(client))
+        logged = logged_texts(client, feedback_ids)
+        unseen = [t for t in logged if t not in held_out]
+        excluded += len(logged) - len(unseen)
         weak_texts, weak_probs = weak_examples(
-            cfg,
-            logged_texts(client, feedback_ids),
-            prepared if cfg.train.mode == "frozen" else None,
+            cfg, unseen, prepared if cfg.train.mode == "frozen" else None
         )
         if weak_texts:
             train = _append(train, cfg, weak_texts, weak_probs)
         report.data["weak"] = len(weak_texts)
+    report.data["held_out_excluded"] = excluded
+    if excluded:
+        log.info(
+            "retrain: %d logged texts are in the validation/test split: not trained on", excluded
+        )
     if shuffle_labels:  # a deliberately worse candidate, for testing the gate
         train.labels = np.random.default_rng(0).permutation(train.labels)
         report.data["shuffled_labels"] = 1

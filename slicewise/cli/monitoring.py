@@ -169,7 +169,7 @@ def demo_traffic(
     url: Annotated[str, typer.Option(help="Base URL of the service.")] = "http://127.0.0.1:3000",
     config: Annotated[
         Path | None,
-        typer.Option(help="Project config whose test split is replayed (default: demo)."),
+        typer.Option(help="Project config whose reference split is replayed (default: demo)."),
     ] = None,
     count: Annotated[int, typer.Option(help="Texts to send.")] = 2000,
     shift_slice: Annotated[
@@ -187,10 +187,10 @@ def demo_traffic(
 
     Example: `slicewise demo-traffic --count 3000 --shift-slice negation --shift 0.9`.
     """
-    from slicewise.demo import replay_test_split
+    from slicewise.demo import replay_reference_split
     from training.config import load_config
 
-    res = replay_test_split(
+    res = replay_reference_split(
         load_config(config),
         url=url,
         count=count,

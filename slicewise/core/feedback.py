@@ -72,3 +72,52 @@ def read_feedback_labels(client: redis.Redis, count: int = 100_000) -> dict[str,
 
 def _text(x: str | bytes) -> str:
     return x.decode() if isinstance(x, bytes) else x
+
+
+class FeedbackLabels:
+    """The feedback labels kept between reads (the monitor reads them once a pass).
+
+    After a whole `read_feedback_labels`, only the feedback events logged since are read and
+    applied in order. Every label write is such an event (`record_feedback`), so this gives
+    what a whole read would; when the event seen last is no longer in the stream (trimmed past
+    it, a new stream) it reads everything again. (Unlike a whole read, it also keeps
+    stream-only labels older than the newest `count` events: labels written before the hash
+    existed.)
+
+    Args:
+        count: how many of the newest stream entries a whole read takes.
+        batch: events per Redis call when catching up.
+    """
+
+    def __init__(self, count: int = 100_000, batch: int = 10_000) -> None:
+        self.count, self.batch = count, batch
+        self.labels: dict[str, str] | None = None
+        self._last: str | None = None
+        self.whole_reads = 0
+
+    def read(self, client: redis.Redis) -> dict[str, str]:
+        """The current label of every prediction that got feedback.
+
+        Raises:
+            redis.RedisError: Redis cannot be read.
+        """
+        last = self._last
+        if (
+            self.labels is not None
+            and last is not None
+            and client.xrange(FEEDBACK_STREAM, min=last, max=last)
+        ):
+            while True:
+                chunk = client.xrange(FEEDBACK_STREAM, min="(" + last, max="+", count=self.batch)
+                for entry_id, fields in chunk:
+                    f = {_text(k): _text(v) for k, v in fields.items()}
+                    if "id" in f and "label" in f:
+                        self.labels[f["id"]] = f["label"]
+                    last = self._last = _text(entry_id)
+                if len(chunk) < self.batch:
+                    return self.labels
+        newest = client.xrevrange(FEEDBACK_STREAM, count=1)  # before the read: none is missed
+        self.labels = read_feedback_labels(client, self.count)
+        self._last = _text(newest[0][0]) if newest else None
+        self.whole_reads += 1
+        return self.labels

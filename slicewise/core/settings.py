@@ -41,6 +41,12 @@ class MonitorConfig(Section):
     report_dir: Path | None = Field(
         Path(".slicewise/reports"), description="JSON + HTML report per pass; null = none"
     )
+    report_html_every: int = Field(
+        10, gt=0, description="the Evidently HTML report every N passes (the JSON every pass)"
+    )
+    report_html_rows: int = Field(
+        100_000, gt=0, description="the HTML report compares the newest N rows of the window"
+    )
 
 
 def override(section: S, source: str = "option", **changes: Any) -> S:

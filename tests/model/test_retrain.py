@@ -13,6 +13,7 @@ import redis
 from slicewise.core import contracts as c
 from tests.conftest import TINY_LFS, make_tiny_dataset, tiny_config_dict
 from training.config import parse_config
+from training.data import load_dataset, split_dataset
 from training.retrain import retrain, soft_targets
 
 
@@ -46,6 +47,15 @@ def test_retrain_with_feedback_and_weak_labels_does_not_fail(
     )
 
     assert report.outcome in {"promoted", "rejected"}, report.error
-    assert report.data["feedback"] == 50
-    assert 0 < report.data["weak"] <= 150  # texts without feedback that some LF covers
+    # logged texts also in the validation / test split are not trained on (the gate's data)
+    splits = split_dataset(load_dataset(cfg), cfg.dataset.split)
+    held_out = set(splits.validation["text"]) | set(splits.test["text"])
+    texts = traffic["text"].tolist()
+    with_feedback = [t for i, t in enumerate(texts) if i % 4 == 0]
+    without = [t for i, t in enumerate(texts) if i % 4]
+    assert 0 < sum(t in held_out for t in texts) < len(texts)  # the check below can fail
+    assert report.data["feedback"] == sum(t not in held_out for t in with_feedback)
+    assert report.data["held_out_excluded"] == sum(t in held_out for t in texts)
+    unseen = sum(t not in held_out for t in without)
+    assert 0 < report.data["weak"] <= unseen  # texts without feedback that some LF covers
     assert set(report.decision["deltas"]) == {"overall", "negation", "question"}

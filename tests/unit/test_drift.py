@@ -324,3 +324,78 @@ def test_a_few_rows_served_on_learned_scores_are_cut_at_the_threshold() -> None:
     assert (cut[:200] == (np.linspace(0.0, 0.6, 200) >= 0.3)).all()
     assert (cut[200:] == current[col].to_numpy()[200:]).all()  # served rows stay as they were
     assert current.loc[0, col] == 0.0 and current.loc[199, col] == 0.6  # the input is not changed
+
+
+def evidently_columns(reference, current, name, rm, cm) -> list:
+    """What `slice_drift` computed per column before it was vectorised: `column_drift` (Evidently's
+    own stat test calls) on the slice's rows as pandas Series."""
+    from monitoring.drift import drift_columns
+
+    ref_s, cur_s = reference.loc[rm], current.loc[cm]
+    return [
+        column_drift(ref_s[col], cur_s[col], kind, col)
+        for col, kind in drift_columns(MANIFEST, name)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("n_ref", "n_cur", "kwargs"),
+    [
+        (
+            3000,
+            20_000,
+            {"shift_a": 0.5},
+        ),  # `all` > 1000 rows (Wasserstein, Jensen-Shannon), a and b ≤ 1000 (K-S, chi², Z)
+        (6000, 20_000, {"overlap": True, "shift_a": 0.3}),  # every slice > 1000 rows, attribution
+        (3000, 5000, {}),  # no drift
+    ],
+)
+def test_vectorised_tests_give_evidentlys_results(n_ref, n_cur, kwargs) -> None:
+    from monitoring.drift import slice_masks
+
+    reference = frame(n_ref, 0, overlap=kwargs.get("overlap", False))
+    reference = reference.astype(
+        {
+            col: np.float32
+            for col in reference.columns
+            if col.startswith(("prob_", "slice_")) or col == c.CONFIDENCE_COLUMN
+        }
+    )  # the profile's float32 columns
+    current = frame(n_cur, 1, **kwargs)
+    current[c.TEXT_LENGTH_COLUMN] = current[c.TEXT_LENGTH_COLUMN] // 10  # ints with repeats
+    for data in (reference, current):  # a third predicted label: chi-square in small slices
+        data.loc[::5, c.PREDICTED_LABEL_COLUMN] = "neutral"
+    res = slice_drift(reference, current, MANIFEST, min_rows=50)
+    rmasks, cmasks = slice_masks(reference, MANIFEST), slice_masks(current, MANIFEST)
+    methods = set()
+    for name, result in res.items():
+        expected = evidently_columns(reference, current, name, rmasks[name], cmasks[name])
+        assert [col.column for col in result.columns] == [e.column for e in expected]
+        for got, want in zip(result.columns, expected, strict=True):
+            assert (got.method, got.drifted, got.threshold) == (
+                want.method,
+                want.drifted,
+                want.threshold,
+            ), got
+            assert got.score == pytest.approx(want.score, rel=1e-9, abs=1e-12), got
+            methods.add(got.method)
+    assert methods >= (
+        {"wasserstein", "jensenshannon"}
+        if n_ref == 6000
+        else {"wasserstein", "jensenshannon", "ks", "chisquare", "z"}
+    )
+
+
+def test_a_column_with_nan_is_tested_by_evidentlys_own_call() -> None:
+    reference, current = frame(3000, 0), frame(5000, 1, shift_a=0.5)
+    current.loc[::7, c.prob_column("neg")] = np.nan  # a label missing from some records
+    res = slice_drift(reference, current, MANIFEST, min_rows=50)
+    from monitoring.drift import slice_masks
+
+    cm = slice_masks(current, MANIFEST)["a"]
+    rm = slice_masks(reference, MANIFEST)["a"]
+    want = {e.column: e for e in evidently_columns(reference, current, "a", rm, cm)}
+    got = {col.column: col for col in res["a"].columns}
+    key = c.prob_column("neg")
+    assert got[key].method == want[key].method
+    assert got[key].score == pytest.approx(want[key].score, nan_ok=True)

@@ -81,3 +81,15 @@ def test_bad_entries_are_skipped_like_from_fields_does(bad, raw) -> None:
 
 def test_empty_log_gives_the_columns() -> None:
     assert list(records_frame([], Manifest()).columns) == list(_slow_frame([], Manifest()).columns)
+
+
+@pytest.mark.parametrize("bad", [None, *BAD])
+def test_flat_field_lists_as_redis_sends_them_parse_the_same(bad) -> None:
+    """The monitor reads raw XRANGE replies: `[field, value, ...]` lists, not dicts."""
+    fields = entries(40, 2, raw=True, text=True)
+    if bad is not None:
+        for k, v in bad.items():
+            fields[9][k.encode()] = v.encode()
+    flat = [[x for kv in f.items() for x in kv] for f in fields]
+    fast = records_frame(flat, Manifest(), chunk=16)
+    pd.testing.assert_frame_equal(fast, _slow_frame(fields, Manifest()), check_exact=True)

@@ -1,0 +1,169 @@
+"""The monitor's kept window (`monitoring.window.Window`) equals a fresh read of the real Redis
+log after appends, evictions, trims and a replaced stream, and so do the drift verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+
+from monitoring.drift import slice_drift
+from monitoring.monitor import Monitor
+from monitoring.window import Window, read_window
+from slicewise.core import contracts as c
+from slicewise.core.settings import MonitorConfig
+
+LABELS = ["negative", "neutral", "positive"]
+MANIFEST = c.Manifest(
+    version="v1",
+    created_at="t",
+    labels=LABELS,
+    max_length=8,
+    backbone="synthetic",
+    slices=[c.SliceInfo(name="a", monitored=True), c.SliceInfo(name="b", monitored=True)],
+)
+
+
+def profile(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    """Reference-profile rows: slice a (30%) has lower confidence when `shift` > 0."""
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet([2, 1, 2], n)
+    a = rng.random(n) < 0.3
+    p[a, 0] += shift
+    p /= p.sum(1, keepdims=True)
+    data = {c.prob_column(lab): p[:, i] for i, lab in enumerate(LABELS)}
+    data[c.PREDICTED_LABEL_COLUMN] = np.array(LABELS)[p.argmax(1)]
+    data[c.CONFIDENCE_COLUMN] = p.max(1)
+    data[c.slice_score_column("a")] = np.where(a, 1.0, 0.0)
+    data[c.slice_score_column("b")] = (rng.random(n) < 0.4).astype(float)
+    data[c.TEXT_LENGTH_COLUMN] = rng.integers(5, 200, n) + (a * shift * 300).astype(int)
+    data[c.TRUE_LABEL_COLUMN] = np.where(
+        rng.random(n) < 0.8, data[c.PREDICTED_LABEL_COLUMN], LABELS[1]
+    )
+    return pd.DataFrame(data)
+
+
+def log(client: redis.Redis, rows: pd.DataFrame, start: int, ms: int | None = None) -> None:
+    """XADD the rows as the service would (explicit ms ids when `ms` is given, 1 row per ms)."""
+    pipe = client.pipeline(transaction=False)
+    for i, (_, row) in enumerate(rows.iterrows()):
+        rec = c.PredictionRecord(
+            MANIFEST.version,
+            row[c.PREDICTED_LABEL_COLUMN],
+            float(row[c.CONFIDENCE_COLUMN]),
+            {lab: float(row[c.prob_column(lab)]) for lab in LABELS},
+            {s: float(row[c.slice_score_column(s)]) for s in MANIFEST.slice_names},
+            int(row[c.TEXT_LENGTH_COLUMN]),
+            id=f"p{start + i}",
+        )
+        pipe.xadd(c.PREDICTIONS_STREAM, rec.to_fields(), id=f"{ms + i}-0" if ms else "*")
+    pipe.execute()
+
+
+def same(kept: pd.DataFrame, fresh: pd.DataFrame, reference: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(kept, fresh)
+    a = slice_drift(reference, kept, MANIFEST, min_rows=20)
+    b = slice_drift(reference, fresh, MANIFEST, min_rows=20)
+    assert [r.as_dict() for r in a.values()] == [r.as_dict() for r in b.values()]
+
+
+def test_kept_window_by_size_equals_a_fresh_read(redis_server) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    reference = profile(3000, 0)
+    window = Window(MANIFEST, size=400, batch=64)
+    assert window.refresh(client).empty  # empty log
+    log(client, profile(300, 1), 0)
+    client.xadd(c.PREDICTIONS_STREAM, {"id": "broken"})  # an entry that does not parse
+    log(client, profile(200, 2, shift=0.4), 300)
+    same(window.refresh(client), read_window(client, MANIFEST, 400), reference)
+    reads = window.full_reads
+    for step in range(3):  # appends that push the oldest rows (and the broken entry) out
+        log(client, profile(90, 10 + step, shift=0.4), 1000 + 100 * step)
+        kept = window.refresh(client)
+        assert window.full_reads == reads and window.last_read == 90  # read only the new ones
+        same(kept, read_window(client, MANIFEST, 400), reference)
+    assert len(kept) == 400 and kept["id"].iloc[-1] == "p1289"
+    # a trim of entries the window holds
+    client.xtrim(c.PREDICTIONS_STREAM, maxlen=250, approximate=False)
+    log(client, profile(10, 20), 2000)
+    kept = window.refresh(client)
+    assert window.full_reads == reads and len(kept) == 260
+    same(kept, read_window(client, MANIFEST, 400), reference)
+    log(client, profile(500, 21), 3000)  # more new entries than the window holds
+    same(window.refresh(client), read_window(client, MANIFEST, 400), reference)
+    assert window.full_reads == reads + 1
+
+
+def test_a_replaced_stream_is_read_anew(redis_server) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    window = Window(MANIFEST, size=100)
+    log(client, profile(80, 1), 0)
+    window.refresh(client)
+    client.delete(c.PREDICTIONS_STREAM)  # e.g. a flushed Redis: the last id seen is gone
+    log(client, profile(30, 2), 500)
+    kept = window.refresh(client)
+    assert window.full_reads == 2 and kept["id"].tolist() == [f"p{i}" for i in range(500, 530)]
+
+
+def test_kept_window_by_minutes_evicts_by_entry_time(redis_server) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    t0 = 1_700_000_000_000  # ms
+    log(client, profile(200, 1), 0, ms=t0)  # one entry per ms: t0 .. t0+199
+    window = Window(MANIFEST, minutes=0.1, batch=32)  # 6 s = 6000 ms
+    now = (t0 + 5000) / 1000
+    assert len(window.refresh(client, now=now)) == 200
+    log(client, profile(100, 2), 200, ms=t0 + 6100)  # 6.1 s later
+    now = (t0 + 6150) / 1000  # the window starts at t0+150 ms
+    kept = window.refresh(client, now=now)
+    assert window.full_reads == 1 and len(kept) == 50 + 100
+    pd.testing.assert_frame_equal(kept, Window(MANIFEST, minutes=0.1).refresh(client, now=now))
+
+
+def test_monitor_passes_on_a_kept_window_equal_fresh_passes(redis_server, tmp_path) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    profile(3000, 0).to_parquet(folder / c.REFERENCE_PARQUET, index=False)
+    (folder / c.MODEL_ONNX).write_bytes(b"")
+    (folder / c.TOKENIZER_DIR).mkdir()
+    (folder / c.MANIFEST_JSON).write_text(MANIFEST.model_dump_json())
+    bundle = c.Bundle.load(folder)
+    settings = MonitorConfig(window_size=1500, min_rows=30, report_dir=None)
+    monitor = Monitor(bundle, client, settings)
+    log(client, profile(1200, 1), 0)
+    for pid in range(0, 1200, 7):
+        client.xadd(c.FEEDBACK_STREAM, {"id": f"p{pid}", "label": "neutral"})
+    monitor.run_once()
+    for step in range(2):  # the window fills, then the shifted rows push the old ones out
+        log(client, profile(400, 5 + step, shift=0.5), 2000 + 1000 * step)
+        kept = monitor.run_once()
+        fresh = Monitor(bundle, client, settings).run_once()
+        assert monitor.window.full_reads == 1
+        for key in ("window_rows", "slices", "drifted_slices", "accuracy", "estimated_accuracy"):
+            assert (
+                kept[key] == pytest.approx(fresh[key])
+                if "accuracy" in key
+                else kept[key] == fresh[key]
+            )
+    assert kept["window_rows"] == 1500 and "a" in kept["drifted_slices"]
+
+
+def test_kept_feedback_labels_equal_a_whole_read(redis_server) -> None:
+    from slicewise.core.feedback import FeedbackLabels, read_feedback_labels, record_feedback
+
+    client = redis.Redis.from_url(redis_server.url)
+    kept = FeedbackLabels(batch=4)
+    assert kept.read(client) == {} and kept.whole_reads == 1
+    client.xadd(c.FEEDBACK_STREAM, {"id": "old", "label": "negative"})  # stream only (legacy)
+    for i in range(10):
+        record_feedback(client, f"p{i}", LABELS[i % 3])
+    assert kept.read(client) == read_feedback_labels(client)
+    for i in range(5, 15):  # corrections and new labels, more than one page
+        record_feedback(client, f"p{i}", "neutral")
+    got = kept.read(client)
+    assert got == read_feedback_labels(client) and got["p6"] == "neutral" and len(got) == 16
+    assert kept.whole_reads == 2  # the first read of an empty stream, then one whole read
+    client.delete(c.FEEDBACK_STREAM)  # the event seen last is gone: read whole
+    record_feedback(client, "p1", "positive")
+    assert kept.read(client) == read_feedback_labels(client) and kept.whole_reads == 3

@@ -15,8 +15,8 @@ Semantics (the ones training always had):
 - a text that is not a `str` is evaluated as `str(text)`.
 
 Measured on the demo's six rules (bench/bench_membership.py, 2 shared CPU cores, load 5):
-27 µs a text in 64-text batches (49.5 µs before keyword rules tested a first-character class
-first); inside the served model path the rules stage is about 0.1% of the time.
+15.6-27 µs a text in 64-text batches (49.5 µs before keyword rules tested a first-character
+class first); inside the served model path the rules stage is about 0.1% of the time.
 
 Imports neither torch nor pandas (the serving bento packs this file).
 """

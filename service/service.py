@@ -11,6 +11,7 @@ one error shape are handled before BentoML parses a request (`service/http_guard
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -67,10 +68,17 @@ Text = Annotated[
 ]
 
 
+API_ROUTES = ("/predict", "/feedback")
+
+
 @bentoml.service(
     name="slicewise",
     traffic={"timeout": 60, "max_concurrency": 512},
     workers=1,
+    logging={"access": {"enabled": LIMITS.access_log}},
+    # BentoML's OpenTelemetry middleware skips these paths (a BENTOML_CONFIG `tracing:` section
+    # still overrides this default)
+    tracing={"excluded_urls": [] if LIMITS.tracing else list(API_ROUTES)},
     endpoints={"livez": "/livez", "readyz": "/readyz"},
     service_class=HardenedService,
 )
@@ -111,6 +119,9 @@ class Slicewise:
         )
         self._watcher: asyncio.Task[None] | None = None
         self.hotswap = HotSwapWatcher(self._load_version, self._install)
+        if self.settings.gc_freeze:  # full collections stop rescanning the start-up objects
+            gc.collect()
+            gc.freeze()
 
     def _load(self, model_dir: str | None, tag: str) -> ModelRuntime:
         """Open a bundle folder, or a model-store tag, and warm it up (blocking)."""
@@ -264,7 +275,7 @@ class Slicewise:
 
 Slicewise.add_asgi_middleware(
     ApiGuard,
-    paths=("/predict", "/feedback"),
+    paths=API_ROUTES,
     token=LIMITS.api_token,
     max_body_bytes=LIMITS.max_body_bytes,
 )

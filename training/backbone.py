@@ -210,21 +210,40 @@ def _embed_onnx(
     batch_size: int,
     cache_dir: Path,
     progress: bool,
+    calls: int | None = None,
 ) -> np.ndarray:
+    """ONNX Runtime embeddings, `calls` batches at once (default: one per core), each call on
+    one thread (one call: ONNX Runtime's own pool on every core); batches are tokenised in
+    this thread while the others run (bench/results/first_run.md compares the two layouts).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     import onnxruntime as ort
 
     path = encoder_onnx(cfg, cache_dir, int8=_runtime(cfg) == "onnx-int8")
+    calls = calls or max(1, len(os.sched_getaffinity(0)))
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if calls > 1:
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    out: np.ndarray | None = None
-    for idx, enc in _batches(cfg, texts, order, batch_size, progress, "np"):
+    dim = session.get_outputs()[0].shape[-1]
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=-(-len(texts) // batch_size), desc="embedding", unit="batch", disable=not progress
+    )
+
+    def run(batch: tuple[np.ndarray, Any]) -> None:
+        idx, enc = batch
         feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
-        emb = session.run(None, feeds)[0]
-        if out is None:
-            out = np.zeros((len(texts), emb.shape[1]), dtype=np.float32)
-        out[idx] = emb
-    assert out is not None
+        out[idx] = session.run(None, feeds)[0]
+        bar.update()  # batches done, not batches tokenised
+
+    with bar, ThreadPoolExecutor(calls) as pool:
+        list(pool.map(run, _batches(cfg, texts, order, batch_size, False, "np")))
     return out
 
 
@@ -237,7 +256,8 @@ def embed_texts(
 ) -> np.ndarray:
     """Frozen mean-pooled embeddings `[N, d]` (float32), cached on disk when `cache_dir` is set.
 
-    Texts are embedded in length-sorted batches (less padding), then put back in input order.
+    Each distinct text is embedded once, in length-sorted batches (less padding), then put back
+    in input order.
     `cfg.embed_runtime` says what computes them: ONNX Runtime on the exported encoder (int8 or
     fp32, exported once into `cache_dir`, or a temporary folder without one) or torch eager.
     """
@@ -248,16 +268,19 @@ def embed_texts(
         cache_file = Path(cache_dir) / f"emb-{_cache_key(cfg, texts)}.npy"
         if cache_file.exists():
             return np.load(cache_file)
-    order = np.argsort([len(t) for t in texts], kind="stable")
+    first: dict[str, int] = {}  # each distinct text is embedded once
+    where = np.fromiter((first.setdefault(t, len(first)) for t in texts), np.int64, len(texts))
+    distinct = list(first)
+    order = np.argsort([len(t) for t in distinct], kind="stable")
     if _runtime(cfg) != "torch":
         if cache_dir is None:
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:
-                return _embed_onnx(cfg, texts, order, batch_size, Path(tmp), progress)
-        out = _embed_onnx(cfg, texts, order, batch_size, Path(cache_dir), progress)
+                return _embed_onnx(cfg, distinct, order, batch_size, Path(tmp), progress)[where]
+        out = _embed_onnx(cfg, distinct, order, batch_size, Path(cache_dir), progress)[where]
     else:
-        out = _embed_torch(cfg, texts, order, batch_size, progress)
+        out = _embed_torch(cfg, distinct, order, batch_size, progress)[where]
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")

@@ -12,6 +12,7 @@ the BentoML model store.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import warnings
@@ -31,9 +32,10 @@ from training.checkpoint import TrainedModel
 from training.config import ProjectConfig, SliceConfig
 from training.evaluate import slice_metrics
 from training.onnx_ops import optimize_onnx, quantize_onnx
-from training.prepared import PreparedData
+from training.prepared import EncodedSplit, PreparedData
 from training.slices import slice_evaluator
 
+log = logging.getLogger("slicewise.training")
 PARITY_TEXTS = [
     "I would not fly with them again, never.",
     "Is the flight delayed?",
@@ -313,6 +315,78 @@ def check_slice_rules(cfg: ProjectConfig) -> None:
         raise ExportError(f"refusing to export: {exc}") from None
 
 
+SERVED_CHECK_TEXTS = 256  # validation texts the served file runs to check the embedding path
+# max |Δ probability| between the served file and the head on the training embeddings: int8
+# activations are quantised per batch, so padding and batch mates move an output by up to ~1e-2
+SERVED_CHECK_TOLERANCE = 0.05
+SplitOutputs = Callable[[EncodedSplit], dict[str, np.ndarray]]
+
+
+def head_outputs(head: torch.nn.Module, split: EncodedSplit, rules: RulesFn | None) -> dict:
+    """The head's outputs (`c.OUTPUT_NAMES`) on a split's frozen embeddings."""
+    assert split.texts is not None
+    slice_rules = None if rules is None else torch.from_numpy(rules(split.texts))
+    with torch.inference_mode():
+        out = head.eval()(torch.from_numpy(split.embeddings), slice_rules)
+    arrays = (out.probabilities, out.slice_membership, out.attention)
+    return {n: a.float().numpy() for n, a in zip(c.OUTPUT_NAMES, arrays, strict=True)}
+
+
+def embeddings_are_served(
+    cfg: ProjectConfig, trained: TrainedModel, prepared: PreparedData
+) -> bool:
+    """Whether the training embeddings are what the served file's encoder computes: a frozen
+    backbone, embedded by the exported encoder of the precision the bundle serves on CPU.
+    """
+    runtime = cfg.backbone.embed_runtime
+    if runtime == "auto":
+        runtime = "onnx-int8" if cfg.export.quantize else "onnx"
+    served = "onnx-int8" if cfg.export.quantize else "onnx"
+    return trained.mode == "frozen" and runtime == served and prepared.dim > 0
+
+
+def served_outputs(
+    cfg: ProjectConfig,
+    trained: TrainedModel,
+    prepared: PreparedData,
+    dst: Path,
+    tokenizer: Any,
+    rules: RulesFn | None,
+) -> tuple[SplitOutputs, float | None]:
+    """Outputs of the served model (int8 when the bundle has it) per split, and the check.
+
+    When the training embeddings come from the served encoder (`embeddings_are_served`), the
+    outputs are the head on those embeddings: seconds instead of running the whole model over
+    three splits again. The served file then runs `SERVED_CHECK_TEXTS` validation texts and
+    must agree within `SERVED_CHECK_TOLERANCE` (the max abs difference is returned); if it
+    does not, or the embeddings are not the served ones, the served file runs every split
+    (the check is None).
+    """
+    served = dst / (c.MODEL_INT8_ONNX if cfg.export.quantize else c.MODEL_ONNX)
+    runner = OnnxRunner.open(served, tokenizer, cfg.backbone.max_length, rules)
+    from_file: SplitOutputs = lambda split: runner.run(split.texts)  # noqa: E731
+    if not embeddings_are_served(cfg, trained, prepared):
+        return from_file, None
+    head = trained.model.head
+    from_head: SplitOutputs = lambda split: head_outputs(head, split, rules)  # noqa: E731
+    val = prepared.splits["validation"]
+    idx = np.unique(np.linspace(0, len(val) - 1, min(len(val), SERVED_CHECK_TEXTS)).astype(int))
+    sample = val.subset(idx)
+    diff = float(
+        np.abs(from_file(sample)["probabilities"] - from_head(sample)["probabilities"]).max()
+    )
+    if diff > SERVED_CHECK_TOLERANCE:
+        log.warning(
+            "the head on the training embeddings differs from %s by %.4f (> %s): running the "
+            "served file on every split instead",
+            served.name,
+            diff,
+            SERVED_CHECK_TOLERANCE,
+        )
+        return from_file, None
+    return from_head, diff
+
+
 def _write_bundle(
     cfg: ProjectConfig, trained: TrainedModel, prepared: PreparedData, dst: Path, progress: bool
 ) -> c.Bundle:
@@ -333,11 +407,11 @@ def _write_bundle(
     rules = rules_fn(cfg) if model.head.uses_rules else None
     runner = OnnxRunner.open(dst / c.MODEL_ONNX, tokenizer, cfg.backbone.max_length, rules)
     parity = check_parity(model, runner, cfg.export.parity_tolerance)
+    served, served_check = served_outputs(cfg, trained, prepared, dst, tokenizer, rules)
 
     val, test, ref = (prepared.splits[s] for s in ("validation", "test", "reference"))
     assert val.texts is not None and test.texts is not None and ref.texts is not None
-    val_out = runner.run(val.texts)
-    thresholds = tune_thresholds(val_out["slice_membership"], val.membership)
+    thresholds = tune_thresholds(served(val)["slice_membership"], val.membership)
     test_out = runner.run(test.texts)
     evaluation = {
         "split": "test",
@@ -352,16 +426,15 @@ def _write_bundle(
         ),
     }
     if cfg.export.quantize:
-        int8 = OnnxRunner.open(dst / c.MODEL_INT8_ONNX, tokenizer, cfg.backbone.max_length, rules)
         evaluation["int8_slices"] = slice_metrics(
             test.labels,
-            int8.run(test.texts)["probabilities"].argmax(1),
+            served(test)["probabilities"].argmax(1),
             test.membership,
             cfg.slice_names,
             cfg.labels,
         )
     (dst / c.EVAL_JSON).write_text(json.dumps(evaluation, indent=2))
-    reference_profile(cfg, runner.run(ref.texts), ref.texts, ref.labels, ref.membership).to_parquet(
+    reference_profile(cfg, served(ref), ref.texts, ref.labels, ref.membership).to_parquet(
         dst / c.REFERENCE_PARQUET, index=False
     )
 
@@ -399,6 +472,10 @@ def _write_bundle(
             "parity_max_abs_diff": parity,
             "fused_ops": fused,
             "has_int8": bool(cfg.export.quantize),
+            "served_outputs": "head on the training embeddings"
+            if served_check is not None
+            else "ONNX Runtime on the served file",
+            "served_check_max_abs_diff": served_check,
         },
         dataset_fingerprint=prepared.fingerprint,
         plugins=cfg.plugins,

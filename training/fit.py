@@ -11,7 +11,8 @@ epoch. `new_head` builds a head from the config's hyper-parameters.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,20 @@ class FitResult:
     best_epoch: int
     best_score: float  # validation macro-F1 of `best_epoch`; -1 without validation
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread in the block: a head on frozen embeddings is small ops, where the
+    second thread's hand-offs cost more than they save. On the 2 shared cores (load ~6), two
+    epochs of the demo's SBL head took 55-60 s on 2 threads and 11-12 s on one.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def set_seed(seed: int) -> torch.Generator:

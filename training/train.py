@@ -21,7 +21,7 @@ from slicewise.core.contracts import new_version
 from training.backbone import load_encoder
 from training.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from training.config import Kind, ProjectConfig
-from training.fit import fit, macro_f1, new_head, set_seed
+from training.fit import fit, macro_f1, new_head, set_seed, single_thread
 from training.model import SliceAwareClassifier, SliceAwareHead, head_loss
 from training.prepared import SPLITS, EncodedSplit, PreparedData, label_ids, prepare_data
 
@@ -108,19 +108,20 @@ def train_head(
             "val_macro_f1": macro_f1(validation.labels, val_probs.argmax(1), len(cfg.labels)),
         }
 
-    res = fit(
-        head,
-        opt,
-        batch_loss,
-        n=len(x),
-        batch_size=t.batch_size,
-        epochs=t.epochs,
-        generator=gen,
-        validate=validate,
-        patience=t.patience,
-        progress=progress,
-        desc=f"train {kind} seed={seed}",
-    )
+    with single_thread():
+        res = fit(
+            head,
+            opt,
+            batch_loss,
+            n=len(x),
+            batch_size=t.batch_size,
+            epochs=t.epochs,
+            generator=gen,
+            validate=validate,
+            patience=t.patience,
+            progress=progress,
+            desc=f"train {kind} seed={seed}",
+        )
     return TrainResult(head, kind, seed, res.best_epoch, res.best_score, res.history)
 
 

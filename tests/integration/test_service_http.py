@@ -121,6 +121,16 @@ def test_metrics_move_as_predictions_arrive(server) -> None:
     assert "slicewise_slice_membership_score_bucket" in text
 
 
+def test_requests_are_counted_without_an_access_log_line(server) -> None:
+    """Access log off by default (SLICEWISE_ACCESS_LOG): BentoML's request counter still moves."""
+    counted = 'bentoml_service_request_total{endpoint="/predict"'
+    before = _metric(server, counted)
+    for _ in range(3):
+        assert predict(server, TEXTS[:1]).status_code == 200
+    assert _metric(server, counted) == before + 3
+    assert "path=/predict" not in server.log_file.read_text()
+
+
 BAD = [
     ({"texts": []}, "texts: List should have at least 1 item"),
     ({"texts": [""]}, "texts[0] is empty (it has no visible characters)"),

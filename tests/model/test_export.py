@@ -186,3 +186,43 @@ def test_checkpoint_from_before_the_moa_attention_width_still_loads(
     cfg, trained = load_checkpoint(tmp_path / "old.pt")
     assert cfg.train.moa_attention_dim == d
     assert trained.model.head.combiner.query.weight.shape == (d, d)
+
+
+def test_served_outputs_come_from_the_training_embeddings_and_match_the_int8_file(
+    tiny_bundle, tiny_config, tiny_prepared
+) -> None:
+    """Frozen + int8 embeddings: thresholds, int8 evaluation and the reference profile are the
+    head on the training embeddings, checked against the served int8 file."""
+    from training.export import SERVED_CHECK_TOLERANCE
+
+    ev = c.Bundle.load(tiny_bundle).manifest.evaluation
+    assert ev["served_outputs"] == "head on the training embeddings"
+    assert 0 <= ev["served_check_max_abs_diff"] <= SERVED_CHECK_TOLERANCE
+    ref = c.Bundle.load(tiny_bundle).reference()
+    tok = load_tokenizer(tiny_config.backbone)
+    int8 = OnnxRunner.open(tiny_bundle / c.MODEL_INT8_ONNX, tok, 16).run(
+        tiny_prepared.splits["reference"].texts
+    )["probabilities"]
+    probs = ref[[c.prob_column(x) for x in tiny_config.labels]].to_numpy()
+    assert np.abs(probs - int8).max() <= SERVED_CHECK_TOLERANCE
+    assert (probs.argmax(1) == int8.argmax(1)).mean() > 0.95
+
+
+def test_served_outputs_run_the_file_when_the_embeddings_are_not_the_served_ones(
+    tiny_config, tiny_prepared, tiny_bundle
+) -> None:
+    from training.export import embeddings_are_served, served_outputs
+
+    _, trained = load_checkpoint(sorted(tiny_config.train.checkpoint_dir.glob("tiny-moa-*.pt"))[-1])
+    assert embeddings_are_served(tiny_config, trained, tiny_prepared)
+    fp32_embedded = tiny_config.model_copy(deep=True)
+    fp32_embedded.backbone.embed_runtime = "torch"  # int8 served, fp32 features trained on
+    assert not embeddings_are_served(fp32_embedded, trained, tiny_prepared)
+    trained.mode = "finetune"  # the encoder moved: the cached embeddings are not its features
+    assert not embeddings_are_served(tiny_config, trained, tiny_prepared)
+    tok = load_tokenizer(tiny_config.backbone)
+    outputs, check = served_outputs(tiny_config, trained, tiny_prepared, tiny_bundle, tok, None)
+    val = tiny_prepared.splits["validation"]
+    want = OnnxRunner.open(tiny_bundle / c.MODEL_INT8_ONNX, tok, 16).run(val.texts)
+    assert check is None
+    np.testing.assert_array_equal(outputs(val)["probabilities"], want["probabilities"])

@@ -75,6 +75,38 @@ def test_service_modules_never_import_torch_or_training() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "access_log", "traced"),
+    [({}, False, False), ({"SLICEWISE_ACCESS_LOG": "1", "SLICEWISE_TRACING": "1"}, True, True)],
+)
+def test_access_log_and_tracing_spans_follow_the_settings(env, access_log, traced) -> None:
+    """BentoML's own configuration as the worker sees it: access log on/off, and whether its
+    OpenTelemetry middleware skips /predict and /feedback."""
+    import json
+    import os
+
+    code = (
+        "import json, service.service as s;"
+        "from bentoml._internal.configuration.containers import BentoMLContainer as B;"
+        "s.Slicewise.inject_config();"
+        "ex = B.tracing_excluded_urls.get();"
+        "print(json.dumps([B.api_server_config.logging.access.enabled.get(),"
+        " [ex.url_disabled(f'http://h{p}') for p in ('/predict', '/feedback', '/metrics')]]))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLICEWISE_")}
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, **env},
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    enabled, skipped = json.loads(res.stdout.strip().splitlines()[-1])
+    assert enabled is access_log
+    assert skipped == [not traced, not traced, False]
+
+
 def _record(i: int) -> PredictionRecord:
     return PredictionRecord(
         model_version="v1",
@@ -124,3 +156,25 @@ def test_prediction_log_survives_redis_outage_counts_drops_and_resumes() -> None
 def test_validate_texts_refuses_lone_surrogates() -> None:
     with pytest.raises(RequestError, match=r"texts\[0\] is not valid Unicode"):
         validate_texts(["\ud83d"], max_texts=4, max_chars=10)
+
+
+def test_service_freezes_its_start_up_objects_unless_told_not_to(
+    tiny_bundle, redis_server, monkeypatch
+) -> None:
+    """gc.freeze after start-up: full collections stop rescanning the libraries and the model."""
+    import gc
+
+    from service.service import Slicewise
+
+    monkeypatch.setenv("SLICEWISE_MODEL_DIR", str(tiny_bundle))
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    for flag, frozen in (("1", True), ("0", False)):
+        monkeypatch.setenv("SLICEWISE_GC_FREEZE", flag)
+        gc.unfreeze()
+        svc = Slicewise.inner()
+        try:
+            assert svc.runtime is not None
+            assert (gc.get_freeze_count() > 1000) is frozen, gc.get_freeze_count()
+        finally:
+            svc.log.close()
+            gc.unfreeze()

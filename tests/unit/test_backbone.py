@@ -62,3 +62,41 @@ def test_project_config_embeds_with_the_encoder_it_serves(tiny_backbone_dir) -> 
     assert fp32.backbone.embed_runtime == "onnx"
     explicit = parse_config({**base, "backbone": {"path": ".", "embed_runtime": "torch"}})
     assert explicit.backbone.embed_runtime == "torch"
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_each_distinct_text_is_embedded_once_and_rows_keep_input_order(
+    tiny_backbone_dir, runtime, monkeypatch
+) -> None:
+    import training.backbone as backbone
+
+    seen: list[list[str]] = []
+    inner = backbone._embed_torch if runtime == "torch" else backbone._embed_onnx
+
+    def spy(cfg, texts, *a, **kw):
+        seen.append(list(texts))
+        return inner(cfg, texts, *a, **kw)
+
+    monkeypatch.setattr(backbone, "_embed_torch" if runtime == "torch" else "_embed_onnx", spy)
+    cfg = BackboneConfig(path=tiny_backbone_dir, max_length=16, embed_runtime=runtime)
+    texts = ["b twice", "a short one", "b twice", "a longer one with more words", "b twice"]
+    emb = embed_texts(cfg, texts, batch_size=2, progress=False)
+    assert seen == [["b twice", "a short one", "a longer one with more words"]]
+    assert emb.shape == (5, 32)
+    np.testing.assert_array_equal(emb[0], emb[2])
+    np.testing.assert_array_equal(emb[0], emb[4])
+    alone = embed_texts(cfg, ["a longer one with more words"], progress=False)
+    np.testing.assert_allclose(emb[3], alone[0], atol=1e-5)
+
+
+def test_onnx_embedding_layouts_agree(tiny_backbone_dir, tmp_path) -> None:
+    """One call on ONNX Runtime's pool and one single-threaded call per core: same vectors."""
+    from training.backbone import _embed_onnx
+
+    cfg = BackboneConfig(path=tiny_backbone_dir, max_length=16, embed_runtime="onnx")
+    texts = [f"text number {i} " + "word " * (i % 7) for i in range(40)]
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    one = _embed_onnx(cfg, texts, order, 8, tmp_path, False, calls=1)
+    many = _embed_onnx(cfg, texts, order, 8, tmp_path, False, calls=3)
+    np.testing.assert_allclose(one, many, atol=1e-5)
+    assert np.abs(one).sum(1).min() > 0  # every row written

@@ -158,7 +158,7 @@ def interactive_loop(
 
     import torch
 
-    from training.fit import fit, new_head
+    from training.fit import fit, new_head, single_thread
     from training.model import head_loss
 
     timings: dict[str, float] = {}
@@ -205,9 +205,7 @@ def interactive_loop(
     xs = z[torch.from_numpy(covered)]
     ys = torch.from_numpy(probs[covered].astype(np.float32))
     ms = torch.from_numpy(np.asarray(membership)[covered])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny head: thread hand-offs cost more than they save
-    try:
+    with single_thread():  # a tiny head: thread hand-offs cost more than they save
         fit(
             head,
             opt,
@@ -224,8 +222,6 @@ def interactive_loop(
             epochs=epochs,
             generator=gen,
         )
-    finally:
-        torch.set_num_threads(threads)
     timings["head_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     timings["cpu_s"] = (

@@ -122,6 +122,7 @@ for target in m.slice_names:
                     "false_alarms": [n for n in others if res[n].drift_detected],
                     "before_attribution": [n for n in others if res[n].drifted_columns],
                     "others_traffic_shifted": [n for n in others if res[n].traffic_shifted],
+                    "others_share_moved": [n for n in others if res[n].share_moved],
                 }
             )
 traffic = pd.DataFrame(traffic_rows)
@@ -136,6 +137,9 @@ by_share = {
         ),
         "others_traffic_shifted_rate": float(
             g["others_traffic_shifted"].map(len).sum() / (len(g) * n_other)
+        ),
+        "others_share_moved_rate": float(
+            g["others_share_moved"].map(len).sum() / (len(g) * n_other)
         ),
         "mean_share_moved": float(g["share_moved"].mean()),
     }
@@ -167,7 +171,8 @@ speed = {"slicewise_s": statistics.median(ours), "evidently_loop_s": statistics.
 share_table = "\n".join(
     f"| {share:.1f} | {v['mean_share_moved']:+.2f} | {v['detection_rate']:.1%} "
     f"| {v['target_drifted_rate']:.1%} | {v['false_alarm_rate']:.1%} "
-    f"| {v['false_alarm_rate_before_attribution']:.1%} | {v['others_traffic_shifted_rate']:.1%} |"
+    f"| {v['false_alarm_rate_before_attribution']:.1%} | {v['others_traffic_shifted_rate']:.1%} "
+    f"| {v['others_share_moved_rate']:.1%} |"
     for share, v in by_share.items()
 )
 md = f"""Label shift (every row of one slice drawn from `negative` texts; the slice keeps its share):
@@ -183,8 +188,8 @@ Traffic share (the README demo: a share of the window drawn from one slice's mem
 {len(m.slice_names)} target slices per row; traffic-shift threshold {traffic_shift_threshold():.2f}, read from the
 `SliceTrafficShift` alert rule):
 
-| share drawn from the slice | target's share moved (mean) | detected (drift or traffic shift) | target drifted | false alarms (other slices drifted) | before attribution | other slices traffic-shifted |
-|---:|---:|---:|---:|---:|---:|---:|
+| share drawn from the slice | target's share moved (mean) | detected (drift or traffic shift) | target drifted | false alarms (other slices drifted) | before attribution | other slices traffic-shifted | before attribution |
+|---:|---:|---:|---:|---:|---:|---:|---:|
 {share_table}
 
 | one monitor pass, 100k predictions, {len(m.slice_names) + 1} slices incl. `all` | median seconds |
@@ -194,8 +199,10 @@ Traffic share (the README demo: a share of the window drawn from one slice's mem
 
 An untouched slice that drifts only through the rows it shares with the shifted slice is
 reported as `explained_by` it, not as drifted. In the traffic-share scenario the other slices'
-shares move too (a negation-heavy window has fewer short texts), which the traffic-share alert
-reports as it should: the last column counts them. drift.json has every run's verdicts."""
+shares move too (a negation-heavy window has fewer short texts): a share that moved only with
+the target's (unchanged inside the target and outside it) is reported as explained by it, not
+traffic-shifted; the last two columns count the other slices traffic-shifted after and before
+that attribution. drift.json has every run's verdicts."""
 write(
     "drift",
     {

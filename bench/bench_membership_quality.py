@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -194,7 +195,18 @@ def main() -> None:
     ap.add_argument("--combine", action="store_true", help="report from the per-project files")
     ap.add_argument("--train-rows", type=int, default=0, help="stratified training subsample")
     ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated kinds to run")
+    ap.add_argument(
+        "--part-report",
+        metavar="NAME",
+        help="write bench/results/NAME_report.{json,md} from bench/results/NAME.json (one "
+        "--project part, e.g. a run on the full training split)",
+    )
     args = ap.parse_args()
+    if args.part_report:
+        project = json.loads((RESULTS / f"{args.part_report}.json").read_text())
+        result = {"seeds": list(SEEDS), "projects": {Path(project["config"]).stem: project}}
+        report(result, f"{args.part_report}_report", chart=False)
+        return
     torch.set_num_threads(1)
     kinds = tuple(args.kinds.split(","))
     if args.project:
@@ -223,14 +235,23 @@ def combine_parts(project: str) -> dict[str, Any]:
     return out
 
 
-def report(result: dict[str, Any]) -> None:
-    """Write membership_quality.{json,md,png} from every project's rows."""
+def report(result: dict[str, Any], name: str = "membership_quality", chart: bool = True) -> None:
+    """Write `<name>.{json,md}` (and the PNG) from every project's rows."""
     md = [
         "Frozen all-MiniLM-L6-v2 embeddings, heads trained per kind × `train.membership` × seed "
         f"{list(SEEDS)}; mean ± std over seeds. `learned`: SBL / MoA route on the indicator "
         "q_s; `rules`: on the exact membership of the rule slices. The baseline ignores "
         "membership (its rules row is its learned row).\n"
     ]
+    md += project_sections(result)
+    if chart:
+        bar_chart(result, RESULTS / "membership_quality.png")
+    write(name, result, "\n".join(md))
+
+
+def project_sections(result: dict[str, Any]) -> list[str]:
+    """Each project's tables and its Δ-vs-baseline verdicts, as markdown lines."""
+    md = []
     for name, project in result["projects"].items():
         project["beats_baseline"] = beats_baseline(project)
         md.append(
@@ -244,6 +265,11 @@ def report(result: dict[str, Any]) -> None:
                 md.append(
                     f"**{split}, {metric.replace('_', '-')}**\n\n" + table(project, split, metric)
                 )
+        missing = [
+            f"{k}/{m}" for k in KINDS for m in MEMBERSHIPS if f"{k}/{m}" not in project["rows"]
+        ]
+        if missing:
+            md.append(f"Not measured (the run stopped at its time limit): {', '.join(missing)}.\n")
         md.append("**test: Δ macro-F1 vs baseline (points) and the seed spread (largest std)**\n")
         md.append("| row | Δ overall | spread | beyond? | Δ mean monitored | spread | beyond? |")
         md.append("|---|---:|---:|---|---:|---:|---|")
@@ -257,10 +283,9 @@ def report(result: dict[str, Any]) -> None:
         md.append(
             f"\nData + embeddings {project['prepare_seconds']:.0f} s (cached after the first "
             f"run), {len(project['rows']) - 1} × {len(SEEDS)} heads {project['heads_seconds']:.0f} s "
-            "on a machine shared by 7 engineers.\n"
+            "on a shared 2-core machine.\n"
         )
-    bar_chart(result, RESULTS / "membership_quality.png")
-    write("membership_quality", result, "\n".join(md))
+    return md
 
 
 if __name__ == "__main__":

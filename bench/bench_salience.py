@@ -34,6 +34,7 @@ sal = explain(
     cfg.backbone.max_length,
     n_steps=16,
     progress=False,
+    slice_rules=tr.membership[rows],
 )
 explain_s = time.perf_counter() - t0
 report = aggregate(

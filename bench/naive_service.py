@@ -22,16 +22,16 @@ from starlette.routing import Route
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from training.backbone import load_tokenizer
+from training.export import OnnxRunner, rules_fn
 from training.train import load_checkpoint
 
 cfg, trained = load_checkpoint(sys.argv[1])
 model, tok = trained.model.eval(), load_tokenizer(cfg.backbone)
 lock = asyncio.Lock()
+# a head that routes on rules (train.membership: rules) takes the texts' exact membership too
+rules = rules_fn(cfg) if model.head.uses_rules else None
 runner = None
 if len(sys.argv) > 3:  # ONNX Runtime on the given file, one request at a time
-    from training.export import OnnxRunner, rules_fn
-
-    rules = rules_fn(cfg) if model.head.uses_rules else None
     runner = OnnxRunner.open(Path(sys.argv[3]), tok, cfg.backbone.max_length, rules)
 
 
@@ -47,8 +47,9 @@ def run_model(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         max_length=cfg.backbone.max_length,
         return_tensors="pt",
     )
+    slice_rules = None if rules is None else torch.from_numpy(rules(texts))
     with torch.inference_mode():
-        probs, member, _ = model(enc["input_ids"], enc["attention_mask"])
+        probs, member, _ = model(enc["input_ids"], enc["attention_mask"], slice_rules)
     return probs.numpy(), member.numpy()
 
 

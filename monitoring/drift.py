@@ -13,16 +13,25 @@ and never drift.
 
 Traffic shift is the other signal: a slice whose share of the window moved by more than the
 `SliceTrafficShift` alert's threshold (read from monitoring/prometheus/rules.yml, so the monitor
-and the alert agree) is `traffic_shifted`.
+and the alert agree) has `share_moved`. Shares move together: a window drawn mostly from
+`negation` also holds more airline complaints and fewer links, because that is what negated texts
+are. Traffic shift is therefore attributed too (`traffic_attribution`): slices whose share moved
+are taken largest move first; a slice is `traffic_explained_by` a cause kept so far when its
+share inside the cause and inside the cause's complement (a stratified share; jointly over the
+causes when no single one explains it) moved by no more than the threshold, and the share
+expected from the causes' new mix with the reference's conditional shares is within the
+threshold of the share seen. Otherwise it is a cause itself and `traffic_shifted`. The largest
+move is always a cause (a mix effect never moves a share more than the mix itself moved).
 
 Slices overlap (a negated question is in `negation` and in `question`), so a change in one
 slice also moves its neighbours: drift in `negation` moves the rows it shares with `question`,
 and a window drawn mostly from `negation` fills `question` with negated questions, so
 `question`'s columns drift although no question changed. Drift is therefore **attributed**. The
-causes are first the traffic-shifted slices (largest move first), then the drifted user slices,
-strongest first (share of drifted columns, then the smaller slice): a drifted slice is kept as a
-cause unless its rows outside the overlapping causes kept so far no longer drift (or are too few
-to tell) — then it is reported as `explained_by` those causes and does not count as drifted.
+causes are first the traffic-shifted slices (largest move first; a slice whose share move is
+explained by another's is not one), then the drifted user slices, strongest first (share of
+drifted columns, then the smaller slice): a drifted slice is kept as a cause unless its rows
+outside the overlapping causes kept so far no longer drift (or are too few to tell) — then it
+is reported as `explained_by` those causes and does not count as drifted.
 Attribution never hides a change: an explained slice's cause is itself flagged (drifted or
 traffic-shifted), and a slice whose own rows drift too stays flagged. `all` is not attributed.
 
@@ -57,20 +66,21 @@ TRAFFIC_ALERT = "SliceTrafficShift"
 
 @functools.lru_cache(maxsize=4)
 def traffic_shift_threshold(rules_file: Path = RULES_FILE) -> float:
-    """The share change the `SliceTrafficShift` alert fires above, read from its rule.
+    """The share change the `SliceTrafficShift` alert fires above, read from its rule (the
+    first `) > <number>` of its expression: `abs(current - reference) > 0.10 unless ...`).
 
     Raises:
-        ValueError: when the rules file has no such rule ending in `> <number>`.
+        ValueError: when the rules file has no such rule with `) > <number>`.
     """
     for group in yaml.safe_load(Path(rules_file).read_text()).get("groups", []):
         for rule in group.get("rules", []):
             if rule.get("alert") == TRAFFIC_ALERT:
-                found = re.search(r">\s*([0-9]*\.?[0-9]+)\s*$", str(rule.get("expr", "")).strip())
+                found = re.search(r"\)\s*>\s*([0-9]*\.?[0-9]+)", str(rule.get("expr", "")))
                 if found:
                     return float(found.group(1))
     raise ValueError(
-        f"{rules_file} has no {TRAFFIC_ALERT} alert whose expression ends in `> <share>`; "
-        "the monitor reads its traffic-shift threshold from there"
+        f"{rules_file} has no {TRAFFIC_ALERT} alert whose expression compares `abs(...) > "
+        "<share>`; the monitor reads its traffic-shift threshold from there"
     )
 
 
@@ -98,7 +108,8 @@ class SliceDrift:
     columns: list[ColumnDrift] = field(default_factory=list)
     drift_share: float = 0.5
     explained_by: list[str] = field(default_factory=list)
-    traffic_shifted: bool = False
+    share_moved: bool = False
+    traffic_explained_by: list[str] = field(default_factory=list)
 
     @property
     def drifted_share(self) -> float:
@@ -119,6 +130,13 @@ class SliceDrift:
         """Whether the slice drifted: never on too little data, nor when explained by another."""
         return self.drifted_columns and not self.explained_by
 
+    @property
+    def traffic_shifted(self) -> bool:
+        """Whether the slice's share moved beyond the threshold, unless another slice's move
+        explains it (`traffic_explained_by`).
+        """
+        return self.share_moved and not self.traffic_explained_by
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly summary."""
         return {
@@ -132,6 +150,8 @@ class SliceDrift:
             "reference_share": self.reference_share,
             "current_share": self.current_share,
             "traffic_shifted": self.traffic_shifted,
+            "share_moved": self.share_moved,
+            "traffic_explained_by": self.traffic_explained_by,
             "columns": [vars(col) for col in self.columns],
         }
 
@@ -145,6 +165,60 @@ def slice_masks(frame: pd.DataFrame, manifest: c.Manifest) -> dict[str, np.ndarr
     for s in manifest.slices:
         masks[s.name] = frame[c.slice_score_column(s.name)].to_numpy() >= cuts[s.name]
     return masks
+
+
+@dataclass
+class MembershipBasis:
+    """What each slice was judged on in one pass (`membership_basis`)."""
+
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    judged: dict[str, str]  # slice -> "rule" (exact membership) | "learned" (indicator scores)
+    fallback_share: dict[str, float]  # share of window rows served on the learned score
+    # although the manifest declares `rule` (the prediction log's `learned_slices`)
+
+
+def membership_basis(
+    reference: pd.DataFrame, current: pd.DataFrame, manifest: c.Manifest
+) -> MembershipBasis:
+    """Make each slice's membership comparable between reference and window when the service
+    fell back to the learned score for a `rule` slice (its module not importable there, rules
+    switched off, or the function raised on some texts).
+
+    The window's fallback rows (their `learned_slices`) are cut at the slice's threshold into
+    0/1, like the exact rows around them. When they are at least half of the window, the slice
+    is judged on learned scores on both sides: the reference's membership column becomes its
+    learned score (`score_<name>`) cut at the same threshold, so a learned window is not
+    compared with exact reference membership. Slices the manifest calls `learned` are judged
+    on learned scores as they always were. Frames are copied only when something changes.
+    """
+    judged = {s.name: "rule" if s.membership == "rule" else "learned" for s in manifest.slices}
+    share = dict.fromkeys(manifest.slice_names, 0.0)
+    flags = current.get(c.LEARNED_SLICES_FIELD)
+    if flags is None or current.empty:
+        return MembershipBasis(reference, current, judged, share)
+    flags = flags.fillna("").astype(str)
+    if not flags.str.len().any():
+        return MembershipBasis(reference, current, judged, share)
+    listed = flags.str.split(",")
+    ref, cur = reference, current.copy()
+    for s in manifest.slices:
+        if s.membership != "rule":
+            continue
+        fell_back = listed.map(lambda names, name=s.name: name in names).to_numpy(bool)
+        share[s.name] = float(fell_back.mean())
+        if not fell_back.any():
+            continue
+        col = c.slice_score_column(s.name)
+        cur.loc[fell_back, col] = (cur.loc[fell_back, col] >= s.threshold).astype(float)
+        if share[s.name] >= 0.5:
+            judged[s.name] = "learned"
+            learned = c.learned_score_column(s.name)
+            if learned in ref.columns:
+                if ref is reference:
+                    ref = reference.copy()
+                ref[col] = (ref[learned] >= s.threshold).astype(float)
+    return MembershipBasis(ref, cur, judged, share)
 
 
 def drift_columns(manifest: c.Manifest, slice_name: str) -> list[tuple[str, ColumnType]]:
@@ -369,13 +443,8 @@ def slice_drift(
     threshold = traffic_shift_threshold() if traffic_threshold is None else traffic_threshold
     if len(reference) >= min_rows and len(current) >= min_rows:
         for name, r in out.items():
-            r.traffic_shifted = name != ALL and (
-                abs(r.current_share - r.reference_share) > threshold
-            )
-    causes = sorted(
-        (n for n, r in out.items() if r.traffic_shifted),
-        key=lambda n: -abs(out[n].current_share - out[n].reference_share),
-    )
+            r.share_moved = name != ALL and (abs(r.current_share - r.reference_share) > threshold)
+    causes = traffic_attribution(out, ref_masks, cur_masks, threshold, min_rows)
     drifted = sorted(
         (n for n, r in out.items() if n != ALL and r.drifted_columns),
         key=lambda n: (-out[n].drifted_share, out[n].current_rows),
@@ -392,6 +461,80 @@ def slice_drift(
         if name not in causes:
             causes.append(name)
     return out
+
+
+def traffic_attribution(
+    out: dict[str, SliceDrift],
+    ref_masks: dict[str, np.ndarray],
+    cur_masks: dict[str, np.ndarray],
+    threshold: float,
+    min_rows: int,
+) -> list[str]:
+    """Set `traffic_explained_by` on the slices whose share move another slice's explains.
+
+    Slices with `share_moved` are taken largest move first. Each is tested against the causes
+    kept so far: one at a time, then all of them together (`share_explained`). Explained, it
+    records the cause(s); otherwise it becomes a cause.
+
+    Returns:
+        The causes (traffic-shifted slices), largest move first.
+    """
+    moved = sorted(
+        (n for n, r in out.items() if r.share_moved),
+        key=lambda n: -abs(out[n].current_share - out[n].reference_share),
+    )
+    causes: list[str] = []
+    for name in moved:
+        tries = [[a] for a in causes] + ([causes] if len(causes) > 1 else [])
+        for given in tries:
+            if share_explained(name, given, ref_masks, cur_masks, threshold, min_rows):
+                out[name].traffic_explained_by = list(given)
+                break
+        else:
+            causes.append(name)
+    return causes
+
+
+def share_explained(
+    name: str,
+    given: list[str],
+    ref_masks: dict[str, np.ndarray],
+    cur_masks: dict[str, np.ndarray],
+    threshold: float,
+    min_rows: int,
+) -> bool:
+    """Whether slice `name`'s share move is the mix of the `given` slices moving.
+
+    Rows are stratified by their membership in the `given` slices (2^len(given) cells). The
+    move is explained when, in every cell with at least `min_rows` rows in both windows, the
+    share of `name` moved by at most `threshold`, and the share expected from the current mix of
+    cells at the reference's share per cell is within `threshold` of the current share (cells
+    without reference rows are expected at the reference's overall share).
+    """
+    ref_cells = _cells([ref_masks[g] for g in given])
+    cur_cells = _cells([cur_masks[g] for g in given])
+    k = 1 << len(given)
+    ref_n = np.bincount(ref_cells, minlength=k)
+    cur_n = np.bincount(cur_cells, minlength=k)
+    ref_in = np.bincount(ref_cells, weights=ref_masks[name], minlength=k)
+    cur_in = np.bincount(cur_cells, weights=cur_masks[name], minlength=k)
+    if not cur_n.sum() or not ref_n.sum():
+        return False
+    ref_rate = np.where(ref_n > 0, ref_in / np.maximum(ref_n, 1), ref_in.sum() / ref_n.sum())
+    cur_rate = cur_in / np.maximum(cur_n, 1)
+    judged = (ref_n >= min_rows) & (cur_n >= min_rows)
+    if np.any(np.abs(cur_rate - ref_rate)[judged] > threshold):
+        return False
+    expected = float((cur_n * ref_rate).sum() / cur_n.sum())
+    return abs(cur_in.sum() / cur_n.sum() - expected) <= threshold
+
+
+def _cells(masks: list[np.ndarray]) -> np.ndarray:
+    """Each row's cell: the bit pattern of its membership in `masks`."""
+    code = np.zeros(len(masks[0]), dtype=np.int64)
+    for bit, mask in enumerate(masks):
+        code |= mask.astype(np.int64) << bit
+    return code
 
 
 def evidently_report(

@@ -53,9 +53,22 @@ class MonitorMetrics:
         self.traffic_share = Gauge(
             M.SLICE_TRAFFIC_SHARE, "Share of traffic in the slice", ["slice", "window"], registry=r
         )
+        self.traffic_explained = Gauge(
+            M.SLICE_TRAFFIC_SHIFT_EXPLAINED,
+            "1 when the slice's share moved only with another slice's (explained, not shifted)",
+            ["slice"],
+            registry=r,
+        )
         self.insufficient = Gauge(
             M.SLICE_INSUFFICIENT_DATA,
             "1 when the slice has too few rows to judge",
+            ["slice"],
+            registry=r,
+        )
+        self.membership_learned = Gauge(
+            M.SLICE_MEMBERSHIP_LEARNED,
+            "1 when the monitor judged the slice on learned indicator scores, not its rule "
+            "(the manifest says learned, or the service fell back for most of the window)",
             ["slice"],
             registry=r,
         )
@@ -92,8 +105,11 @@ class MonitorMetrics:
             self.rows.labels(name, "reference").set(s["reference_rows"])
             self.traffic_share.labels(name, "current").set(s["current_share"])
             self.traffic_share.labels(name, "reference").set(s["reference_share"])
+            self.traffic_explained.labels(name).set(int(bool(s["traffic_explained_by"])))
             for col in s["columns"]:
                 self.drift_score.labels(name, col["column"], col["method"]).set(col["score"])
+        for name, mode in summary.get("membership", {}).items():
+            self.membership_learned.labels(name).set(int(mode == "learned"))
         for name, v in summary["accuracy"].items():
             self.accuracy.labels(name).set(v)
         for name, v in summary["estimated_accuracy"].items():

@@ -16,7 +16,7 @@ from monitoring.accuracy import (
     feedback_accuracy,
     reference_accuracy,
 )
-from monitoring.drift import evidently_report, slice_drift
+from monitoring.drift import evidently_report, membership_basis, slice_drift
 from monitoring.exporter import MonitorMetrics
 from monitoring.window import Window, read_feedback
 from slicewise.core import contracts as c
@@ -107,7 +107,14 @@ class Monitor:
             current = current[current["model_version"] == self.manifest.version]
             current = current.reset_index(drop=True)
         clock.lap("read")
-        drift = slice_drift(self.reference, current, self.manifest, s.min_rows, s.drift_share)
+        basis = membership_basis(self.reference, current, self.manifest)
+        current, reference = basis.current, basis.reference
+        reference_acc = (
+            self.reference_accuracy
+            if reference is self.reference
+            else reference_accuracy(reference, self.manifest)
+        )
+        drift = slice_drift(reference, current, self.manifest, s.min_rows, s.drift_share)
         clock.lap("drift")
         feedback = read_feedback(self.client, kept=self.feedback)
         accuracy = feedback_accuracy(current, feedback, self.manifest, s.min_rows)
@@ -117,14 +124,20 @@ class Monitor:
             "model_version": self.manifest.version,
             "started_at": started,
             "window_rows": len(current),
+            "membership": basis.judged,
+            "learned_membership_slices": [n for n, m in basis.judged.items() if m == "learned"],
+            "membership_fallback_share": basis.fallback_share,
             "slices": [d.as_dict() for d in drift.values()],
             "drifted_slices": [n for n, d in drift.items() if d.drift_detected],
             "traffic_shifted_slices": [n for n, d in drift.items() if d.traffic_shifted],
             "explained_drift": {n: d.explained_by for n, d in drift.items() if d.explained_by},
+            "explained_traffic_shift": {
+                n: d.traffic_explained_by for n, d in drift.items() if d.traffic_explained_by
+            },
             "insufficient_data": [n for n, d in drift.items() if d.insufficient_data],
             "accuracy": accuracy,
             "estimated_accuracy": estimated,
-            "reference_accuracy": self.reference_accuracy,
+            "reference_accuracy": reference_acc,
             "entries_read": self.window.last_read,
             "timings": clock.laps,
         }
@@ -133,25 +146,35 @@ class Monitor:
         if self.metrics is not None:
             self.metrics.update(summary)
         if s.report_dir is not None:
-            self._write_report(summary, current)
+            self._write_report(summary, reference, current)
         self.passes += 1
+        if basis.fallback_share and max(basis.fallback_share.values()) > 0:
+            log.warning(
+                "monitor: the service served learned scores for rule slices (share of the "
+                "window: %s); judged on learned scores: %s",
+                {n: round(v, 3) for n, v in basis.fallback_share.items() if v},
+                summary["learned_membership_slices"],
+            )
         if current.empty:
             log.warning(
                 "monitor: the prediction log is empty; every slice reports insufficient data"
             )
         log.info(
             "monitor pass: %d rows, drifted %s (explained by another slice: %s), "
-            "traffic shifted %s, insufficient data %s (%.2fs)",
+            "traffic shifted %s (explained by another slice: %s), insufficient data %s (%.2fs)",
             len(current),
             summary["drifted_slices"],
             summary["explained_drift"],
             summary["traffic_shifted_slices"],
+            summary["explained_traffic_shift"],
             summary["insufficient_data"],
             summary["duration_seconds"],
         )
         return summary
 
-    def _write_report(self, summary: dict[str, Any], current: pd.DataFrame) -> None:
+    def _write_report(
+        self, summary: dict[str, Any], reference: pd.DataFrame, current: pd.DataFrame
+    ) -> None:
         assert self.settings.report_dir is not None
         folder = self.settings.report_dir
         folder.mkdir(parents=True, exist_ok=True)
@@ -163,7 +186,7 @@ class Monitor:
         if due and len(current) >= self.settings.min_rows:
             try:
                 newest = current.iloc[-self.settings.report_html_rows :]
-                evidently_report(self.reference, newest, self.manifest).save_html(
+                evidently_report(reference, newest, self.manifest).save_html(
                     str(folder / f"monitor-{stamp}.html")
                 )
             except Exception as exc:  # the HTML is a convenience: never fail the pass for it

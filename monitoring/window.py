@@ -297,6 +297,7 @@ def _columns(manifest: c.Manifest) -> list[str]:
             c.CONFIDENCE_COLUMN,
             c.TEXT_LENGTH_COLUMN,
             "text",
+            c.LEARNED_SLICES_FIELD,
         ]
         + [c.prob_column(x) for x in manifest.labels]
         + [c.slice_score_column(s) for s in manifest.slice_names]
@@ -362,14 +363,17 @@ def _flat_columns(block: list) -> Callable[[str], Sequence | None] | None:
     return col
 
 
+OPTIONAL_FIELDS = ("text", c.LEARNED_SLICES_FIELD)  # written only when there is something
+
+
 def _dict_columns(block: list[dict]) -> Callable[[str], Sequence | None]:
     raw = bool(block) and isinstance(next(iter(block[0])), bytes)
 
     def col(name: str) -> Sequence | None:
         k = name.encode() if raw else name
-        if name == "text":
-            texts = [f.get(k) for f in block]
-            return texts if any(t is not None for t in texts) else None
+        if name in OPTIONAL_FIELDS:
+            values = [f.get(k) for f in block]
+            return values if any(v is not None for v in values) else None
         return [f[k] for f in block]
 
     return col
@@ -462,6 +466,7 @@ def _fast_frame(
     probs = _json_table(need("probabilities"), raw, manifest.labels, nan)
     slices = _json_table(need("slices"), raw, manifest.slice_names, 0.0)
     texts = col("text")
+    learned = col(c.LEARNED_SLICES_FIELD)
     data: dict[str, object] = {
         "id": _strings(ids, raw),
         "ts": ts,
@@ -473,6 +478,11 @@ def _fast_frame(
             [_text(t) for t in texts]
             if texts is not None and any(t is not None for t in texts)
             else np.empty(n, dtype=object)  # all None
+        ),
+        c.LEARNED_SLICES_FIELD: (
+            [_text(x) or "" for x in learned]
+            if learned is not None and any(x is not None for x in learned)
+            else np.full(n, "", dtype=object)
         ),
     }
     for i, lab in enumerate(manifest.labels):
@@ -500,6 +510,7 @@ def _slow_frame(fields: list[dict], manifest: c.Manifest, with_ok: bool = False)
                 c.CONFIDENCE_COLUMN: rec.confidence,
                 c.TEXT_LENGTH_COLUMN: rec.text_length,
                 "text": rec.text,
+                c.LEARNED_SLICES_FIELD: ",".join(rec.learned_slices),
             }
             for lab in manifest.labels:
                 row[c.prob_column(lab)] = float(rec.probabilities.get(lab, float("nan")))

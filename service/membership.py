@@ -36,7 +36,24 @@ class SliceMembership:
     evaluator: RuleEvaluator
     columns: np.ndarray  # the model-output column of each compiled rule
     cuts: np.ndarray  # per slice: 0.5 on exact membership, the threshold on learned scores
+    declared: list[str] = field(default_factory=list)  # slices the manifest calls `rule`
     _reported: set[str] = field(default_factory=set)
+
+    @property
+    def fallback(self) -> list[str]:
+        """Slices the manifest calls `rule` that are served on the learned score here."""
+        return [n for n in self.declared if self.modes[n] == "learned"]
+
+    def learned_slices(self, failed: np.ndarray) -> list[list[str]]:
+        """Per text: the slices whose membership is the learned score although the manifest
+        declares `rule` (`fallback`, and the cells where a slicing function raised); the
+        prediction log carries it so the monitor knows what it judges.
+        """
+        always = self.fallback
+        if not failed.any():
+            return [list(always) for _ in range(len(failed))]
+        names = [self.names[j] for j in self.columns]
+        return [always + [names[j] for j in np.flatnonzero(row)] for row in failed]
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, evaluate_rules: bool = True) -> SliceMembership:
@@ -71,8 +88,14 @@ class SliceMembership:
             [0.5 if modes[s.name] == "rule" else s.threshold for s in manifest.slices],
             dtype=np.float32,
         )
+        declared = [s.name for s in manifest.slices if s.membership == "rule" and s.rule]
         return cls(
-            manifest.slice_names, modes, RuleEvaluator(rules), np.array(columns, dtype=int), cuts
+            manifest.slice_names,
+            modes,
+            RuleEvaluator(rules),
+            np.array(columns, dtype=int),
+            cuts,
+            declared,
         )
 
     def evaluate(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

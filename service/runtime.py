@@ -203,4 +203,5 @@ class ModelRuntime:
                 outs[name][group] = arr
         t3 = time.perf_counter()
         outs["slices"] = self.membership.combine(outs["slice_membership"], exact, failed)
+        outs["rule_failed"] = failed  # [B, r]: cells whose slicing function raised
         return outs, Timings(tokenize, infer, rules + time.perf_counter() - t3)

@@ -197,9 +197,11 @@ class Slicewise:
         metrics.INFERENCE_SECONDS.labels("rules").observe(took.rules)
         metrics.BATCH_SIZE.observe(len(texts))
         preds = build_predictions(outputs, runtime.bundle.manifest, runtime.membership.cuts)
-        for p in preds:
+        learned = runtime.membership.learned_slices(outputs["rule_failed"])
+        for p, fell_back in zip(preds, learned, strict=True):
             p["model_version"] = runtime.version
             p["membership"] = runtime.membership.modes
+            p["learned_slices"] = fell_back  # for the prediction log only
         return preds
 
     @bentoml.api(route="/predict")
@@ -238,6 +240,7 @@ class Slicewise:
                     len(text),
                     id=p["id"],
                     text=text if self.settings.log_text else None,
+                    learned_slices=p.pop("learned_slices"),
                 )
             )
         self.log.append(records)

@@ -110,6 +110,7 @@ def explain(
     progress: bool = True,
     tolerance: float = 0.05,
     max_steps: int = 128,
+    slice_rules: np.ndarray | None = None,
 ) -> TokenSalience:
     """Integrated gradients and gradient × (input − baseline) per word, towards each text's
     predicted class.
@@ -124,21 +125,29 @@ def explain(
         progress: show a progress bar.
         tolerance: IG's mean relative completeness error per batch to reach, doubling steps.
         max_steps: the most IG steps tried.
+        slice_rules: exact slice membership `[N, k]` of the texts (1/0), what the served
+            model's `slice_rules` input gets; needed when the head routes on rules
+            (`train.membership: rules`), ignored otherwise. The baseline keeps the text's
+            membership: salience is the words' effect, not the slice rules'.
 
     Raises:
-        SalienceError: when a text tokenises to nothing but special tokens.
+        SalienceError: when a text tokenises to nothing but special tokens, or a model that
+            routes on rules gets no (or wrongly shaped) `slice_rules`.
     """
     from captum.attr import LayerIntegratedGradients
 
     model = model.eval()
+    rules = _rules_input(model, slice_rules, len(texts))
     emb_layer = model.encoder.get_input_embeddings()
     pad_id = tokenizer.pad_token_id or 0
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
 
-    def score(ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return model(ids, mask)[0].gather(1, target[:, None]).squeeze(1)
+    def score(
+        ids: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, r: torch.Tensor | None
+    ) -> torch.Tensor:
+        return model(ids, mask, r)[0].gather(1, target[:, None]).squeeze(1)
 
-    lig = LayerIntegratedGradients(lambda ids, mask: model(ids, mask)[0], emb_layer)
+    lig = LayerIntegratedGradients(lambda ids, mask, *r: model(ids, mask, *r)[0], emb_layer)
     out = TokenSalience([], [], [], np.zeros(len(texts), dtype=np.int64))
     for start in tqdm(
         range(0, len(texts), batch_size), desc="salience", unit="batch", disable=not progress
@@ -161,15 +170,16 @@ def explain(
                 f"text {i} ({texts[i][:40]!r}) tokenises to nothing; remove empty texts"
             )
         baseline = torch.where(content, torch.full_like(ids, pad_id), ids)
+        r = None if rules is None else rules[start : start + len(chunk)]
         with torch.no_grad():
-            pred = model(ids, mask)[0].argmax(1)
-            gap = (score(ids, mask, pred) - score(baseline, mask, pred)).abs()
+            pred = model(ids, mask, r)[0].argmax(1)
+            gap = (score(ids, mask, pred, r) - score(baseline, mask, pred, r)).abs()
         steps = n_steps
         while True:  # completeness: Σ attributions = F(x) − F(baseline) as steps → ∞
             ig, delta = lig.attribute(
                 ids,
                 baselines=baseline,
-                additional_forward_args=(mask,),
+                additional_forward_args=(mask,) if r is None else (mask, r),
                 target=pred,
                 n_steps=steps,
                 return_convergence_delta=True,
@@ -183,7 +193,7 @@ def explain(
         base_embeds = emb_layer(baseline).detach()
         hook = emb_layer.register_forward_hook(lambda *_, e=embeds: e)  # feed these through
         try:
-            (grad,) = torch.autograd.grad(score(ids, mask, pred).sum(), embeds)
+            (grad,) = torch.autograd.grad(score(ids, mask, pred, r).sum(), embeds)
         finally:
             hook.remove()
         gxi = (grad * (embeds - base_embeds)).sum(-1).detach()
@@ -200,6 +210,25 @@ def explain(
             out.completeness.append(float(rel[row]))
             out.steps.append(steps)
     return out
+
+
+def _rules_input(
+    model: SliceAwareClassifier, slice_rules: np.ndarray | None, n: int
+) -> torch.Tensor | None:
+    """The `slice_rules` tensor a rules-routing model needs for `n` texts (None otherwise)."""
+    if not model.head.uses_rules:
+        return None
+    k = model.head.num_slices
+    if slice_rules is None:
+        raise SalienceError(
+            "this model routes on rule membership (train.membership: rules): pass slice_rules, "
+            "the texts' exact slice membership [N, k] (e.g. PreparedSplit.membership)"
+        )
+    if np.shape(slice_rules) != (n, k):
+        raise SalienceError(
+            f"slice_rules has shape {np.shape(slice_rules)}; expected ({n}, {k}) (texts, slices)"
+        )
+    return torch.as_tensor(np.asarray(slice_rules, dtype=np.float32))
 
 
 def label_association(
@@ -472,7 +501,14 @@ def run_salience(
     rows = np.random.default_rng(0).permutation(len(part))[:count]
     texts = [part.texts[i] for i in rows]  # type: ignore[index]
     tok = load_tokenizer(cfg.backbone)
-    sal = explain(trained.model, tok, texts, cfg.backbone.max_length, n_steps=steps)
+    sal = explain(
+        trained.model,
+        tok,
+        texts,
+        cfg.backbone.max_length,
+        n_steps=steps,
+        slice_rules=part.membership[rows],
+    )
     report = aggregate(
         sal,
         cfg,

@@ -101,6 +101,8 @@ def monitor(
         "drifted_slices",
         "traffic_shifted_slices",
         "explained_drift",
+        "explained_traffic_shift",
+        "learned_membership_slices",
         "insufficient_data",
         "accuracy",
         "estimated_accuracy",

@@ -327,6 +327,9 @@ TEXT_LENGTH_COLUMN = "text_length"
 TRUE_LABEL_COLUMN = "true_label"
 
 
+LEARNED_SLICES_FIELD = "learned_slices"  # prediction-log field (and window column), comma-separated
+
+
 @dataclass
 class PredictionRecord:
     """One entry of the `slicewise:predictions` Redis stream (docs/design.md §7)."""
@@ -340,6 +343,10 @@ class PredictionRecord:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     ts: float = field(default_factory=time.time)
     text: str | None = None
+    # slices whose `slices` value is the learned score although the manifest declares `rule`
+    # membership (the service could not evaluate the rule: module not importable, rules off,
+    # or the slicing function raised on this text); written only when not empty
+    learned_slices: list[str] = field(default_factory=list)
 
     def to_fields(self) -> dict[str, str]:
         """Flat string fields for `XADD`."""
@@ -355,6 +362,8 @@ class PredictionRecord:
         }
         if self.text is not None:
             out["text"] = self.text
+        if self.learned_slices:
+            out[LEARNED_SLICES_FIELD] = ",".join(self.learned_slices)
         return out
 
     @classmethod
@@ -385,6 +394,7 @@ class PredictionRecord:
             slices=json.loads(f["slices"]),
             text_length=int(f["text_length"]),
             text=f.get("text"),
+            learned_slices=[n for n in f.get(LEARNED_SLICES_FIELD, "").split(",") if n],
         )
 
 
@@ -414,12 +424,16 @@ class MetricNames:
     SLICE_DRIFTED_COLUMNS_SHARE = "slicewise_slice_drifted_columns_share"
     SLICE_ROWS = "slicewise_slice_rows"
     SLICE_TRAFFIC_SHARE = "slicewise_slice_traffic_share"
+    # 1 = the slice's share moved only with another slice's (SliceTrafficShift stays quiet)
+    SLICE_TRAFFIC_SHIFT_EXPLAINED = "slicewise_slice_traffic_shift_explained"
     SLICE_ACCURACY = "slicewise_slice_accuracy"
     SLICE_ESTIMATED_ACCURACY = "slicewise_slice_estimated_accuracy"
     SLICE_REFERENCE_ACCURACY = (
         "slicewise_slice_reference_accuracy"  # accuracy on the reference split
     )
     SLICE_INSUFFICIENT_DATA = "slicewise_slice_insufficient_data"  # 1 = too few rows to judge
+    # 1 = judged on learned indicator scores (manifest `learned`, or the service fell back)
+    SLICE_MEMBERSHIP_LEARNED = "slicewise_slice_membership_learned"
     MONITOR_LAST_RUN = "slicewise_monitor_last_run_timestamp_seconds"
     MONITOR_RUN_DURATION = "slicewise_monitor_run_duration_seconds"
     RETRAIN_RUNS = "slicewise_retrain_runs"  # counter {outcome}

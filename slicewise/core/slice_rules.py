@@ -14,10 +14,9 @@ Semantics (the ones training always had):
 - word_count: `len(text.split())` (runs of whitespace) within `[min, max]`, both inclusive;
 - a text that is not a `str` is evaluated as `str(text)`.
 
-Measured on the demo's six rules (2 CPU cores shared with 6 other jobs, load 10): 38k tweets in
-2.4 s (pandas string operations: 3.1 s), a 64-text batch in 3.7 ms; the service's model call
-costs about 8 ms of CPU per text, so the rules add well under 1% (bench/bench_service.py
-measures it side by side).
+Measured on the demo's six rules (bench/bench_membership.py, 2 shared CPU cores, load 5):
+15.6-27 µs a text in 64-text batches (49.5 µs before keyword rules tested a first-character
+class first); inside the served model path the rules stage is about 0.1% of the time.
 
 Imports neither torch nor pandas (the serving bento packs this file).
 """
@@ -144,7 +143,14 @@ def keyword_pattern(keywords: Sequence[str]) -> str:
     # alternative) but tests the boundary once per position: 3x faster on the demo's negation
     # keywords (Python's `re` has no literal-prefix scan under IGNORECASE).
     parts = [f"{left}(?:{'|'.join(bodies)}){right}" for (left, right), bodies in groups.items()]
-    return "(?i)(?:" + "|".join(parts) + ")"
+    # A match must start with some keyword's first character: testing that one class first
+    # (a lookahead) skips the alternation at every other position, 5.8x faster on the demo's
+    # negation keywords (13.7 -> 2.4 µs a tweet); the texts matched are the same.
+    first: set[str] = set()
+    for kw in keywords:
+        first |= {"'", "’"} if kw[0] == "'" else {kw[0]}
+    lead = "[" + "".join(re.escape(ch) for ch in sorted(first)) + "]"
+    return f"(?i)(?={lead})(?:" + "|".join(parts) + ")"
 
 
 def rule_kind(definition: Any) -> RuleKind:

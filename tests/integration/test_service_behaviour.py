@@ -289,11 +289,12 @@ def test_embedded_redis_holds_the_log_and_shutdown_is_clean(
 
 
 def test_plugin_slices_are_evaluated_and_an_unimportable_one_stays_learned(
-    tiny_bundle, bentoml_home, tmp_path
+    tiny_bundle, bentoml_home, redis_server, tmp_path
 ) -> None:
     """A bundle whose `short` slice is a plugin's registered function and whose `question`
     slice needs a module the service cannot import: `short` is exact, `question` learned (one
-    log line names it), serving goes on."""
+    log line names it), serving goes on, and every logged prediction names `question` in
+    `learned_slices` (what the monitor reads)."""
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     raw = json.loads((bundle / c.MANIFEST_JSON).read_text())
@@ -306,7 +307,7 @@ def test_plugin_slices_are_evaluated_and_an_unimportable_one_stays_learned(
     env = {
         "SLICEWISE_MODEL_DIR": str(bundle),
         "BENTOML_HOME": str(bentoml_home),
-        "REDIS_URL": "redis://127.0.0.1:1/0",  # no Redis: predictions must still succeed
+        "REDIS_URL": redis_server.url,
     }
     with BentoServer(env, log_file=log).start() as srv:
         texts = ["NOT good?", "fine not bad", "is it ok?"]
@@ -314,9 +315,16 @@ def test_plugin_slices_are_evaluated_and_an_unimportable_one_stays_learned(
         assert r.status_code == 200
         body = r.json()
         scores = [p["slice_scores"]["question"] for p in body["predictions"]]
+        client = redis.Redis.from_url(redis_server.url)
+        deadline = time.monotonic() + 10
+        while client.xlen(c.PREDICTIONS_STREAM) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
     assert body["membership"] == {"negation": "rule", "question": "learned", "short": "rule"}
     assert [p["slices"]["short"] for p in body["predictions"]] == [1.0, 0.0, 0.0]  # "NOT"
     assert [p["slices"]["negation"] for p in body["predictions"]] == [1.0, 1.0, 0.0]
     assert [p["slices"]["question"] for p in body["predictions"]] == scores  # learned
     lines = [ln for ln in log.read_text().splitlines() if "membership is learned" in ln]
     assert len(lines) == 1 and "'question'" in lines[0] and "no_such_plugin_xyz" in lines[0]
+    logged = [c.PredictionRecord.from_fields(f) for _, f in client.xrange(c.PREDICTIONS_STREAM)]
+    assert [r.id for r in logged] == [p["id"] for p in body["predictions"]]
+    assert [r.learned_slices for r in logged] == [["question"]] * 3

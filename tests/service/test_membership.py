@@ -83,6 +83,10 @@ def test_unimportable_plugin_leaves_the_slice_learned_with_one_log_line(caplog) 
     assert "'custom'" in lines[0] and "learned" in lines[0] and "no_such_plugin_xyz" in lines[0]
     member = m.apply(TEXTS, SCORES[:, :4])
     np.testing.assert_array_equal(member[:, 3], SCORES[:, 3])  # the learned score stands
+    # the prediction log names it on every record, so the monitor knows
+    assert m.fallback == ["custom"]
+    _, failed = m.evaluate(TEXTS)
+    assert m.learned_slices(failed) == [["custom"]] * len(TEXTS)
 
 
 def test_a_rule_that_does_not_compile_in_the_service_stays_learned(caplog) -> None:
@@ -97,6 +101,8 @@ def test_rules_off_gives_every_slice_learned() -> None:
     m = SliceMembership.from_manifest(manifest(RULE_SLICES), evaluate_rules=False)
     assert set(m.modes.values()) == {"learned"}
     np.testing.assert_array_equal(m.apply(TEXTS, SCORES), SCORES)
+    # every declared rule slice is a fallback; `old` never had a rule
+    assert m.fallback == ["negation", "question", "short", "shouting"]
 
 
 def test_a_raising_function_falls_back_per_text_and_logs_once(caplog) -> None:
@@ -110,6 +116,13 @@ def test_a_raising_function_falls_back_per_text_and_logs_once(caplog) -> None:
         member = m.apply(TEXTS, scores)
     assert member[:, 0].tolist() == pytest.approx([0, 0, 0, 0.3, 0])  # text 3 raised
     assert len(caplog.records) == 1 and "'starts_a'" in caplog.text
+    assert m.fallback == [] and m.learned_slices(m.evaluate(TEXTS)[1]) == [
+        [],
+        [],
+        [],
+        ["starts_a"],
+        [],
+    ]
 
 
 def test_old_manifest_without_definitions_loads_learned() -> None:

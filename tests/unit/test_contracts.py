@@ -71,6 +71,15 @@ def test_prediction_record_round_trips_through_bytes() -> None:
     assert PredictionRecord.from_fields(raw) == rec
 
 
+def test_prediction_record_carries_the_slices_served_on_learned_scores() -> None:
+    rec = PredictionRecord("v1", "neg", 0.9, {}, {"a": 0.7, "b": 1.0}, 3, learned_slices=["a"])
+    assert rec.to_fields()["learned_slices"] == "a"
+    assert PredictionRecord.from_fields(rec.to_fields()).learned_slices == ["a"]
+    plain = PredictionRecord("v1", "neg", 0.9, {}, {"a": 1.0}, 3)
+    assert "learned_slices" not in plain.to_fields()  # the usual case costs nothing
+    assert PredictionRecord.from_fields(plain.to_fields()).learned_slices == []
+
+
 def test_prediction_record_rejects_nan_confidence() -> None:
     rec = PredictionRecord("v1", "neg", math.nan, {}, {}, 1)
     with pytest.raises(ValueError, match="non-finite confidence"):

@@ -9,14 +9,21 @@ import pytest
 from monitoring.drift import column_drift, slice_drift
 from slicewise.core import contracts as c
 
-MANIFEST = c.Manifest(
-    version="v",
-    created_at="t",
-    labels=["neg", "pos"],
-    max_length=8,
-    backbone="b",
-    slices=[c.SliceInfo(name="a", threshold=0.5), c.SliceInfo(name="b", threshold=0.5)],
-)
+
+def _manifest(names: tuple[str, ...], **slice_fields) -> c.Manifest:
+    """A two-label manifest with these slices (threshold 0.5 unless given)."""
+    fields = {"threshold": 0.5, **slice_fields}
+    return c.Manifest(
+        version="v",
+        created_at="t",
+        labels=["neg", "pos"],
+        max_length=8,
+        backbone="b",
+        slices=[c.SliceInfo(name=n, **fields) for n in names],
+    )
+
+
+MANIFEST = _manifest(("a", "b"))
 
 
 def frame(
@@ -167,13 +174,156 @@ def test_traffic_threshold_is_the_alert_rules_number(tmp_path) -> None:
         for r in g["rules"]
         if r.get("alert") == "SliceTrafficShift"
     )
-    assert expr.strip().endswith(f"> {traffic_shift_threshold():.2f}")
+    assert f") > {traffic_shift_threshold():.2f}" in expr
     other = tmp_path / "rules.yml"
     other.write_text(RULES_FILE.read_text().replace(") > 0.10", ") > 0.25"))  # only this rule
     assert traffic_shift_threshold(other) == 0.25
     (tmp_path / "none.yml").write_text("groups: []\n")
     with pytest.raises(ValueError, match="no SliceTrafficShift alert"):
         traffic_shift_threshold(tmp_path / "none.yml")
+
+
+MANIFEST3 = _manifest(("a", "b", "c"))
+
+
+def mix_pool(n: int, seed: int, b_outside_a: float = 0.2) -> pd.DataFrame:
+    """Three slices: `a` (30% of rows); `b` holds 80% of `a`'s rows and a share `b_outside_a`
+    of the rest (so its share moves with `a`'s); `c` (25%) is independent of both."""
+    rng = np.random.default_rng(seed)
+    a = rng.random(n) < 0.3
+    b = np.where(a, rng.random(n) < 0.8, rng.random(n) < b_outside_a)
+    cc = rng.random(n) < 0.25
+    p = np.clip(rng.beta(5, 2, n) - 0.3 * a, 0.01, 0.99)
+    out = pd.DataFrame(
+        {
+            c.prob_column("neg"): p,
+            c.prob_column("pos"): 1 - p,
+            c.PREDICTED_LABEL_COLUMN: np.where(p >= 0.5, "neg", "pos"),
+            c.CONFIDENCE_COLUMN: np.maximum(p, 1 - p),
+            c.TEXT_LENGTH_COLUMN: rng.integers(10, 120, n) + 60 * a,
+        }
+    )
+    for name, mask in (("a", a), ("b", b), ("c", cc)):
+        out[c.slice_score_column(name)] = np.where(mask, 0.9, 0.1)
+    return out
+
+
+def drawn_from_a(pool: pd.DataFrame, n: int, seed: int, share: float) -> pd.DataFrame:
+    """`demo-traffic --shift-slice a --shift share` on `pool`."""
+    rng = np.random.default_rng(seed)
+    members = np.flatnonzero(pool[c.slice_score_column("a")].to_numpy() >= 0.5)
+    take = np.where(rng.random(n) < share, rng.choice(members, n), rng.integers(0, len(pool), n))
+    return pool.iloc[take].reset_index(drop=True)
+
+
+def test_a_share_that_moves_only_with_another_slices_is_explained_not_shifted() -> None:
+    reference = mix_pool(4000, 0)
+    current = drawn_from_a(mix_pool(20_000, 1), 5000, 2, 0.9)
+    res = slice_drift(reference, current, MANIFEST3, traffic_threshold=0.1)
+    # a moved most: the cause, flagged; b's share moved too (0.38 -> ~0.76) but inside a and
+    # inside not-a it is what it was: explained by a, not flagged; c's share did not move
+    assert res["a"].share_moved and res["a"].traffic_shifted
+    assert res["a"].traffic_explained_by == []
+    assert res["b"].current_share - res["b"].reference_share > 0.3
+    assert res["b"].share_moved and res["b"].traffic_explained_by == ["a"]
+    assert not res["b"].traffic_shifted
+    assert res["b"].as_dict()["traffic_explained_by"] == ["a"]
+    assert not res["b"].as_dict()["traffic_shifted"] and res["b"].as_dict()["share_moved"]
+    assert not res["c"].share_moved and not res["c"].traffic_shifted
+    # b's columns drift with a's rows; with b not a cause, the drift is explained by a alone
+    assert not res["b"].drift_detected and res["b"].explained_by in ([], ["a"])
+
+
+def test_a_share_that_also_moved_on_its_own_stays_traffic_shifted() -> None:
+    """b's share outside a doubles (0.2 -> 0.6) while the window is drawn from a: the mix
+    explains part of b's move, not the rest, so b is flagged beside a."""
+    reference = mix_pool(4000, 0)
+    current = drawn_from_a(mix_pool(20_000, 1, b_outside_a=0.6), 5000, 2, 0.5)
+    res = slice_drift(reference, current, MANIFEST3, traffic_threshold=0.1)
+    assert res["a"].traffic_shifted and res["b"].traffic_shifted
+    assert res["b"].traffic_explained_by == [] and res["a"].traffic_explained_by == []
+
+
+@pytest.mark.parametrize("share", [0.4, 0.9])
+def test_the_cause_of_a_traffic_shift_is_never_explained_away(share: float) -> None:
+    reference = mix_pool(4000, 0)
+    res = slice_drift(
+        reference,
+        drawn_from_a(mix_pool(20_000, 3), 5000, 4, share),
+        MANIFEST3,
+        traffic_threshold=0.1,
+    )
+    shifted = [n for n, r in res.items() if r.traffic_shifted]
+    assert shifted == ["a"]
+    assert all(r.traffic_explained_by in ([], ["a"]) for r in res.values())
+
+
+def test_share_explained_judges_each_stratum() -> None:
+    """Opposite moves inside a and outside it that cancel in the expected share still count:
+    b's share inside a falls 0.8 -> 0.4 while outside a it rises; not explained by a."""
+    from monitoring.drift import share_explained
+
+    rng = np.random.default_rng(0)
+    ref_a = rng.random(4000) < 0.3
+    ref_b = np.where(ref_a, rng.random(4000) < 0.8, rng.random(4000) < 0.2)
+    cur_a = rng.random(4000) < 0.6
+    cur_b = np.where(cur_a, rng.random(4000) < 0.4, rng.random(4000) < 0.6)
+    ref, cur = {"a": ref_a, "b": ref_b}, {"a": cur_a, "b": cur_b}
+    assert not share_explained("b", ["a"], ref, cur, 0.1, 50)
+    same = {"a": cur_a, "b": np.where(cur_a, rng.random(4000) < 0.8, rng.random(4000) < 0.2)}
+    assert share_explained("b", ["a"], ref, same, 0.1, 50)
+
+
+def test_explained_shift_is_exported_so_the_alert_skips_it() -> None:
+    """The monitor's gauges for the window above: `b` carries
+    slicewise_slice_traffic_shift_explained 1 (SliceTrafficShift's `unless` drops it; promtool
+    checks the rule in test_rules.py), `a` and `c` carry 0."""
+    import time
+
+    from prometheus_client import generate_latest
+
+    from monitoring.exporter import MonitorMetrics
+
+    res = slice_drift(
+        mix_pool(4000, 0), drawn_from_a(mix_pool(20_000, 1), 5000, 2, 0.9), MANIFEST3, 50, 0.5, 0.1
+    )
+    metrics = MonitorMetrics()
+    now = time.time()
+    metrics.update(
+        {
+            "slices": [r.as_dict() for r in res.values()],
+            "accuracy": {},
+            "estimated_accuracy": {},
+            "reference_accuracy": {},
+            "finished_at": now,
+            "duration_seconds": 0.1,
+        }
+    )
+    text = generate_latest(metrics.registry).decode()
+    for name, value in (("a", 0), ("b", 1), ("c", 0), ("all", 0)):
+        assert f'slicewise_slice_traffic_shift_explained{{slice="{name}"}} {value}.0' in text
+
+
+def test_a_few_rows_served_on_learned_scores_are_cut_at_the_threshold() -> None:
+    """A slicing function that raised on some texts: those rows carry the learned score; the
+    window cuts them at the slice's threshold (0/1 like the exact rows) and the slice is still
+    judged on its rule."""
+    from monitoring.drift import membership_basis
+
+    manifest = _manifest(("a", "b"), threshold=0.3, membership="rule", rule={"keywords": ["x"]})
+    reference, current = frame(1000, 0), frame(1000, 1)
+    col = c.slice_score_column("b")
+    current[c.LEARNED_SLICES_FIELD] = ""
+    current.loc[:199, c.LEARNED_SLICES_FIELD] = "b"
+    current.loc[:199, col] = np.linspace(0.0, 0.6, 200)  # learned scores, threshold 0.3
+    basis = membership_basis(reference, current, manifest)
+    assert basis.judged == {"a": "rule", "b": "rule"}
+    assert basis.fallback_share == {"a": 0.0, "b": 0.2}
+    assert basis.reference is reference  # nothing to change there
+    cut = basis.current[col].to_numpy()
+    assert (cut[:200] == (np.linspace(0.0, 0.6, 200) >= 0.3)).all()
+    assert (cut[200:] == current[col].to_numpy()[200:]).all()  # served rows stay as they were
+    assert current.loc[0, col] == 0.0 and current.loc[199, col] == 0.6  # the input is not changed
 
 
 def evidently_columns(reference, current, name, rm, cm) -> list:

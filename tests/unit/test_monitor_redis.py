@@ -15,7 +15,11 @@ from slicewise.core import contracts as c
 from slicewise.core.settings import MonitorConfig
 
 
-def _log(client: redis.Redis, bundle: c.Bundle, n: int, seed: int = 0) -> list[str]:
+def _log(
+    client: redis.Redis, bundle: c.Bundle, n: int, seed: int = 0, learned: tuple[str, ...] = ()
+) -> list[str]:
+    """Log `n` reference rows as the service would; slices in `learned` as a service that fell
+    back to the learned score for them logs them (the score, named in `learned_slices`)."""
     ref = bundle.reference().sample(n, replace=True, random_state=seed)
     m = bundle.manifest
     ids = []
@@ -26,8 +30,12 @@ def _log(client: redis.Redis, bundle: c.Bundle, n: int, seed: int = 0) -> list[s
             row[c.PREDICTED_LABEL_COLUMN],
             row[c.CONFIDENCE_COLUMN],
             {lab: row[c.prob_column(lab)] for lab in m.labels},
-            {s: row[c.slice_score_column(s)] for s in m.slice_names},
+            {
+                s: row[c.learned_score_column(s) if s in learned else c.slice_score_column(s)]
+                for s in m.slice_names
+            },
             int(row[c.TEXT_LENGTH_COLUMN]),
+            learned_slices=list(learned),
         )
         pipe.xadd(c.PREDICTIONS_STREAM, rec.to_fields())
         ids.append(rec.id)
@@ -86,6 +94,40 @@ def test_monitor_pass_exports_gauges_and_reports(redis_server, tiny_bundle, tmp_
     assert (
         len(list(tmp_path.glob("monitor-*.json"))) == 1
         and len(list(tmp_path.glob("monitor-*.html"))) == 1
+    )
+
+
+def test_slices_the_service_served_on_learned_scores_are_judged_on_learned_scores(
+    redis_server, tiny_bundle
+) -> None:
+    """The service fell back to the learned score for `question` (its module not importable
+    there, say): the log says so per record, the monitor judges `question` on learned scores
+    on both sides (the reference's `score_question`), reports it and exports it."""
+    from monitoring.drift import slice_drift
+
+    client = redis.Redis.from_url(redis_server.url)
+    bundle = c.Bundle.load(tiny_bundle)
+    _log(client, bundle, 600, seed=1, learned=("question",))
+    metrics = MonitorMetrics()
+    settings = MonitorConfig(window_size=1000, min_rows=20, report_dir=None)
+    summary = Monitor(bundle, client, settings, metrics).run_once()
+    assert summary["learned_membership_slices"] == ["question"]
+    assert summary["membership"] == {"negation": "rule", "question": "learned", "short": "rule"}
+    assert summary["membership_fallback_share"]["question"] == 1.0
+    assert summary["membership_fallback_share"]["negation"] == 0.0
+    assert summary["drifted_slices"] == []  # same model, same texts: nothing moved
+    text = generate_latest(metrics.registry).decode()
+    assert 'slicewise_slice_membership_learned{slice="question"} 1.0' in text
+    assert 'slicewise_slice_membership_learned{slice="negation"} 0.0' in text
+    # judged as before (learned scores against the reference's exact membership), the
+    # `question` column differs in every slice although nothing changed
+    window = read_window(client, bundle.manifest, 1000)
+    naive = slice_drift(bundle.reference(), window, bundle.manifest, 20)
+    assert any(
+        col.drifted
+        for r in naive.values()
+        for col in r.columns
+        if col.column == c.slice_score_column("question")
     )
 
 

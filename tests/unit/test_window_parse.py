@@ -18,7 +18,7 @@ class Manifest:
     slice_names = SLICES
 
 
-def entries(n: int, seed: int, raw: bool, text: bool = False) -> list[dict]:
+def entries(n: int, seed: int, raw: bool, text: bool = False, learned: bool = False) -> list[dict]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -31,6 +31,9 @@ def entries(n: int, seed: int, raw: bool, text: bool = False) -> list[dict]:
             slices={s: float(rng.random()) for s in SLICES[: 1 + i % 2]},  # one may be missing
             text_length=int(rng.integers(1, 300)),
             text=f"text é {i}" if text else None,
+            learned_slices=(SLICES if i % 7 == 3 else ["question"] if i % 5 == 1 else [])
+            if learned
+            else [],
         )
         f = rec.to_fields()
         out.append({k.encode(): v.encode() for k, v in f.items()} if raw else f)
@@ -50,11 +53,17 @@ BAD = [
 
 @pytest.mark.parametrize("raw", [True, False])
 @pytest.mark.parametrize("text", [True, False])
-def test_columnar_parse_equals_entry_by_entry(raw, text) -> None:
-    fields = entries(50, 0, raw, text)
+@pytest.mark.parametrize("learned", [True, False])
+def test_columnar_parse_equals_entry_by_entry(raw, text, learned) -> None:
+    fields = entries(50, 0, raw, text, learned)
     fast = records_frame(fields, Manifest(), chunk=16)
     pd.testing.assert_frame_equal(fast, _slow_frame(fields, Manifest()))
     assert len(fast) == 50 and fast[c.slice_score_column("question")].iloc[0] == 0.0
+    flags = fast[c.LEARNED_SLICES_FIELD].tolist()
+    if learned:  # the slices the service served on learned scores, per record
+        assert flags[3] == "negation,question" and flags[1] == "question" and flags[0] == ""
+    else:
+        assert set(flags) == {""}
 
 
 @pytest.mark.parametrize("bad", BAD)

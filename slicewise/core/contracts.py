@@ -54,8 +54,6 @@ RETRAIN_QUEUE = "slicewise:retrain:queue"
 RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"  # hash outcome -> count (retrain writes)
 RETRAIN_RUNS_KEY = "slicewise:retrain:runs"  # list of the last 100 run reports (JSON)
 ALERT_DEDUP_PREFIX = "slicewise:alert:"
-RETRAIN_OUTCOMES_KEY = "slicewise:retrain:outcomes"  # hash outcome -> count
-RETRAIN_RUNS_KEY = "slicewise:retrain:runs"  # list of the last 100 run reports (JSON)
 # `slicewise_retrain_runs_total{outcome}`: what `slicewise retrain` ends with (promoted, rejected,
 # failed: an error it caught, production untouched), and what the webhook's worker counts when
 # no run could report itself: crashed (the run died or its Job failed), invalid_job (a queue

@@ -46,17 +46,8 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: setup  ## run every benchmark in bench/ on one fresh bundle (slow; writes bench/results/), then refresh the README tables
-	$(PY) bench/bench_quality.py
-	$(PY) bench/bench_train_speed.py
-	$(PY) bench/tune_heads.py
-	$(VENV)/bin/slicewise export --out .slicewise/bundle
-	# the plain-head bundle the service bench compares the slice heads with
-	$(VENV)/bin/slicewise train --kind baseline | tee .slicewise/baseline-train.log
-	$(VENV)/bin/slicewise export --no-register --out .slicewise/bundle-baseline \
-		--checkpoint "$$(sed -n 's/^checkpoint: //p' .slicewise/baseline-train.log)"
-	for b in onnx drift label_model epoxy snorkel_anchor commentary salience slices service reliability; do $(PY) bench/bench_$$b.py || exit 1; done
-	$(PY) bench/update_readme.py
+bench: setup  ## every benchmark the README quotes, on one freshly exported bundle (hours; writes bench/results/), then the README tables
+	PY=$(PY) SW=$(VENV)/bin/slicewise bench/run_all.sh
 
 readme:  ## copy bench/results/*.md into the README's benchmark section
 	$(PY) bench/update_readme.py

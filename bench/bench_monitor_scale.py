@@ -51,12 +51,9 @@ def find_bundle() -> Path:
     if args.bundle:
         return args.bundle
     local = ROOT / ".slicewise" / "bundle"
-    if local.exists():
-        return local
-    shared = sorted(Path("/work/cache").glob("demo-bundle-*"))
-    if not shared:
-        sys.exit("no demo bundle: pass --bundle (a bundle with reference.parquet)")
-    return shared[-1]
+    if not local.exists():
+        sys.exit(f"no demo bundle at {local}: run `make run` (or `slicewise export`) or pass --bundle")
+    return local
 
 
 bundle = c.Bundle.load(find_bundle())

@@ -17,6 +17,7 @@ Run: .venv/bin/python bench/bench_monitor_scale.py [--bundle DIR] -> bench/resul
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -52,7 +53,9 @@ def find_bundle() -> Path:
         return args.bundle
     local = ROOT / ".slicewise" / "bundle"
     if not local.exists():
-        sys.exit(f"no demo bundle at {local}: run `make run` (or `slicewise export`) or pass --bundle")
+        sys.exit(
+            f"no demo bundle at {local}: run `make run` (or `slicewise export`) or pass --bundle"
+        )
     return local
 
 
@@ -65,7 +68,7 @@ negative = (ref[c.PREDICTED_LABEL_COLUMN] == m.labels[0]).to_numpy()
 pool_rows = np.flatnonzero(~shift | negative)  # the shifted slice keeps only negative rows
 
 
-def fields_of(i: int) -> dict[str, str]:
+def record_of(i: int) -> c.PredictionRecord:
     row = ref.iloc[i]
     return c.PredictionRecord(
         model_version=m.version,
@@ -74,22 +77,22 @@ def fields_of(i: int) -> dict[str, str]:
         probabilities={lab: float(row[c.prob_column(lab)]) for lab in m.labels},
         slices={s: float(row[c.slice_score_column(s)]) for s in m.slice_names},
         text_length=int(row[c.TEXT_LENGTH_COLUMN]),
-    ).to_fields()
+    )
 
 
-templates = [fields_of(int(i)) for i in range(len(ref))]
+templates = [record_of(int(i)) for i in range(len(ref))]
 
 
 def append(client: redis.Redis, start: int, stop: int, prefix: str = "p") -> None:
     """Log predictions `start`..`stop - 1` (ids `<prefix><n>`, every 50th with feedback), as
-    the service would."""
+    the service does (`PredictionRecord.to_fields`)."""
     pipe = client.pipeline(transaction=False)
     for n in range(start, stop):
-        f = dict(templates[int(pool_rows[rng.integers(len(pool_rows))])])
-        f["id"], f["ts"] = f"{prefix}{n}", repr(time.time())
-        pipe.xadd(c.PREDICTIONS_STREAM, f)
+        template = templates[int(pool_rows[rng.integers(len(pool_rows))])]
+        rec = dataclasses.replace(template, id=f"{prefix}{n}", ts=time.time())
+        pipe.xadd(c.PREDICTIONS_STREAM, rec.to_fields())
         if n % 50 == 0:
-            pipe.xadd(c.FEEDBACK_STREAM, {"id": f["id"], "label": f["label"]})
+            pipe.xadd(c.FEEDBACK_STREAM, {"id": rec.id, "label": rec.label})
         if len(pipe) >= 5000:
             pipe.execute()
     pipe.execute()

@@ -9,11 +9,14 @@ between passes and reads only the entries logged since the last pass (docs/monit
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from operator import attrgetter
+from contextlib import contextmanager
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -149,6 +152,21 @@ def _pages(
             yield chunk
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a read runs: the replies and parsed rows are
+    millions of short-lived objects without cycles, and each collection they set off walked
+    every object of the process (a fifth to a third of a whole-window read).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _read_block(
     client: redis.Redis,
     manifest: c.Manifest,
@@ -188,7 +206,8 @@ def read_window(
         WindowError: Redis cannot be read.
     """
     try:
-        return _read_block(client, manifest, size, minutes, batch).frame
+        with _gc_paused():
+            return _read_block(client, manifest, size, minutes, batch).frame
     except redis.RedisError as exc:
         raise WindowError(f"cannot read {c.PREDICTIONS_STREAM} from Redis: {exc}") from exc
 
@@ -241,7 +260,8 @@ class Window:
         """
         now = time.time() if now is None else now
         try:
-            self._block = self._update(client, now)
+            with _gc_paused():
+                self._block = self._update(client, now)
         except redis.RedisError as exc:
             self._block = None
             raise WindowError(f"cannot read {c.PREDICTIONS_STREAM} from Redis: {exc}") from exc
@@ -323,9 +343,59 @@ def records_frame(fields: list[dict], manifest: c.Manifest, chunk: int = 20_000)
 
 
 def _parse(block: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.ndarray]:
-    """Entries → (frame of those that parse, which of them did)."""
+    """Entries → (frame of those that parse, which of them did). One-field entries
+    (`PredictionRecord.to_fields`) are decoded together; entries an older service wrote field
+    by field go column by column; a block holding both keeps the entries' order.
+    """
     if not block:
         return _empty(manifest), np.zeros(0, bool)
+    packed = _packed_values(block)
+    if packed is not None:
+        return _packed_frame(packed, manifest)
+    packed = [_packed_value(f) for f in block]  # per entry: its packed value, or None (legacy)
+    if all(v is not None for v in packed):
+        return _packed_frame(packed, manifest)
+    new = np.array([v is not None for v in packed])
+    if not new.any():
+        return _legacy_parse(block, manifest)
+    legacy = [f for f, v in zip(block, packed, strict=True) if v is None]
+    parts = [
+        (np.flatnonzero(new), _packed_frame([v for v in packed if v is not None], manifest)),
+        (np.flatnonzero(~new), _legacy_parse(legacy, manifest)),
+    ]
+    ok = np.zeros(len(block), bool)
+    for where, (_, part_ok) in parts:
+        ok[where] = part_ok
+    parts = [p for p in parts if len(p[1][0])]  # an empty part would make columns `object`
+    if len(parts) < 2:
+        return (parts[0][1][0] if parts else _empty(manifest)), ok
+    rows = np.concatenate([where[part_ok] for where, (_, part_ok) in parts])
+    frame = pd.concat([f for _, (f, _) in parts], ignore_index=True)
+    return frame.iloc[np.argsort(rows, kind="stable")].reset_index(drop=True), ok
+
+
+def _packed_values(block: list) -> list | None:
+    """The packed values when every entry is a raw `[PREDICTION_FIELD, value]` reply (the
+    usual block, checked without a call per entry); None when not.
+    """
+    if not isinstance(block[0], list) or set(map(len, block)) != {2}:
+        return None
+    names = set(map(itemgetter(0), block))
+    if names != {c.PREDICTION_FIELD.encode()} and names != {c.PREDICTION_FIELD}:
+        return None
+    return list(map(itemgetter(1), block))
+
+
+def _packed_value(fields: dict | list) -> bytes | str | None:
+    """An entry's packed value (`PREDICTION_FIELD`), or None for a legacy entry."""
+    items = list(_as_dict(fields).items())
+    if len(items) == 1 and _text(items[0][0]) == c.PREDICTION_FIELD:
+        return items[0][1]
+    return None
+
+
+def _legacy_parse(block: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.ndarray]:
+    """Entries written field by field (services before the one-field entry)."""
     try:
         columns = _flat_columns(block)
         if columns is None:
@@ -334,6 +404,93 @@ def _parse(block: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.ndarray]
         return _fast_frame(columns, len(block), manifest)
     except (KeyError, ValueError, TypeError, AttributeError):
         return _slow_frame([_as_dict(f) for f in block], manifest, with_ok=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _entry_decoders(
+    labels: tuple[str, ...], slices: tuple[str, ...]
+) -> tuple[msgspec.json.Decoder, msgspec.json.Decoder, Callable[[Any], tuple]]:
+    """Decoders of packed entries (a JSON array of them, and one) into structs with a field
+    per label and slice of the manifest, and a getter of their numbers in column order: ts,
+    confidence, text length, probabilities, slice scores.
+    """
+    nan = float("nan")
+
+    def table(name: str, keys: tuple[str, ...], default: float) -> type:
+        names = [f"f{i}" for i in range(len(keys))]
+        fields = [(n, float | None, default) for n in names]
+        return msgspec.defstruct(name, fields, rename=dict(zip(names, keys, strict=True)), gc=False)
+
+    entry = msgspec.defstruct(
+        "Entry",
+        [
+            ("id", str),
+            ("ts", float),
+            ("model_version", str),
+            ("label", str),
+            ("confidence", float | None),
+            ("probabilities", table("Probabilities", labels, nan)),
+            ("slices", table("Slices", slices, 0.0)),
+            ("text_length", int),
+            ("text", str | None, None),
+            ("learned_slices", list[str] | None, None),
+        ],
+        gc=False,
+    )
+    numbers = attrgetter(
+        "ts",
+        "confidence",
+        "text_length",
+        *[f"probabilities.f{i}" for i in range(len(labels))],
+        *[f"slices.f{i}" for i in range(len(slices))],
+    )
+    return msgspec.json.Decoder(list[entry]), msgspec.json.Decoder(entry), numbers
+
+
+def _packed_frame(values: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.ndarray]:
+    """Packed entries → (frame, which parsed): one msgspec call decodes them all into typed
+    structs; when any does not decode, each is decoded alone and the bad ones are skipped.
+    """
+    labels, slices = tuple(manifest.labels), tuple(manifest.slice_names)
+    many, one, numbers = _entry_decoders(labels, slices)
+    raw = isinstance(values[0], bytes)
+    joined = b"[" + b",".join(values) + b"]" if raw else "[" + ",".join(values) + "]"
+    try:
+        rows = many.decode(joined)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        rows = None
+    ok = np.ones(len(values), bool)
+    if rows is None or len(rows) != len(values):
+        rows = []
+        for i, v in enumerate(values):
+            try:
+                rows.append(one.decode(v))
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                ok[i] = False
+    n, width = len(rows), 3 + len(labels) + len(slices)
+    try:  # numbers straight into one array, without a tuple → row conversion each
+        table = np.fromiter(chain.from_iterable(map(numbers, rows)), np.float64, n * width)
+    except TypeError:  # a null (a non-finite number was logged): NaN
+        table = np.array(list(map(numbers, rows)), dtype=np.float64)
+    table = table.reshape(n, width)
+    k = 3 + len(labels)
+    texts = list(map(attrgetter("text"), rows))
+    learned = list(map(attrgetter("learned_slices"), rows))
+    frame, finite = _frame(
+        manifest,
+        ids=list(map(attrgetter("id"), rows)),
+        ts=table[:, 0],
+        versions=_categories(list(map(attrgetter("model_version"), rows)), raw=False),
+        labels=_categories(list(map(attrgetter("label"), rows)), raw=False),
+        confidence=table[:, 1],
+        lengths=table[:, 2].astype(np.int64),
+        texts=texts if texts.count(None) < n else None,
+        learned=[",".join(x) if x else "" for x in learned] if learned.count(None) < n else None,
+        probs=table[:, 3:k],
+        slices=table[:, k:],
+    )
+    ok[ok] = finite
+    return frame, ok
 
 
 def _as_dict(fields: dict | list) -> dict:
@@ -465,25 +622,53 @@ def _fast_frame(
     nan = float("nan")
     probs = _json_table(need("probabilities"), raw, manifest.labels, nan)
     slices = _json_table(need("slices"), raw, manifest.slice_names, 0.0)
-    texts = col("text")
-    learned = col(c.LEARNED_SLICES_FIELD)
+    texts, learned = col("text"), col(c.LEARNED_SLICES_FIELD)
+    return _frame(
+        manifest,
+        ids=_strings(ids, raw),
+        ts=ts,
+        versions=_categories(need("model_version"), raw),
+        labels=_categories(need("label"), raw),
+        confidence=confidence,
+        lengths=lengths,
+        texts=[_text(t) for t in texts] if _any_set(texts) else None,
+        learned=[_text(x) or "" for x in learned] if _any_set(learned) else None,
+        probs=probs,
+        slices=slices,
+    )
+
+
+def _any_set(values: Sequence | None) -> bool:
+    return values is not None and any(v is not None for v in values)
+
+
+def _frame(
+    manifest: c.Manifest,
+    *,
+    ids: list[str],
+    ts: np.ndarray,
+    versions: np.ndarray,
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    lengths: np.ndarray,
+    texts: list | None,
+    learned: list | None,
+    probs: np.ndarray,
+    slices: np.ndarray,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The window's columns → (frame of the rows with a finite confidence, which those are).
+    `texts`/`learned` None: no entry has one.
+    """
+    n = len(ids)
     data: dict[str, object] = {
-        "id": _strings(ids, raw),
+        "id": ids,
         "ts": ts,
-        "model_version": _categories(need("model_version"), raw),
-        c.PREDICTED_LABEL_COLUMN: _categories(need("label"), raw),
+        "model_version": versions,
+        c.PREDICTED_LABEL_COLUMN: labels,
         c.CONFIDENCE_COLUMN: confidence,
         c.TEXT_LENGTH_COLUMN: lengths,
-        "text": (
-            [_text(t) for t in texts]
-            if texts is not None and any(t is not None for t in texts)
-            else np.empty(n, dtype=object)  # all None
-        ),
-        c.LEARNED_SLICES_FIELD: (
-            [_text(x) or "" for x in learned]
-            if learned is not None and any(x is not None for x in learned)
-            else np.full(n, "", dtype=object)
-        ),
+        "text": texts if texts is not None else np.empty(n, dtype=object),  # all None
+        c.LEARNED_SLICES_FIELD: learned if learned is not None else np.full(n, "", dtype=object),
     }
     for i, lab in enumerate(manifest.labels):
         data[c.prob_column(lab)] = probs[:, i]

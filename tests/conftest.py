@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,28 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from slicewise.core.redis_server import LocalRedis
+
+
+def legacy_fields(rec) -> dict[str, str]:
+    """A `PredictionRecord` as services before the one-field entry logged it: one stream field
+    per record field (the reader must still take these, e.g. during an upgrade).
+    """
+    out = {
+        "id": rec.id,
+        "ts": repr(rec.ts),
+        "model_version": rec.model_version,
+        "label": rec.label,
+        "confidence": repr(float(rec.confidence)),
+        "probabilities": json.dumps(rec.probabilities, separators=(",", ":")),
+        "slices": json.dumps(rec.slices, separators=(",", ":")),
+        "text_length": str(int(rec.text_length)),
+    }
+    if rec.text is not None:
+        out["text"] = rec.text
+    if rec.learned_slices:
+        out["learned_slices"] = ",".join(rec.learned_slices)
+    return out
+
 
 TINY_BERT = dict(
     hidden_size=32,

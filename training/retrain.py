@@ -21,6 +21,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,17 @@ def production_bundle(client: redis.Redis, fallback_dir: Path | None) -> c.Bundl
     return c.resolve_bundle(str(fallback_dir) if fallback_dir else None, f"{c.MODEL_NAME}:latest")
 
 
+def _logged(client: redis.Redis, count: int) -> Iterator[c.PredictionRecord]:
+    """The newest `count` logged predictions, newest first (either entry format); entries that
+    do not parse are skipped.
+    """
+    for _, fields in client.xrevrange(c.PREDICTIONS_STREAM, count=count):
+        try:
+            yield c.PredictionRecord.from_fields(fields)
+        except (KeyError, ValueError):
+            continue
+
+
 def feedback_examples(
     client: redis.Redis, labels: list[str], count: int = 100_000
 ) -> tuple[list[str], list[str]]:
@@ -74,21 +86,16 @@ def feedback_examples(
     """
     feedback = read_feedback_labels(client, count)
     texts, ys = [], []
-    for _, fields in client.xrevrange(c.PREDICTIONS_STREAM, count=count):
-        pid = fields.get(b"id", b"").decode()
-        if pid in feedback and b"text" in fields and feedback[pid] in labels:
-            texts.append(fields[b"text"].decode())
-            ys.append(feedback[pid])
+    for rec in _logged(client, count):
+        if rec.id in feedback and rec.text is not None and feedback[rec.id] in labels:
+            texts.append(rec.text)
+            ys.append(feedback[rec.id])
     return texts, ys
 
 
 def logged_texts(client: redis.Redis, exclude: set[str], count: int = 100_000) -> list[str]:
     """Texts of logged predictions (raw-text logging on) whose id is not in `exclude`."""
-    out = []
-    for _, fields in client.xrevrange(c.PREDICTIONS_STREAM, count=count):
-        if b"text" in fields and fields.get(b"id", b"").decode() not in exclude:
-            out.append(fields[b"text"].decode())
-    return out
+    return [r.text for r in _logged(client, count) if r.text is not None and r.id not in exclude]
 
 
 def weak_examples(

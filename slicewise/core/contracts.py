@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slicewise.core.errors import SlicewiseError
@@ -326,6 +327,36 @@ TRUE_LABEL_COLUMN = "true_label"
 
 
 LEARNED_SLICES_FIELD = "learned_slices"  # prediction-log field (and window column), comma-separated
+# The one field of a prediction-log entry: the record as one JSON object (`LoggedPrediction`).
+# Entries of older services hold the record's fields one by one (`id`, `ts`, ..., `probabilities`
+# and `slices` as JSON, `learned_slices` comma-separated); `from_fields` reads both.
+PREDICTION_FIELD = "r"
+
+
+class LoggedPrediction(msgspec.Struct, omit_defaults=True, gc=False):
+    """The JSON object a prediction-log entry holds (`PREDICTION_FIELD`). Keys are the record's
+    field names; labels and slice names are keys of `probabilities` and `slices`. Non-finite
+    numbers are written as `null` (JSON has no NaN) and read back as NaN.
+    """
+
+    id: str
+    ts: float
+    model_version: str
+    label: str
+    confidence: float | None
+    probabilities: dict[str, float | None]
+    slices: dict[str, float | None]
+    text_length: int
+    text: str | None = None
+    learned_slices: list[str] | None = None  # only when not empty
+
+
+_LOGGED_DECODER = msgspec.json.Decoder(LoggedPrediction)
+_NAN = float("nan")
+
+
+def _finite_or_nan(values: dict[str, float | None]) -> dict[str, float]:
+    return {k: _NAN if v is None else v for k, v in values.items()}
 
 
 @dataclass
@@ -346,27 +377,26 @@ class PredictionRecord:
     # or the slicing function raised on this text); written only when not empty
     learned_slices: list[str] = field(default_factory=list)
 
-    def to_fields(self) -> dict[str, str]:
-        """Flat string fields for `XADD`."""
-        out = {
-            "id": self.id,
-            "ts": repr(self.ts),
-            "model_version": self.model_version,
-            "label": self.label,
-            "confidence": repr(float(self.confidence)),
-            "probabilities": json.dumps(self.probabilities, separators=(",", ":")),
-            "slices": json.dumps(self.slices, separators=(",", ":")),
-            "text_length": str(int(self.text_length)),
-        }
-        if self.text is not None:
-            out["text"] = self.text
-        if self.learned_slices:
-            out[LEARNED_SLICES_FIELD] = ",".join(self.learned_slices)
-        return out
+    def to_fields(self) -> dict[str, bytes]:
+        """The stream entry for `XADD`: one field, `PREDICTION_FIELD`, the record as JSON."""
+        logged = LoggedPrediction(
+            id=self.id,
+            ts=float(self.ts),
+            model_version=self.model_version,
+            label=self.label,
+            confidence=float(self.confidence),
+            probabilities={k: float(v) for k, v in self.probabilities.items()},
+            slices={k: float(v) for k, v in self.slices.items()},
+            text_length=int(self.text_length),
+            text=self.text,
+            learned_slices=list(self.learned_slices) or None,
+        )
+        return {PREDICTION_FIELD: msgspec.json.encode(logged)}
 
     @classmethod
     def from_fields(cls, fields: Mapping[str | bytes, str | bytes]) -> PredictionRecord:
-        """Parse a stream entry.
+        """Parse a stream entry: the one-field entry `to_fields` writes, or the flat fields
+        that services before it wrote (one field per record field).
 
         Args:
             fields: the entry's fields as Redis returns them (bytes or str keys and values).
@@ -378,22 +408,41 @@ class PredictionRecord:
             KeyError: a required field is missing.
             ValueError: a field does not parse, or the confidence is not finite.
         """
-        f = {_s(k): _s(v) for k, v in fields.items()}
-        confidence = float(f["confidence"])
-        if not math.isfinite(confidence):
-            raise ValueError(f"prediction {f.get('id')} has a non-finite confidence")
-        return cls(
-            id=f["id"],
-            ts=float(f["ts"]),
-            model_version=f["model_version"],
-            label=f["label"],
-            confidence=confidence,
-            probabilities=json.loads(f["probabilities"]),
-            slices=json.loads(f["slices"]),
-            text_length=int(f["text_length"]),
-            text=f.get("text"),
-            learned_slices=[n for n in f.get(LEARNED_SLICES_FIELD, "").split(",") if n],
-        )
+        f = {_s(k): v for k, v in fields.items()}
+        if PREDICTION_FIELD in f:
+            try:
+                logged = _LOGGED_DECODER.decode(f[PREDICTION_FIELD])
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"prediction-log entry does not parse: {exc}") from None
+            rec = cls(
+                id=logged.id,
+                ts=logged.ts,
+                model_version=logged.model_version,
+                label=logged.label,
+                confidence=_NAN if logged.confidence is None else logged.confidence,
+                probabilities=_finite_or_nan(logged.probabilities),
+                slices=_finite_or_nan(logged.slices),
+                text_length=logged.text_length,
+                text=logged.text,
+                learned_slices=logged.learned_slices or [],
+            )
+        else:
+            f = {k: _s(v) for k, v in f.items()}
+            rec = cls(
+                id=f["id"],
+                ts=float(f["ts"]),
+                model_version=f["model_version"],
+                label=f["label"],
+                confidence=float(f["confidence"]),
+                probabilities=json.loads(f["probabilities"]),
+                slices=json.loads(f["slices"]),
+                text_length=int(f["text_length"]),
+                text=f.get("text"),
+                learned_slices=[n for n in f.get(LEARNED_SLICES_FIELD, "").split(",") if n],
+            )
+        if not math.isfinite(rec.confidence):
+            raise ValueError(f"prediction {rec.id} has a non-finite confidence")
+        return rec
 
 
 def _s(x: str | bytes) -> str:

@@ -280,7 +280,8 @@ def test_embedded_redis_holds_the_log_and_shutdown_is_clean(
         deadline = time.monotonic() + 10
         while client.xlen(c.PREDICTIONS_STREAM) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
-        ids = [e[1][b"id"].decode() for e in client.xrange(c.PREDICTIONS_STREAM)]
+        logged = client.xrange(c.PREDICTIONS_STREAM)
+        ids = [c.PredictionRecord.from_fields(f).id for _, f in logged]
         assert ids == [p["id"] for p in r.json()["predictions"]]
     text = log.read_text()
     assert "Completed cleanup hook: _shutdown" in text and "Traceback" not in text

@@ -6,6 +6,7 @@ import numpy as np
 import redis
 
 from slicewise.core import contracts as c
+from tests.conftest import legacy_fields
 from training.config import parse_config
 from training.retrain import feedback_examples, logged_texts, weak_examples
 
@@ -24,15 +25,20 @@ def test_feedback_and_weak_examples_from_the_log(redis_server) -> None:
         rec = c.PredictionRecord(
             "v", "pos", 0.9, {"neg": 0.1, "pos": 0.9}, {}, len(t), id=f"p{i}", text=t
         )
-        client.xadd(c.PREDICTIONS_STREAM, rec.to_fields())
+        # the first half logged by an older service, field by field (an upgrade mid-stream)
+        client.xadd(c.PREDICTIONS_STREAM, legacy_fields(rec) if i < 50 else rec.to_fields())
+    client.xadd(c.PREDICTIONS_STREAM, {"r": "{not json", "text": "x"})  # skipped
+    client.xadd(c.FEEDBACK_STREAM, {"id": "p60", "label": "pos", "ts": "0"})
     client.xadd(c.FEEDBACK_STREAM, {"id": "p1", "label": "neg", "ts": "0"})
     client.xadd(
         c.FEEDBACK_STREAM, {"id": "p2", "label": "nonsense", "ts": "0"}
     )  # unknown label: ignored
     fb_texts, fb_labels = feedback_examples(client, ["neg", "pos"])
-    assert (fb_texts, fb_labels) == (["bad awful hate"], ["neg"])
+    assert (fb_texts, fb_labels) == (["good great love", "bad awful hate"], ["pos", "neg"])
     rest = logged_texts(client, {"p1"})
-    assert len(rest) == 99 and "bad awful hate" in rest  # other copies of the text stay
+    assert (
+        len(rest) == 99 and "x" not in rest and "bad awful hate" in rest
+    )  # other copies of the text stay
     cfg = parse_config({"labels": ["neg", "pos"], "labeling_functions": LFS})
     weak_texts, probs = weak_examples(cfg, rest)
     assert "nothing here" not in weak_texts and len(weak_texts) == 79  # uncovered (and p1) left out

@@ -13,6 +13,7 @@ from monitoring.monitor import Monitor
 from monitoring.window import Window, read_window
 from slicewise.core import contracts as c
 from slicewise.core.settings import MonitorConfig
+from tests.conftest import legacy_fields
 
 LABELS = ["negative", "neutral", "positive"]
 MANIFEST = c.Manifest(
@@ -44,8 +45,15 @@ def profile(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def log(client: redis.Redis, rows: pd.DataFrame, start: int, ms: int | None = None) -> None:
-    """XADD the rows as the service would (explicit ms ids when `ms` is given, 1 row per ms)."""
+def log(
+    client: redis.Redis,
+    rows: pd.DataFrame,
+    start: int,
+    ms: int | None = None,
+    legacy: bool = False,
+) -> None:
+    """XADD the rows as the service would (explicit ms ids when `ms` is given, 1 row per ms), or
+    as a service before the one-field entry did (`legacy`)."""
     pipe = client.pipeline(transaction=False)
     for i, (_, row) in enumerate(rows.iterrows()):
         rec = c.PredictionRecord(
@@ -57,7 +65,8 @@ def log(client: redis.Redis, rows: pd.DataFrame, start: int, ms: int | None = No
             int(row[c.TEXT_LENGTH_COLUMN]),
             id=f"p{start + i}",
         )
-        pipe.xadd(c.PREDICTIONS_STREAM, rec.to_fields(), id=f"{ms + i}-0" if ms else "*")
+        fields = legacy_fields(rec) if legacy else rec.to_fields()
+        pipe.xadd(c.PREDICTIONS_STREAM, fields, id=f"{ms + i}-0" if ms else "*")
     pipe.execute()
 
 
@@ -93,6 +102,26 @@ def test_kept_window_by_size_equals_a_fresh_read(redis_server) -> None:
     log(client, profile(500, 21), 3000)  # more new entries than the window holds
     same(window.refresh(client), read_window(client, MANIFEST, 400), reference)
     assert window.full_reads == reads + 1
+
+
+def test_a_stream_an_upgrade_wrote_in_both_formats_reads_whole(redis_server) -> None:
+    """An older service's field-by-field entries, then (and beside) the new one-field ones."""
+    client = redis.Redis.from_url(redis_server.url)
+    old, new = profile(150, 1), profile(150, 2)
+    log(client, old, 0, legacy=True)
+    window = Window(MANIFEST, size=1000, batch=64)
+    assert window.refresh(client)["id"].tolist() == [f"p{i}" for i in range(150)]
+    log(client, new.iloc[:100], 150)
+    log(client, old.iloc[:20], 250, legacy=True)  # a second replica not yet upgraded
+    log(client, new.iloc[100:], 270)
+    kept = window.refresh(client)
+    assert window.full_reads == 1 and window.last_read == 170
+    assert kept["id"].tolist() == [f"p{i}" for i in range(320)]
+    pd.testing.assert_frame_equal(kept, read_window(client, MANIFEST, 1000, batch=50))
+    both = pd.concat([old, new.iloc[:100], old.iloc[:20], new.iloc[100:]], ignore_index=True)
+    for column in [c.CONFIDENCE_COLUMN, c.prob_column("neutral"), c.slice_score_column("a")]:
+        np.testing.assert_array_equal(kept[column], both[column])
+    np.testing.assert_array_equal(kept[c.TEXT_LENGTH_COLUMN], both[c.TEXT_LENGTH_COLUMN])
 
 
 def test_a_replaced_stream_is_read_anew(redis_server) -> None:

@@ -1,6 +1,10 @@
-"""The columnar parse of the prediction log gives exactly the entry-by-entry parse."""
+"""The columnar parse of the prediction log gives exactly the entry-by-entry parse, for the
+one-field entries the service writes, the field-by-field entries of older services, and blocks
+that mix them."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -8,6 +12,7 @@ import pytest
 
 from monitoring.window import _slow_frame, records_frame
 from slicewise.core import contracts as c
+from tests.conftest import legacy_fields
 
 LABELS = ["negative", "neutral", "positive"]
 SLICES = ["negation", "question"]
@@ -18,7 +23,9 @@ class Manifest:
     slice_names = SLICES
 
 
-def entries(n: int, seed: int, raw: bool, text: bool = False, learned: bool = False) -> list[dict]:
+def entries(
+    n: int, seed: int, raw: bool, text: bool = False, learned: bool = False, legacy: bool = False
+) -> list[dict]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -35,9 +42,24 @@ def entries(n: int, seed: int, raw: bool, text: bool = False, learned: bool = Fa
             if learned
             else [],
         )
-        f = rec.to_fields()
+        f = legacy_fields(rec) if legacy else rec.to_fields()
+        f = {k: v.decode() if isinstance(v, bytes) else v for k, v in f.items()}
         out.append({k.encode(): v.encode() for k, v in f.items()} if raw else f)
     return out
+
+
+def spoil(fields: dict, change: dict | str, raw: bool) -> None:
+    """Apply `change` to an entry: its fields (legacy), or its packed JSON object's keys (a
+    str: the packed value replaced whole).
+    """
+    key = (lambda k: k.encode()) if raw else (lambda k: k)
+    r = key(c.PREDICTION_FIELD)
+    if r not in fields:
+        for k, v in change.items():
+            fields[key(k)] = v.encode() if raw else v
+        return
+    value = change if isinstance(change, str) else json.dumps({**json.loads(fields[r]), **change})
+    fields[r] = value.encode() if raw else value
 
 
 BAD = [
@@ -49,13 +71,26 @@ BAD = [
     {"probabilities": "[0.1, 0.2]"},
     {"ts": ""},
 ]
+BAD_PACKED = [
+    {"confidence": None},  # non-finite confidence (JSON null): skipped
+    {"confidence": "high"},
+    {"text_length": 12.5},
+    {"probabilities": "{}"},
+    {"probabilities": [0.1, 0.2]},
+    {"slices": {"negation": "x"}},
+    {"ts": ""},
+    {"id": 3},
+    "{not json",
+    '{"id":"a"},{"id":"b"}',  # two objects in one value
+]
 
 
+@pytest.mark.parametrize("legacy", [False, True])
 @pytest.mark.parametrize("raw", [True, False])
 @pytest.mark.parametrize("text", [True, False])
 @pytest.mark.parametrize("learned", [True, False])
-def test_columnar_parse_equals_entry_by_entry(raw, text, learned) -> None:
-    fields = entries(50, 0, raw, text, learned)
+def test_columnar_parse_equals_entry_by_entry(legacy, raw, text, learned) -> None:
+    fields = entries(50, 0, raw, text, learned, legacy)
     fast = records_frame(fields, Manifest(), chunk=16)
     pd.testing.assert_frame_equal(fast, _slow_frame(fields, Manifest()))
     assert len(fast) == 50 and fast[c.slice_score_column("question")].iloc[0] == 0.0
@@ -66,30 +101,54 @@ def test_columnar_parse_equals_entry_by_entry(raw, text, learned) -> None:
         assert set(flags) == {""}
 
 
-@pytest.mark.parametrize("bad", BAD)
+@pytest.mark.parametrize(
+    ("legacy", "bad"), [(True, b) for b in BAD] + [(False, b) for b in BAD_PACKED]
+)
 @pytest.mark.parametrize("raw", [True, False])
-def test_bad_entries_are_skipped_like_from_fields_does(bad, raw) -> None:
-    fields = entries(40, 1, raw)
-    del fields[5][b"label" if raw else "label"]  # a missing field
+def test_bad_entries_are_skipped_like_from_fields_does(legacy, bad, raw) -> None:
+    fields = entries(40, 1, raw, legacy=legacy)
+    if legacy:
+        del fields[5][b"label" if raw else "label"]  # a missing field
+    else:
+        packed = json.loads(fields[5][b"r" if raw else "r"])
+        del packed["label"]
+        spoil(fields[5], json.dumps(packed), raw)
     for i in (7, 33):
-        for k, v in bad.items():
-            fields[i][k.encode() if raw else k] = v.encode() if raw else v
+        spoil(fields[i], bad, raw)
     fast = records_frame(fields, Manifest(), chunk=16)
     pd.testing.assert_frame_equal(fast, _slow_frame(fields, Manifest()))
     assert len(fast) == 37
+
+
+@pytest.mark.parametrize("bad", [None, BAD_PACKED[0], BAD_PACKED[-2]])
+def test_a_block_mixing_both_formats_keeps_the_order(bad) -> None:
+    """During an upgrade the log holds entries of the old service beside the new one's."""
+    new, old = entries(40, 3, raw=True, text=True), entries(40, 3, raw=True, text=True, legacy=True)
+    mixed = [old[i] if i % 3 == 0 or 20 <= i < 26 else new[i] for i in range(40)]
+    ids = [c.PredictionRecord.from_fields(f).id for f in mixed]
+    if bad is not None:
+        spoil(mixed[4], bad, raw=True)  # a new-format entry
+        spoil(mixed[6], {"confidence": "nan"}, raw=True)  # an old one
+    flat = [[x for kv in f.items() for x in kv] for f in mixed]
+    fast = records_frame(flat, Manifest(), chunk=16)
+    pd.testing.assert_frame_equal(fast, _slow_frame(mixed, Manifest()), check_exact=True)
+    kept = [x for i, x in enumerate(ids) if bad is None or i not in (4, 6)]
+    assert fast["id"].tolist() == kept  # both kinds, in the log's order
 
 
 def test_empty_log_gives_the_columns() -> None:
     assert list(records_frame([], Manifest()).columns) == list(_slow_frame([], Manifest()).columns)
 
 
-@pytest.mark.parametrize("bad", [None, *BAD])
-def test_flat_field_lists_as_redis_sends_them_parse_the_same(bad) -> None:
+@pytest.mark.parametrize(
+    ("legacy", "bad"),
+    [(True, b) for b in [None, *BAD]] + [(False, b) for b in [None, *BAD_PACKED]],
+)
+def test_flat_field_lists_as_redis_sends_them_parse_the_same(legacy, bad) -> None:
     """The monitor reads raw XRANGE replies: `[field, value, ...]` lists, not dicts."""
-    fields = entries(40, 2, raw=True, text=True)
+    fields = entries(40, 2, raw=True, text=True, legacy=legacy)
     if bad is not None:
-        for k, v in bad.items():
-            fields[9][k.encode()] = v.encode()
+        spoil(fields[9], bad, raw=True)
     flat = [[x for kv in f.items() for x in kv] for f in fields]
     fast = records_frame(flat, Manifest(), chunk=16)
     pd.testing.assert_frame_equal(fast, _slow_frame(fields, Manifest()), check_exact=True)

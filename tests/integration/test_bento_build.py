@@ -34,3 +34,4 @@ def test_bento_holds_the_service_and_no_torch(tmp_path, bentofile) -> None:
     assert not any(p.startswith("training/") or p.startswith("monitoring/") for p in src)
     reqs = (bento.parent / "env/python/requirements.txt").read_text().lower()
     assert "onnxruntime" in reqs and "torch" not in reqs and "transformers" not in reqs
+    assert "msgspec" in reqs  # the contracts write the prediction log with it

@@ -12,6 +12,7 @@ import functools
 import gc
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -55,9 +56,15 @@ def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
 def _stream_ids(ids: list) -> np.ndarray:
     """Stream ids (`b"<ms>-<seq>"`) → int64 [n, 2], parsed in one pass over the joined bytes."""
     if ids and isinstance(ids[0], bytes):
-        numbers = b" ".join(ids).replace(b"-", b" ").split()
+        text = b" ".join(ids).replace(b"-", b" ")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns (and stops) on what is not a number
+            try:
+                numbers = np.fromstring(text, dtype=np.int64, sep=" ")
+            except (ValueError, DeprecationWarning):
+                numbers = np.zeros(0, np.int64)
         if len(numbers) == 2 * len(ids):  # each id is exactly `ms-seq`
-            return np.fromiter(map(int, numbers), np.int64, len(numbers)).reshape(-1, 2)
+            return numbers.reshape(-1, 2)
     return np.array([_stream_id(i) for i in ids], dtype=np.int64).reshape(-1, 2)
 
 
@@ -447,6 +454,11 @@ def _entry_decoders(
     return msgspec.json.Decoder(list[entry]), msgspec.json.Decoder(entry), numbers
 
 
+def _names(joined: bytes | str, key: str) -> bool:
+    """Whether the JSON text may hold the key (False: it surely does not)."""
+    return (f'"{key}"'.encode() if isinstance(joined, bytes) else f'"{key}"') in joined
+
+
 def _packed_frame(values: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.ndarray]:
     """Packed entries → (frame, which parsed): one msgspec call decodes them all into typed
     structs; when any does not decode, each is decoded alone and the bad ones are skipped.
@@ -474,8 +486,13 @@ def _packed_frame(values: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.
         table = np.array(list(map(numbers, rows)), dtype=np.float64)
     table = table.reshape(n, width)
     k = 3 + len(labels)
-    texts = list(map(attrgetter("text"), rows))
-    learned = list(map(attrgetter("learned_slices"), rows))
+    # no entry has a key that the joined JSON does not name: skip the pass over the rows
+    texts = list(map(attrgetter("text"), rows)) if _names(joined, "text") else [None]
+    learned = (
+        list(map(attrgetter("learned_slices"), rows))
+        if _names(joined, "learned_slices")
+        else [None]
+    )
     frame, finite = _frame(
         manifest,
         ids=list(map(attrgetter("id"), rows)),
@@ -484,8 +501,10 @@ def _packed_frame(values: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.
         labels=_categories(list(map(attrgetter("label"), rows)), raw=False),
         confidence=table[:, 1],
         lengths=table[:, 2].astype(np.int64),
-        texts=texts if texts.count(None) < n else None,
-        learned=[",".join(x) if x else "" for x in learned] if learned.count(None) < n else None,
+        texts=texts if texts.count(None) < len(texts) else None,
+        learned=[",".join(x) if x else "" for x in learned]
+        if learned.count(None) < len(learned)
+        else None,
         probs=table[:, 3:k],
         slices=table[:, k:],
     )

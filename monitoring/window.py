@@ -338,10 +338,10 @@ def _empty(manifest: c.Manifest) -> pd.DataFrame:
 def records_frame(fields: list[dict], manifest: c.Manifest, chunk: int = 20_000) -> pd.DataFrame:
     """Stream entries → DataFrame (id, ts, model_version + reference-profile columns).
 
-    Parsed column by column, `chunk` entries at a time (1M entries in about a second, where a
-    `PredictionRecord` per entry took ~10×); a chunk holding any entry that does not parse is
-    parsed entry by entry instead, skipping the bad ones, exactly as `PredictionRecord.from_fields`
-    would. An entry's fields may be a dict or Redis's flat `[field, value, ...]` list.
+    Parsed `chunk` entries at a time: the one-field entries with one msgspec call, older
+    field-by-field entries column by column; entries that do not parse are skipped, as
+    `PredictionRecord.from_fields` would reject them. An entry's fields may be a dict or Redis's
+    flat `[field, value, ...]` list.
     """
     parts = [_parse(fields[i : i + chunk], manifest)[0] for i in range(0, len(fields), chunk)]
     if not parts:
@@ -520,7 +520,7 @@ def _as_dict(fields: dict | list) -> dict:
 
 def _flat_columns(block: list) -> Callable[[str], Sequence | None] | None:
     """Column access to flat field lists that all name the same fields in the same order
-    (what the service writes); None when they do not.
+    (what services before the one-field entry wrote); None when they do not.
     """
     first = block[0]
     if not isinstance(first, list) or len(first) % 2 or len(set(map(len, block))) != 1:

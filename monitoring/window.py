@@ -77,8 +77,8 @@ class _Block:
     @classmethod
     def parse(cls, entries: list, manifest: c.Manifest) -> _Block:
         """Stream entries (`[id, fields]`, fields a flat list or a dict) → a block."""
-        frame, ok = _parse([e[1] for e in entries], manifest)
-        return cls(_stream_ids([e[0] for e in entries]), ok, frame)
+        frame, ok = _parse(list(map(itemgetter(1), entries)), manifest)
+        return cls(_stream_ids(list(map(itemgetter(0), entries))), ok, frame)
 
     @classmethod
     def concat(
@@ -387,10 +387,13 @@ def _packed_values(block: list) -> list | None:
     """
     if not isinstance(block[0], list) or set(map(len, block)) != {2}:
         return None
-    names = set(map(itemgetter(0), block))
-    if names != {c.PREDICTION_FIELD.encode()} and names != {c.PREDICTION_FIELD}:
+    flat = list(chain.from_iterable(block))  # [field, value] of each entry, one after another
+    names, name = flat[0::2], flat[0]
+    if name not in (c.PREDICTION_FIELD, c.PREDICTION_FIELD.encode()):
         return None
-    return list(map(itemgetter(1), block))
+    if names.count(name) < len(block):
+        return None
+    return flat[1::2]
 
 
 def _packed_value(fields: dict | list) -> bytes | str | None:
@@ -454,11 +457,6 @@ def _entry_decoders(
     return msgspec.json.Decoder(list[entry]), msgspec.json.Decoder(entry), numbers
 
 
-def _names(joined: bytes | str, key: str) -> bool:
-    """Whether the JSON text may hold the key (False: it surely does not)."""
-    return (f'"{key}"'.encode() if isinstance(joined, bytes) else f'"{key}"') in joined
-
-
 def _packed_frame(values: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.ndarray]:
     """Packed entries → (frame, which parsed): one msgspec call decodes them all into typed
     structs; when any does not decode, each is decoded alone and the bad ones are skipped.
@@ -486,13 +484,8 @@ def _packed_frame(values: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.
         table = np.array(list(map(numbers, rows)), dtype=np.float64)
     table = table.reshape(n, width)
     k = 3 + len(labels)
-    # no entry has a key that the joined JSON does not name: skip the pass over the rows
-    texts = list(map(attrgetter("text"), rows)) if _names(joined, "text") else [None]
-    learned = (
-        list(map(attrgetter("learned_slices"), rows))
-        if _names(joined, "learned_slices")
-        else [None]
-    )
+    texts = list(map(attrgetter("text"), rows))
+    learned = list(map(attrgetter("learned_slices"), rows))
     frame, finite = _frame(
         manifest,
         ids=list(map(attrgetter("id"), rows)),

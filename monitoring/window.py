@@ -398,9 +398,10 @@ def _packed_values(block: list) -> list | None:
 
 def _packed_value(fields: dict | list) -> bytes | str | None:
     """An entry's packed value (`PREDICTION_FIELD`), or None for a legacy entry."""
-    items = list(_as_dict(fields).items())
-    if len(items) == 1 and _text(items[0][0]) == c.PREDICTION_FIELD:
-        return items[0][1]
+    d = _as_dict(fields)
+    for key in (c.PREDICTION_FIELD, c.PREDICTION_FIELD.encode()):
+        if key in d:  # as in `PredictionRecord.from_fields`, other fields beside it are ignored
+            return d[key]
     return None
 
 
@@ -477,6 +478,8 @@ def _packed_frame(values: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.
                 rows.append(one.decode(v))
             except (msgspec.DecodeError, UnicodeDecodeError):
                 ok[i] = False
+    if not rows:
+        return _empty(manifest), ok
     n, width = len(rows), 3 + len(labels) + len(slices)
     try:  # numbers straight into one array, without a tuple → row conversion each
         table = np.fromiter(chain.from_iterable(map(numbers, rows)), np.float64, n * width)

@@ -152,3 +152,21 @@ def test_flat_field_lists_as_redis_sends_them_parse_the_same(legacy, bad) -> Non
     flat = [[x for kv in f.items() for x in kv] for f in fields]
     fast = records_frame(flat, Manifest(), chunk=16)
     pd.testing.assert_frame_equal(fast, _slow_frame(fields, Manifest()), check_exact=True)
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_a_block_of_packed_entries_that_all_fail_gives_the_empty_columns(raw) -> None:
+    bad = [{"r": "{not json"}, {"r": "{}"}, {"r": '{"id": 1}'}]
+    bad = [{k.encode(): v.encode() for k, v in f.items()} for f in bad] if raw else bad
+    fast = records_frame(bad, Manifest())
+    pd.testing.assert_frame_equal(fast, _slow_frame(bad, Manifest()))
+    assert fast.empty
+
+
+def test_fields_beside_the_packed_one_are_ignored_as_from_fields_does() -> None:
+    fields = entries(5, 4, raw=True)
+    fields[2][b"extra"] = b"x"
+    flat = [[x for kv in f.items() for x in kv] for f in fields]
+    fast = records_frame(flat, Manifest())
+    pd.testing.assert_frame_equal(fast, _slow_frame(fields, Manifest()), check_exact=True)
+    assert len(fast) == 5

@@ -316,9 +316,14 @@ def check_slice_rules(cfg: ProjectConfig) -> None:
 
 
 SERVED_CHECK_TEXTS = 256  # validation texts the served file runs to check the embedding path
-# max |Δ probability| between the served file and the head on the training embeddings: int8
-# activations are quantised per batch, so padding and batch mates move an output by up to ~1e-2
-SERVED_CHECK_TOLERANCE = 0.05
+# Dynamic int8 quantises activations per batch, so the served file's output for a text moves with
+# its batch mates and padding: on the demo, 1,024 validation tweets in batches of 64 vs 256 differ
+# by 0.03 in probability on average and in 3% of labels. So the head on the training embeddings
+# is accepted when it is no farther from the served file than the file is from itself under
+# another batching (mean |Δ probability| within SERVED_CHECK_SLACK of it, or below
+# SERVED_CHECK_FLOOR); a wrong encoder, pooling or tokenizer is far outside that.
+SERVED_CHECK_FLOOR = 0.01
+SERVED_CHECK_SLACK = 1.5
 SplitOutputs = Callable[[EncodedSplit], dict[str, np.ndarray]]
 
 
@@ -352,14 +357,15 @@ def served_outputs(
     dst: Path,
     tokenizer: Any,
     rules: RulesFn | None,
-) -> tuple[SplitOutputs, float | None]:
+) -> tuple[SplitOutputs, dict[str, float] | None]:
     """Outputs of the served model (int8 when the bundle has it) per split, and the check.
 
     When the training embeddings come from the served encoder (`embeddings_are_served`), the
     outputs are the head on those embeddings: seconds instead of running the whole model over
-    three splits again. The served file then runs `SERVED_CHECK_TEXTS` validation texts and
-    must agree within `SERVED_CHECK_TOLERANCE` (the max abs difference is returned); if it
-    does not, or the embeddings are not the served ones, the served file runs every split
+    three splits again. The served file runs `SERVED_CHECK_TEXTS` validation texts in two
+    batchings; the head must be as close to it as it is to itself (see `SERVED_CHECK_SLACK`).
+    The check returned is `{"head_vs_file", "file_vs_file"}` (mean abs differences); if the
+    head fails it, or the embeddings are not the served ones, the served file runs every split
     (the check is None).
     """
     served = dst / (c.MODEL_INT8_ONNX if cfg.export.quantize else c.MODEL_ONNX)
@@ -372,19 +378,26 @@ def served_outputs(
     val = prepared.splits["validation"]
     idx = np.unique(np.linspace(0, len(val) - 1, min(len(val), SERVED_CHECK_TEXTS)).astype(int))
     sample = val.subset(idx)
-    diff = float(
-        np.abs(from_file(sample)["probabilities"] - from_head(sample)["probabilities"]).max()
-    )
-    if diff > SERVED_CHECK_TOLERANCE:
+    assert sample.texts is not None
+    file_a = from_file(sample)["probabilities"]
+    file_b = runner.run(sample.texts, batch_size=16)["probabilities"]
+    check = {
+        "head_vs_file": float(np.abs(from_head(sample)["probabilities"] - file_a).mean()),
+        "file_vs_file": float(np.abs(file_b - file_a).mean()),
+    }
+    allowed = max(SERVED_CHECK_FLOOR, SERVED_CHECK_SLACK * check["file_vs_file"])
+    if check["head_vs_file"] > allowed:
         log.warning(
-            "the head on the training embeddings differs from %s by %.4f (> %s): running the "
-            "served file on every split instead",
+            "the head on the training embeddings differs from %s by %.4f on average, more than "
+            "the %.4f allowed (the file differs from itself by %.4f under another batching): "
+            "running the served file on every split instead",
             served.name,
-            diff,
-            SERVED_CHECK_TOLERANCE,
+            check["head_vs_file"],
+            allowed,
+            check["file_vs_file"],
         )
         return from_file, None
-    return from_head, diff
+    return from_head, check
 
 
 def _write_bundle(
@@ -475,7 +488,7 @@ def _write_bundle(
             "served_outputs": "head on the training embeddings"
             if served_check is not None
             else "ONNX Runtime on the served file",
-            "served_check_max_abs_diff": served_check,
+            "served_check_mean_abs_diff": served_check,
         },
         dataset_fingerprint=prepared.fingerprint,
         plugins=cfg.plugins,

@@ -8,8 +8,8 @@
    int8 bundle runs the int8 encoder and the fp32 head, so served = head on int8 embeddings of
    the test split), overall and monitored-slice macro-F1.
 
-Writes bench/results/embed.{json,md}. The shared /work/cache is never touched: a fresh
-temporary cache holds everything.
+Writes bench/results/embed.{json,md}. The project's embedding cache is only read (fp32
+embeddings, when it holds them): a fresh temporary cache holds everything else.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ parser.add_argument(
 parser.add_argument("--cache", type=Path, default=None, help="reuse this cache's encoder export")
 args = parser.parse_args()
 cfg = load_config()
+project_cache = cfg.train.cache_dir  # read-only here
 cold = args.cache or Path(tempfile.mkdtemp(prefix="slicewise-cold-cache-"))
 
 
@@ -141,9 +142,10 @@ print(tps, flush=True)
 
 # 3. quality: trained on int8 vs fp32 embeddings, served int8. fp32 embeddings: torch eager
 # (ONNX Runtime fp32 gives the same to 1e-4, tests/unit/test_backbone.py), read from the shared
-# embedding cache when it holds them (never written here), else computed in the cold cache.
+# project's embedding cache when it holds them (never written here), else computed in the cold
+# cache.
 emb = {"onnx-int8": prep}
-shared = Path("/work/cache")
+shared = Path(project_cache)
 cfg.backbone.embed_runtime = "torch"
 cfg.train.cache_dir = (
     shared

@@ -9,7 +9,7 @@ the default 1 MiB body limit and a password-protected Redis:
    every second (`bench/soak_memory.py`); flat means < 2% growth over the second half;
 5. Redis stopped for 20 s under load (concurrency 16, 35 s): failed predictions.
 
-Run under the bench lock: flock /work/wt/bench.lock .venv/bin/python bench/bench_reliability.py
+Run on a quiet machine: .venv/bin/python bench/bench_reliability.py
 [--bundle DIR] [--seconds 240] (default bundle: .slicewise/bundle, the demo model). Writes
 bench/results/reliability.{json,md} and the README's summary, bench/results/reliability_readme.md
 (copied into README.md by bench/update_readme.py).

@@ -11,7 +11,7 @@ SW=${SW:-.venv/bin/slicewise}
 LOG=bench/results/run_all.log
 ALL=(bundle bundle-baseline onnx service service_tuning reliability membership demo_shift drift
      salience slices quality tune_heads label_model label_scale epoxy snorkel_anchor commentary
-     first_run monitor_scale scenario readme)
+     first_run embed monitor_scale scenario readme)
 steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=("${ALL[@]}")
 
 run_step() {

@@ -5,7 +5,7 @@ allocation snapshots taken inside the server and diffed, to say where memory gro
 The functions are shared with `bench/bench_reliability.py` (its soak line). Run alone it is a
 diagnostic, writing `.slicewise/soak/<label>.json` (not a README result):
 
-    flock /work/wt/bench.lock .venv/bin/python bench/soak_memory.py --seconds 240 \
+    .venv/bin/python bench/soak_memory.py --seconds 240 \
         [--tracemalloc] [--env MALLOC_ARENA_MAX=2] [--label NAME]
 
 Flatness criterion (`flatness`): the tree's RSS grows by less than 2% over the second half of

@@ -10,8 +10,8 @@ PY=${PY:-.venv/bin/python}
 SW=${SW:-.venv/bin/slicewise}
 LOG=bench/results/run_all.log
 ALL=(bundle bundle-baseline onnx service service_tuning reliability membership demo_shift drift
-     salience slices quality tune_heads label_model label_scale epoxy snorkel_anchor commentary
-     first_run embed monitor_scale scenario readme)
+     salience slices quality tune_heads membership_quality label_model label_scale epoxy
+     snorkel_anchor commentary embed monitor_scale first_run scenario readme)
 steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=("${ALL[@]}")
 
 run_step() {
@@ -22,6 +22,7 @@ run_step() {
       $SW export --no-register --out .slicewise/bundle-baseline \
         --checkpoint "$(sed -n 's/^checkpoint: //p' .slicewise/baseline-train.log)" ;;
     tune_heads) $PY bench/tune_heads.py ;;
+    membership_quality) $PY bench/bench_membership_quality.py --train-rows 4000 ;;
     readme) $PY bench/update_readme.py ;;
     *) $PY "bench/bench_$1.py" ;;
   esac

@@ -1,7 +1,7 @@
 """The README demo as written, on the demo bundle: what the next monitor pass reports.
 
 Real parts: the bundle served by `bentoml serve` (rules evaluated in the service), the embedded
-Redis holding the prediction log, `slicewise demo-traffic`'s replay (`replay_test_split`), and one
+Redis holding the prediction log, `slicewise demo-traffic`'s replay (`replay_reference_split`), and one
 `Monitor.run_once` pass with the config's `monitor` settings (window 5000) and its Prometheus
 gauges. Two replays, one pass after each:
 
@@ -28,7 +28,7 @@ from monitoring.exporter import MonitorMetrics
 from monitoring.monitor import Monitor
 from slicewise.core import contracts as c
 from slicewise.core.redis_server import LocalRedis
-from slicewise.demo import replay_test_split
+from slicewise.demo import replay_reference_split
 from slicewise.processes import BentoServer
 from training.config import load_config
 
@@ -91,7 +91,7 @@ try:
     monitor = Monitor(bundle, client, settings, metrics)
     for name, shift_slice in (("control", None), ("shifted", args.shift_slice)):
         t0 = time.perf_counter()
-        sent = replay_test_split(
+        sent = replay_reference_split(
             cfg, url=server.url, count=args.count, shift_slice=shift_slice, shift=args.shift
         )
         replay_s = time.perf_counter() - t0

@@ -5,7 +5,7 @@ Redis holding the prediction log, `slicewise demo-traffic`'s replay (`replay_ref
 `Monitor.run_once` pass with the config's `monitor` settings (window 5000) and its Prometheus
 gauges. Two replays, one pass after each:
 
-1. control: `demo-traffic --count 6000` (the test split's own mix): nothing should be flagged;
+1. control: `demo-traffic --count 6000` (the reference split's own mix): nothing should be flagged;
 2. the README demo: `demo-traffic --count 6000 --shift-slice negation --shift 0.9`: `negation`
    should be flagged (drift or traffic shift) and no other user slice; slices whose share or
    drift moved only with negation's are reported as explained by it.

@@ -131,7 +131,7 @@ then `demo-traffic --count {args.count} --shift-slice {args.shift_slice} --shift
 monitor pass (config `monitor` settings: window {settings.window_size}, min_rows
 {settings.min_rows}, drift share {settings.drift_share}).
 
-**Control** (the test split's own mix): drifted {passes["control"]["drifted_slices"]},
+**Control** (the reference split's own mix): drifted {passes["control"]["drifted_slices"]},
 traffic-shifted {passes["control"]["traffic_shifted_slices"]}.
 
 {table(passes["control"])}

@@ -183,6 +183,9 @@ def explain(
                 target=pred,
                 n_steps=steps,
                 return_convergence_delta=True,
+                # the steps run `internal_batch_size` rows at a time: without it all
+                # texts × steps rows ran at once (128 steps of 16 texts: 23 GB, OOM-killed)
+                internal_batch_size=batch_size * n_steps,
             )
             rel = delta.detach().abs() / gap.clamp(min=1e-3)
             if float(rel.mean()) <= tolerance or steps >= max_steps:

@@ -136,3 +136,36 @@ def test_text_that_tokenises_to_nothing_is_an_error(tiny_config, tiny_bundle) ->
             n_steps=2,
             progress=False,
         )
+
+
+def test_more_ig_steps_run_in_chunks_of_the_first_pass(tiny_config, tiny_bundle) -> None:
+    """Doubling IG's steps (tolerance 0 forces it up to max_steps) must not grow the rows one
+    forward pass takes: they stay at batch_size × n_steps. Before the fix a batch's texts ×
+    steps ran at once, and make bench's salience run was OOM-killed at 23.7 GB."""
+    from training.train import load_checkpoint
+
+    _, trained = load_checkpoint(sorted(tiny_config.train.checkpoint_dir.glob("*.pt"))[-1])
+    model = trained.model
+    rows: list[int] = []
+    hook = model.encoder.register_forward_pre_hook(
+        lambda _m, args, kwargs: rows.append(
+            int((args[0] if args else kwargs["input_ids"]).shape[0])
+        ),
+        with_kwargs=True,
+    )
+    try:
+        sal = explain(
+            model,
+            load_tokenizer(tiny_config.backbone),
+            ["a fine text", "not good at all", "what is this?"],
+            16,
+            n_steps=4,
+            batch_size=3,
+            max_steps=32,
+            tolerance=0.0,
+            progress=False,
+        )
+    finally:
+        hook.remove()
+    assert sal.steps == [32, 32, 32]  # the steps did double, up to max_steps
+    assert max(rows) <= 3 * 4, rows

@@ -220,7 +220,7 @@ def main() -> None:
     if args.combine:
         done = {n: combine_parts(n) for n in PROJECTS}
     else:
-        done = {name: run_project(path) for name, path in PROJECTS.items()}
+        done = {name: run_project(path, args.train_rows) for name, path in PROJECTS.items()}
     report({"seeds": list(SEEDS), "projects": done})
 
 

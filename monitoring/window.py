@@ -1,6 +1,7 @@
 """Read the current window of predictions (and feedback) from the Redis log (docs/design.md §7, §9).
 
-Entries become a DataFrame with the reference-profile columns, so reference and current
+An entry holds many predictions (`slicewise.core.log_entries`), or one in the formats of older
+services; all become rows of a DataFrame with the reference-profile columns, so reference and current
 data are compared column for column. `read_window` reads the whole window; `Window` keeps it
 between passes and reads only the entries logged since the last pass (docs/monitoring.md,
 "Monitoring at scale").
@@ -11,12 +12,13 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from itertools import chain
+from itertools import chain, groupby
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -28,6 +30,7 @@ import redis
 from slicewise.core import contracts as c
 from slicewise.core.errors import SlicewiseError
 from slicewise.core.feedback import FeedbackLabels, read_feedback_labels
+from slicewise.core.log_entries import BATCH_FIELD, LoggedBatch, decode_batches, entry_rows
 
 
 class WindowError(SlicewiseError, RuntimeError):
@@ -69,38 +72,59 @@ def _stream_ids(ids: list) -> np.ndarray:
 
 
 class _Block:
-    """Parsed entries: their stream ids (every entry read) and the rows of those that parsed."""
+    """Parsed entries: their stream ids (every entry read), how many predictions each logged
+    (its `n` field, else 1) and gave as rows (0 for one that does not parse), and those rows.
+    """
 
-    def __init__(self, ids: np.ndarray, ok: np.ndarray, frame: pd.DataFrame) -> None:
-        self.ids, self.ok, self.frame = ids, ok, frame  # ids: int64 [n, 2] (ms, seq)
+    def __init__(
+        self, ids: np.ndarray, logged: np.ndarray, rows: np.ndarray, frame: pd.DataFrame
+    ) -> None:
+        self.ids, self.frame = ids, frame  # ids: int64 [n, 2] (ms, seq)
+        self.logged, self.rows = logged, rows  # int64 [n]
 
     @classmethod
     def parse(cls, entries: list, manifest: c.Manifest) -> _Block:
         """Stream entries (`[id, fields]`, fields a flat list or a dict) → a block."""
-        frame, ok = _parse(list(map(itemgetter(1), entries)), manifest)
-        return cls(_stream_ids(list(map(itemgetter(0), entries))), ok, frame)
+        fields = list(map(itemgetter(1), entries))
+        frame, rows = _parse(fields, manifest)
+        logged = np.fromiter(map(entry_rows, fields), np.int64, len(fields))
+        return cls(_stream_ids(list(map(itemgetter(0), entries))), logged, rows, frame)
+
+    def newest(self, size: int | None) -> pd.DataFrame:
+        """The rows of the last `size` logged predictions (all when None). The block holds
+        the fewest entries that logged them (`_keep_newest`), so only the oldest entry's first
+        rows can be too many.
+        """
+        excess = 0 if size is None or not len(self.rows) else int(self.logged.sum()) - size
+        cut = min(excess, int(self.rows[0])) if excess > 0 else 0
+        return self.frame.iloc[cut:].reset_index(drop=True) if cut else self.frame
 
     @classmethod
     def concat(
         cls,
         blocks: list[_Block],
         manifest: c.Manifest,
-        drop: Callable[[np.ndarray], int] | None = None,
+        drop: Callable[[np.ndarray, np.ndarray], int] | None = None,
     ) -> _Block:
-        """The blocks one after the other, without the first `drop(ids)` entries (an empty
+        """The blocks one after the other, without the first `drop(ids, logged)` entries (an empty
         block when there are none). Columns are joined with numpy, once: `pd.concat` checked
         every row of the all-None `text` column, seconds on a 1M-row window.
         """
         blocks = [b for b in blocks if len(b.ids)]
         if not blocks:
-            return cls(np.zeros((0, 2), np.int64), np.zeros(0, bool), _empty(manifest))
-        ids = np.concatenate([b.ids for b in blocks]) if len(blocks) > 1 else blocks[0].ids
-        k = max(0, drop(ids)) if drop is not None else 0
+            none = np.zeros(0, np.int64)
+            return cls(np.zeros((0, 2), np.int64), none, none, _empty(manifest))
+
+        def joined(name: str) -> np.ndarray:
+            parts = [getattr(b, name) for b in blocks]
+            return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+        ids, logged, rows = joined("ids"), joined("logged"), joined("rows")
+        k = max(0, drop(ids, logged)) if drop is not None else 0
         if len(blocks) == 1 and k == 0:
             return blocks[0]
-        ok = np.concatenate([b.ok for b in blocks])
         frames = [b.frame for b in blocks if len(b.frame)]
-        skip = int(ok[:k].sum())
+        skip = int(rows[:k].sum())
         if not frames or skip >= sum(len(f) for f in frames):
             frame = _empty(manifest)
         else:
@@ -109,13 +133,22 @@ class _Block:
                 {n: np.concatenate([f[n].to_numpy() for f in frames])[skip:] for n in names},
                 columns=names,
             )
-        return cls(ids[k:], ok[k:], frame)
+        return cls(ids[k:], logged[k:], rows[k:], frame)
+
+
+def _keep_newest(logged: np.ndarray, size: int) -> int:
+    """How many of the oldest entries can go while the rest still logged `size` predictions."""
+    cum = np.concatenate([[0], np.cumsum(logged)])
+    return max(0, int(np.searchsorted(cum, cum[-1] - size, "right")) - 1)
 
 
 def _count_before(ids: np.ndarray, ms: int, seq: int = 0) -> int:
     """How many of the (ascending) stream ids come before `ms-seq`."""
     lo, hi = np.searchsorted(ids[:, 0], ms, "left"), np.searchsorted(ids[:, 0], ms, "right")
     return int(lo + np.searchsorted(ids[lo:hi, 1], seq, "left"))
+
+
+FIRST_PAGE = 256  # entries of a backward read's first page
 
 
 def _pages(
@@ -128,10 +161,11 @@ def _pages(
         raw: a `_raw_client`.
         start: forward: an XRANGE min (`-`, `(<id>`, `<ms>-0`), read to the end; backward: an
             XREVRANGE max (`+`), read towards the start.
-        batch: entries per call.
+        batch: entries per call at most.
         forward: XRANGE (ascending pages) or XREVRANGE (descending).
-        limit: forward: stop once more than `limit` entries were read; backward: read at most
-            `limit` entries.
+        limit: forward: stop once more than `limit` rows were read; backward: stop once
+            `limit` rows were read, asking for about as many entries as should hold them (a
+            first page of `FIRST_PAGE` entries tells how many rows an entry holds).
     """
 
     def fetch(cursor: str, count: int) -> list:
@@ -139,23 +173,30 @@ def _pages(
             return raw.xrange(c.PREDICTIONS_STREAM, min=cursor, max="+", count=count)
         return raw.xrevrange(c.PREDICTIONS_STREAM, max=cursor, min="-", count=count)
 
-    def count_after(read: int) -> int:
-        return batch if forward or limit is None else min(batch, limit - read)
+    def count_after(entries: int, rows: int) -> int:
+        if forward or limit is None:
+            return batch
+        if not entries:
+            return min(batch, limit, FIRST_PAGE)
+        per_entry = max(1.0, rows / entries)
+        return max(0, min(batch, limit - rows, math.ceil((limit - rows) / per_entry) + 16))
 
     with ThreadPoolExecutor(1, thread_name_prefix="slicewise-window") as pool:
-        read, count = 0, count_after(0)
+        entries = rows = 0
+        count = count_after(0, 0)
         pending: Future | None = pool.submit(fetch, start, count) if count > 0 else None
         while pending is not None:
             chunk = pending.result()
-            read += len(chunk)
+            entries += len(chunk)
+            if limit is not None:
+                rows += sum(entry_rows(fields) for _, fields in chunk)
             more = len(chunk) == count and (
-                limit is None or (read <= limit if forward else read < limit)
+                limit is None or (rows <= limit if forward else rows < limit)
             )
             if more:
-                count = count_after(read)
-                pending = pool.submit(fetch, "(" + chunk[-1][0].decode(), count)
-            else:
-                pending = None
+                count = count_after(entries, rows)
+                more = count > 0
+            pending = pool.submit(fetch, "(" + chunk[-1][0].decode(), count) if more else None
             yield chunk
 
 
@@ -183,7 +224,7 @@ def _read_block(
     now: float | None = None,
 ) -> _Block:
     """The window read whole, page by page (the raw replies of a million entries would take
-    gigabytes): the last `size` entries, or those of the last `minutes`.
+    gigabytes): the entries of the last `size` predictions, or those of the last `minutes`.
     """
     raw = _raw_client(client)
     if minutes is not None:
@@ -194,7 +235,7 @@ def _read_block(
         _Block.parse(chunk[::-1], manifest)
         for chunk in _pages(raw, "+", batch, forward=False, limit=size)
     ]
-    return _Block.concat(blocks[::-1], manifest)
+    return _Block.concat(blocks[::-1], manifest, lambda ids, logged: _keep_newest(logged, size))
 
 
 def read_window(
@@ -214,7 +255,8 @@ def read_window(
     """
     try:
         with _gc_paused():
-            return _read_block(client, manifest, size, minutes, batch).frame
+            block = _read_block(client, manifest, size, minutes, batch)
+        return block.newest(None if minutes is not None else size)
     except redis.RedisError as exc:
         raise WindowError(f"cannot read {c.PREDICTIONS_STREAM} from Redis: {exc}") from exc
 
@@ -225,14 +267,14 @@ class Window:
     1M-row window reads about what was logged since the previous pass.
 
     It gives the same rows as a fresh `read_window`: when the entry it saw last is no longer
-    in the stream (trimmed past it, the stream deleted or replaced), when more entries than
-    the window holds were logged since, or on the first call, it reads the window whole; a
+    in the stream (trimmed past it, the stream deleted or replaced), when more predictions
+    than the window holds were logged since, or on the first call, it reads the window whole; a
     trim of older entries drops them here too. Entries deleted from the middle of the stream
     (`XDEL`, which slicewise never does) are not noticed.
 
     Args:
         manifest: the manifest whose labels and slices give the columns.
-        size: the last `size` entries (ignored when `minutes` is set).
+        size: the last `size` predictions (ignored when `minutes` is set).
         minutes: or the entries of the last `minutes`.
         batch: entries per Redis call.
     """
@@ -272,7 +314,7 @@ class Window:
         except redis.RedisError as exc:
             self._block = None
             raise WindowError(f"cannot read {c.PREDICTIONS_STREAM} from Redis: {exc}") from exc
-        return self._block.frame
+        return self._block.newest(None if self.minutes is not None else self.size)
 
     def _full(self, client: redis.Redis, now: float) -> _Block:
         self.full_reads += 1
@@ -294,21 +336,21 @@ class Window:
         if not still_there:  # trimmed past the last entry seen, or a new stream
             return self._full(client, now)
         limit = None if self.minutes is not None else self.size
-        new = [
-            _Block.parse(chunk, self.manifest)
-            for chunk in _pages(self._raw, "(" + last, self.batch, limit=limit)
-        ]
+        new, logged = [], 0
+        for chunk in _pages(self._raw, "(" + last, self.batch, limit=limit):
+            logged += sum(entry_rows(fields) for _, fields in chunk)
+            new.append(_Block.parse(chunk, self.manifest))
         self.last_read = sum(len(b.ids) for b in new)
-        if limit is not None and self.last_read > limit:  # the whole window is new: read only it
+        if limit is not None and logged > limit:  # the whole window is new: read only it
             return self._full(client, now)
         first_id = _stream_id(first[0][0])
         cutoff = None if self.minutes is None else int((now - self.minutes * 60) * 1000)
 
-        def drop(ids: np.ndarray) -> int:  # trimmed from the stream, or out of the window
+        def drop(ids: np.ndarray, logged: np.ndarray) -> int:  # trimmed, or out of the window
             k = _count_before(ids, *first_id)
             if cutoff is not None:
                 return max(k, _count_before(ids, cutoff))
-            return max(k, len(ids) - self.size)
+            return max(k, _keep_newest(logged, self.size))
 
         block = _Block.concat([block, *new], self.manifest, drop)
         return block
@@ -350,35 +392,48 @@ def records_frame(fields: list[dict], manifest: c.Manifest, chunk: int = 20_000)
 
 
 def _parse(block: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.ndarray]:
-    """Entries → (frame of those that parse, which of them did). One-field entries
-    (`PredictionRecord.to_fields`) are decoded together; entries an older service wrote field
-    by field go column by column; a block holding both keeps the entries' order.
+    """Entries → (frame of the rows that parse, how many rows each entry gave). Entries of
+    many predictions (`log_entries`) and one-field entries (`PredictionRecord.to_fields`) are
+    decoded a run at a time; entries an older service wrote field by field go column by
+    column; a block holding several kinds keeps the entries' order.
     """
     if not block:
-        return _empty(manifest), np.zeros(0, bool)
+        return _empty(manifest), np.zeros(0, np.int64)
+    batches = _batch_values(block)
+    if batches is not None:
+        return _batch_frame(batches, manifest)
     packed = _packed_values(block)
     if packed is not None:
-        return _packed_frame(packed, manifest)
-    packed = [_packed_value(f) for f in block]  # per entry: its packed value, or None (legacy)
-    if all(v is not None for v in packed):
-        return _packed_frame(packed, manifest)
-    new = np.array([v is not None for v in packed])
-    if not new.any():
-        return _legacy_parse(block, manifest)
-    legacy = [f for f, v in zip(block, packed, strict=True) if v is None]
-    parts = [
-        (np.flatnonzero(new), _packed_frame([v for v in packed if v is not None], manifest)),
-        (np.flatnonzero(~new), _legacy_parse(legacy, manifest)),
-    ]
-    ok = np.zeros(len(block), bool)
-    for where, (_, part_ok) in parts:
-        ok[where] = part_ok
-    parts = [p for p in parts if len(p[1][0])]  # an empty part would make columns `object`
-    if len(parts) < 2:
-        return (parts[0][1][0] if parts else _empty(manifest)), ok
-    rows = np.concatenate([where[part_ok] for where, (_, part_ok) in parts])
-    frame = pd.concat([f for _, (f, _) in parts], ignore_index=True)
-    return frame.iloc[np.argsort(rows, kind="stable")].reset_index(drop=True), ok
+        frame, ok = _packed_frame(packed, manifest)
+        return frame, ok.astype(np.int64)
+    parts = []
+    entries = zip(map(_entry_value, block), block, strict=True)
+    for kind, group in groupby(entries, key=lambda x: x[0][0]):
+        run = list(group)
+        values = [value for (_, value), _ in run] if kind else [f for _, f in run]
+        if kind == BATCH_FIELD:
+            parts.append(_batch_frame(values, manifest))
+            continue
+        frame, ok = _packed_frame(values, manifest) if kind else _legacy_parse(values, manifest)
+        parts.append((frame, ok.astype(np.int64)))
+    rows = np.concatenate([r for _, r in parts])
+    frames = [f for f, _ in parts if len(f)]  # an empty part would make columns `object`
+    if len(frames) < 2:
+        return (frames[0] if frames else _empty(manifest)), rows
+    return pd.concat(frames, ignore_index=True), rows
+
+
+def _batch_values(block: list) -> list | None:
+    """The batch payloads when every entry is a raw `[BATCH_FIELD, payload, "n", count]`
+    reply (what the service writes); None when not.
+    """
+    first = block[0]
+    if not isinstance(first, list) or not first or first[0] not in (b"b", "b"):
+        return None
+    key = first[0]
+    if not all(isinstance(f, list) and len(f) >= 2 and f[0] == key for f in block):
+        return None
+    return [f[1] for f in block]
 
 
 def _packed_values(block: list) -> list | None:
@@ -396,13 +451,111 @@ def _packed_values(block: list) -> list | None:
     return flat[1::2]
 
 
-def _packed_value(fields: dict | list) -> bytes | str | None:
-    """An entry's packed value (`PREDICTION_FIELD`), or None for a legacy entry."""
+def _entry_value(fields: dict | list) -> tuple[str | None, bytes | str | None]:
+    """An entry's kind and value: (`BATCH_FIELD`, its payload), (`PREDICTION_FIELD`, its
+    JSON), or (None, None) for a field-by-field entry of an older service.
+    """
     d = _as_dict(fields)
-    for key in (c.PREDICTION_FIELD, c.PREDICTION_FIELD.encode()):
-        if key in d:  # as in `PredictionRecord.from_fields`, other fields beside it are ignored
-            return d[key]
-    return None
+    for name in (BATCH_FIELD, c.PREDICTION_FIELD):  # other fields beside it are ignored
+        for key in (name, name.encode()):
+            if key in d:
+                return name, d[key]
+    return None, None
+
+
+def _batch_frame(values: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.ndarray]:
+    """Batch payloads → (frame, rows per entry): one msgspec call decodes them all, then
+    each column is one `frombuffer` over the entries' bytes joined. A payload that does not
+    parse gives no rows; rows with a non-finite confidence are skipped.
+    """
+    batches = decode_batches([v if isinstance(v, bytes) else v.encode() for v in values])
+    sizes = np.array([len(b) if b is not None else 0 for b in batches], np.int64)
+    good = [b for b in batches if b is not None and len(b)]
+    if not good:
+        return _empty(manifest), sizes
+
+    def joined(name: str, dtype: str) -> np.ndarray:
+        return np.frombuffer(b"".join(map(attrgetter(name), good)), dtype)
+
+    def strings(name: str) -> list:
+        return list(chain.from_iterable(map(attrgetter(name), good)))
+
+    def optional(name: str, missing: object) -> list | None:
+        columns = list(map(attrgetter(name), good))
+        if all(col is None for col in columns):
+            return None
+        return list(
+            chain.from_iterable(
+                col or [missing] * len(b) for col, b in zip(columns, good, strict=True)
+            )
+        )
+
+    counts = [len(b) for b in good]
+    frame, finite = _frame(
+        manifest,
+        ids=strings("ids"),
+        ts=joined("ts", "<f8"),
+        versions=np.repeat(np.array([b.model_version for b in good], dtype=object), counts),
+        labels=_predicted(good),
+        confidence=joined("confidence", "<f8"),
+        lengths=joined("text_length", "<i8").astype(np.int64),
+        texts=optional("texts", None),
+        learned=optional("learned_slices", ""),
+        probs=_batch_table(good, "labels", "probabilities", manifest.labels, float("nan")),
+        slices=_batch_table(good, "slice_names", "slices", manifest.slice_names, 0.0),
+    )
+    if not finite.all():
+        entry = np.repeat(np.arange(len(good)), counts)
+        sizes[sizes > 0] = np.bincount(entry, weights=finite, minlength=len(good)).astype(np.int64)
+    return frame, sizes
+
+
+def _predicted(batches: list[LoggedBatch]) -> np.ndarray:
+    """The batches' predicted labels, one string object per distinct label."""
+    names = sorted({name for b in batches for name in b.predicted_names})
+    lookup = np.array(names, dtype=object)
+    codes = np.concatenate(
+        [
+            np.searchsorted(lookup, np.array(b.predicted_names, dtype=object))[
+                np.frombuffer(b.predicted, "<u2")
+            ]
+            for b in batches
+        ]
+    )
+    return lookup[codes]
+
+
+def _batch_table(
+    batches: list[LoggedBatch], names: str, data: str, keys: list[str], default: float
+) -> np.ndarray:
+    """The batches' `data` matrices (columns named by their `names`) → one float matrix with
+    a column per key (`default` where a batch has no such column).
+    """
+
+    def mapped(columns: list[str], matrix: np.ndarray) -> np.ndarray:
+        if columns == keys:
+            return matrix
+        out = np.full((len(matrix), len(keys)), default)
+        for j, key in enumerate(keys):
+            if key in columns:
+                out[:, j] = matrix[:, columns.index(key)]
+        return out
+
+    first = getattr(batches[0], names)
+    if all(getattr(b, names) == first for b in batches):  # the usual case: one layout
+        matrix = np.frombuffer(b"".join(map(attrgetter(data), batches)), "<f8")
+        return mapped(
+            first, matrix.reshape(-1, len(first)) if first else np.zeros((len(matrix), 0))
+        )
+    return np.concatenate(
+        [
+            mapped(
+                getattr(b, names),
+                np.frombuffer(getattr(b, data), "<f8").reshape(len(b), len(getattr(b, names))),
+            )
+            for b in batches
+        ]
+    )
 
 
 def _legacy_parse(block: list, manifest: c.Manifest) -> tuple[pd.DataFrame, np.ndarray]:

@@ -1,9 +1,10 @@
 """Non-blocking prediction log: a bounded in-memory buffer flushed to Redis by a thread.
 
 `append` never blocks and never raises. A background thread drains the buffer into the
-`slicewise:predictions` stream (`XADD … MAXLEN ~ N`) in pipelined batches. While Redis is
-down, records wait in the buffer; when it is full the oldest are dropped and counted. Writing
-resumes by itself when Redis answers again.
+`slicewise:predictions` stream, each flush as one entry of many records
+(`slicewise.core.log_entries`), the stream capped at `maxlen` predictions. While Redis is down,
+records wait in the buffer; when it is full the oldest are dropped and counted. Writing resumes
+by itself when Redis answers again.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from collections.abc import Callable
 
 import redis
 
-from slicewise.core.contracts import PREDICTIONS_STREAM, PredictionRecord
+from slicewise.core.contracts import PREDICTION_ROWS_KEY, PREDICTIONS_STREAM, PredictionRecord
 from slicewise.core.feedback import (
     FEEDBACK_TTL_S,
     MAX_FEEDBACK_LABELS,
     record_feedback,
     trim_feedback,
 )
+from slicewise.core.log_entries import encode_batches, log_script
 
 log = logging.getLogger("slicewise.service")
 PREDICTION_KEY = "slicewise:prediction:"  # + id -> model version, for feedback lookups
 TRIM_INTERVAL_S = 60.0  # feedback labels past their TTL go at least this often, writes or not
+FLUSH_MAX = 500  # records per flush at most (one entry or a few)
 
 
 class PredictionLog:
@@ -34,7 +37,9 @@ class PredictionLog:
 
     `feedback_ttl_s`: a prediction takes feedback for this long (its lookup key expires), and
     a label is kept for this long; `max_feedback_labels`: labels kept at most, the oldest go
-    first (`slicewise.core.feedback.trim_feedback`, on each feedback and every minute).
+    first (`slicewise.core.feedback.trim_feedback`, on each feedback and every minute);
+    `maxlen`: predictions the stream keeps (its oldest entries go); `flush_interval`: how long
+    records gather in the buffer before one entry takes them (at most `FLUSH_MAX` a flush).
     """
 
     def __init__(
@@ -43,13 +48,14 @@ class PredictionLog:
         maxlen: int = 100_000,
         buffer: int = 10_000,
         on_drop: Callable[[int], None] | None = None,
-        flush_interval: float = 0.05,
+        flush_interval: float = 0.25,
         feedback_ttl_s: float = FEEDBACK_TTL_S,
         max_feedback_labels: int = MAX_FEEDBACK_LABELS,
     ) -> None:
         self.client = redis.Redis.from_url(
             redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
         )
+        self._log = log_script(self.client)
         self.maxlen, self.flush_interval = maxlen, flush_interval
         self.feedback_ttl_s, self.max_feedback_labels = feedback_ttl_s, max_feedback_labels
         self._next_trim = time.monotonic()
@@ -79,7 +85,7 @@ class PredictionLog:
         with self._lock:
             return any(r.id == prediction_id for r in self.buffer)
 
-    def _take(self, n: int = 500) -> list[PredictionRecord]:
+    def _take(self, n: int = FLUSH_MAX) -> list[PredictionRecord]:
         with self._lock:
             return [self.buffer.popleft() for _ in range(min(n, len(self.buffer)))]
 
@@ -101,8 +107,10 @@ class PredictionLog:
         ttl = max(1, round(self.feedback_ttl_s))
         try:
             pipe = self.client.pipeline(transaction=False)
+            keys = [PREDICTIONS_STREAM, PREDICTION_ROWS_KEY]
+            for payload, n in encode_batches(batch):
+                self._log(keys=keys, args=[payload, n, self.maxlen], client=pipe)
             for rec in batch:
-                pipe.xadd(PREDICTIONS_STREAM, rec.to_fields(), maxlen=self.maxlen, approximate=True)
                 pipe.set(PREDICTION_KEY + rec.id, rec.model_version, ex=ttl)
             pipe.execute()
         except redis.RedisError as exc:
@@ -128,7 +136,7 @@ class PredictionLog:
                     log.warning("feedback trim failed: %s", exc)
             if not self.healthy:
                 self._stop.wait(0.5)
-            elif not wrote:
+            elif wrote < FLUSH_MAX:  # wait for more: one entry holds a flush interval's records
                 self._stop.wait(self.flush_interval)
 
     def close(self, timeout: float = 2.0) -> None:

@@ -33,7 +33,7 @@ class Settings:
     max_text_chars: int = 2000  # SLICEWISE_MAX_TEXT_CHARS per text
     log_text: bool = False  # SLICEWISE_LOG_TEXT: store raw text in the prediction log
     prefer_int8: bool = True  # SLICEWISE_PREFER_INT8: int8 model on CPU when the bundle has one
-    stream_maxlen: int = 100_000  # SLICEWISE_STREAM_MAXLEN: approximate length cap of the stream
+    stream_maxlen: int = 100_000  # SLICEWISE_STREAM_MAXLEN: predictions the log stream keeps
     log_buffer: int = 10_000  # SLICEWISE_LOG_BUFFER: records held in memory while Redis is away
     # SLICEWISE_FEEDBACK_TTL_S: a prediction takes feedback, and its label is kept, this long
     feedback_ttl_s: float = 7 * 24 * 3600.0

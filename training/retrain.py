@@ -21,7 +21,6 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import redis
 from slicewise.core import contracts as c
 from slicewise.core.errors import SlicewiseError
 from slicewise.core.feedback import read_feedback_labels
+from slicewise.core.log_entries import logged_records
 from training.config import ProjectConfig
 from training.promotion import GateDecision, promotion_gate
 
@@ -67,17 +67,6 @@ def production_bundle(client: redis.Redis, fallback_dir: Path | None) -> c.Bundl
     return c.resolve_bundle(str(fallback_dir) if fallback_dir else None, f"{c.MODEL_NAME}:latest")
 
 
-def _logged(client: redis.Redis, count: int) -> Iterator[c.PredictionRecord]:
-    """The newest `count` logged predictions, newest first (either entry format); entries that
-    do not parse are skipped.
-    """
-    for _, fields in client.xrevrange(c.PREDICTIONS_STREAM, count=count):
-        try:
-            yield c.PredictionRecord.from_fields(fields)
-        except (KeyError, ValueError):
-            continue
-
-
 def feedback_examples(
     client: redis.Redis, labels: list[str], count: int = 100_000
 ) -> tuple[list[str], list[str]]:
@@ -86,7 +75,7 @@ def feedback_examples(
     """
     feedback = read_feedback_labels(client, count)
     texts, ys = [], []
-    for rec in _logged(client, count):
+    for rec in logged_records(client, count):
         if rec.id in feedback and rec.text is not None and feedback[rec.id] in labels:
             texts.append(rec.text)
             ys.append(feedback[rec.id])
@@ -95,7 +84,9 @@ def feedback_examples(
 
 def logged_texts(client: redis.Redis, exclude: set[str], count: int = 100_000) -> list[str]:
     """Texts of logged predictions (raw-text logging on) whose id is not in `exclude`."""
-    return [r.text for r in _logged(client, count) if r.text is not None and r.id not in exclude]
+    return [
+        r.text for r in logged_records(client, count) if r.text is not None and r.id not in exclude
+    ]
 
 
 def weak_examples(

@@ -46,6 +46,7 @@ BASE_SLICE = "base"
 
 # Redis keys (docs/design.md §7, §9).
 PREDICTIONS_STREAM = "slicewise:predictions"
+PREDICTION_ROWS_KEY = "slicewise:predictions:rows"  # predictions the stream holds (its cap's count)
 FEEDBACK_STREAM = "slicewise:feedback"
 PRODUCTION_VERSION_KEY = "slicewise:production_version"
 FEEDBACK_LABELS_KEY = "slicewise:feedback:labels"  # hash: prediction id -> its one label
@@ -327,9 +328,10 @@ TRUE_LABEL_COLUMN = "true_label"
 
 
 LEARNED_SLICES_FIELD = "learned_slices"  # prediction-log field (and window column), comma-separated
-# The one field of a prediction-log entry: the record as one JSON object (`LoggedPrediction`).
-# Entries of older services hold the record's fields one by one (`id`, `ts`, ..., `probabilities`
-# and `slices` as JSON, `learned_slices` comma-separated); `from_fields` reads both.
+# The one field of a one-prediction log entry: the record as one JSON object (`LoggedPrediction`).
+# The service writes entries of many predictions (`slicewise.core.log_entries`); entries of one
+# are what services before wrote, this one or the record's fields one by one (`id`, `ts`, ...,
+# `probabilities` and `slices` as JSON, `learned_slices` comma-separated); `from_fields` reads both.
 PREDICTION_FIELD = "r"
 
 
@@ -361,7 +363,7 @@ def _finite_or_nan(values: dict[str, float | None]) -> dict[str, float]:
 
 @dataclass
 class PredictionRecord:
-    """One entry of the `slicewise:predictions` Redis stream (docs/design.md §7)."""
+    """One logged prediction of the `slicewise:predictions` Redis stream (docs/design.md §7)."""
 
     model_version: str
     label: str
@@ -378,7 +380,9 @@ class PredictionRecord:
     learned_slices: list[str] = field(default_factory=list)
 
     def to_fields(self) -> dict[str, bytes]:
-        """The stream entry for `XADD`: one field, `PREDICTION_FIELD`, the record as JSON."""
+        """A one-prediction stream entry for `XADD`: one field, `PREDICTION_FIELD`, the record
+        as JSON (the service logs `log_entries` batches; this format is still read).
+        """
         logged = LoggedPrediction(
             id=self.id,
             ts=float(self.ts),

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from service.validation import has_visible_text
 from slicewise.core import contracts as c
+from slicewise.core.log_entries import logged_count, logged_records
 from slicewise.processes import BentoServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -217,9 +218,9 @@ def test_redis_outage_never_fails_predictions_counts_drops_and_resumes(
     client = redis.Redis.from_url(module_redis.url)
     assert _post(server, "/predict", json={"texts": ["back"]}).status_code == 200
     deadline = time.monotonic() + 15
-    while client.xlen(c.PREDICTIONS_STREAM) < LOG_BUFFER and time.monotonic() < deadline:
+    while logged_count(client) < LOG_BUFFER and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert client.xlen(c.PREDICTIONS_STREAM) >= LOG_BUFFER  # the buffered entries got written
+    assert logged_count(client) >= LOG_BUFFER  # the buffered predictions got written
     log = server.log_file.read_text()
     assert "Redis unavailable" in log and "writing resumed" in log
 
@@ -278,10 +279,9 @@ def test_embedded_redis_holds_the_log_and_shutdown_is_clean(
             redis.Redis(port=port).ping()  # the embedded server requires the password
         client = redis.Redis.from_url(masked.replace("***", password))
         deadline = time.monotonic() + 10
-        while client.xlen(c.PREDICTIONS_STREAM) < 3 and time.monotonic() < deadline:
+        while logged_count(client) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
-        logged = client.xrange(c.PREDICTIONS_STREAM)
-        ids = [c.PredictionRecord.from_fields(f).id for _, f in logged]
+        ids = [rec.id for rec in logged_records(client)][::-1]
         assert ids == [p["id"] for p in r.json()["predictions"]]
     text = log.read_text()
     assert "Completed cleanup hook: _shutdown" in text and "Traceback" not in text
@@ -318,7 +318,7 @@ def test_plugin_slices_are_evaluated_and_an_unimportable_one_stays_learned(
         scores = [p["slice_scores"]["question"] for p in body["predictions"]]
         client = redis.Redis.from_url(redis_server.url)
         deadline = time.monotonic() + 10
-        while client.xlen(c.PREDICTIONS_STREAM) < 3 and time.monotonic() < deadline:
+        while logged_count(client) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
     assert body["membership"] == {"negation": "rule", "question": "learned", "short": "rule"}
     assert [p["slices"]["short"] for p in body["predictions"]] == [1.0, 0.0, 0.0]  # "NOT"
@@ -326,6 +326,6 @@ def test_plugin_slices_are_evaluated_and_an_unimportable_one_stays_learned(
     assert [p["slices"]["question"] for p in body["predictions"]] == scores  # learned
     lines = [ln for ln in log.read_text().splitlines() if "membership is learned" in ln]
     assert len(lines) == 1 and "'question'" in lines[0] and "no_such_plugin_xyz" in lines[0]
-    logged = [c.PredictionRecord.from_fields(f) for _, f in client.xrange(c.PREDICTIONS_STREAM)]
+    logged = list(logged_records(client))[::-1]
     assert [r.id for r in logged] == [p["id"] for p in body["predictions"]]
     assert [r.learned_slices for r in logged] == [["question"]] * 3

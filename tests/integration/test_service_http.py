@@ -12,6 +12,7 @@ import redis
 
 from service.prediction_log import PREDICTION_KEY
 from slicewise.core import contracts as c
+from slicewise.core.log_entries import logged_count, logged_records
 from slicewise.processes import BentoServer
 from training.backbone import load_tokenizer
 from training.export import OnnxRunner
@@ -78,13 +79,13 @@ def test_predictions_carry_exact_membership_and_the_onnx_slice_scores(
 
 def test_prediction_log_and_feedback_reach_redis(server, module_redis) -> None:
     r = redis.Redis.from_url(module_redis.url, decode_responses=True)
-    before = r.xlen(c.PREDICTIONS_STREAM)
+    raw = redis.Redis.from_url(module_redis.url)  # the log's entries hold binary columns
+    before = logged_count(raw)
     ids = [p["id"] for p in predict(server, TEXTS).json()["predictions"]]
     deadline = time.time() + 5
-    while r.xlen(c.PREDICTIONS_STREAM) < before + 3 and time.time() < deadline:
+    while logged_count(raw) < before + 3 and time.time() < deadline:
         time.sleep(0.05)
-    entries = r.xrange(c.PREDICTIONS_STREAM)[-3:]
-    records = [c.PredictionRecord.from_fields(f) for _, f in entries]
+    records = list(logged_records(raw, 3))[::-1]
     assert [rec.id for rec in records] == ids
     assert [rec.text for rec in records] == TEXTS  # raw-text logging is on in this server
     assert records[0].text_length == len(TEXTS[0])

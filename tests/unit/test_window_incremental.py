@@ -1,7 +1,10 @@
 """The monitor's kept window (`monitoring.window.Window`) equals a fresh read of the real Redis
-log after appends, evictions, trims and a replaced stream, and so do the drift verdicts."""
+log after appends, evictions, trims and a replaced stream, and so do the drift verdicts; with
+one prediction per entry and with the service's entries of many (`slicewise.core.log_entries`)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -12,6 +15,7 @@ from monitoring.drift import slice_drift
 from monitoring.monitor import Monitor
 from monitoring.window import Window, read_window
 from slicewise.core import contracts as c
+from slicewise.core.log_entries import BATCH_FIELD, ROWS_FIELD, encode_batches, logged_count
 from slicewise.core.settings import MonitorConfig
 from tests.conftest import legacy_fields
 
@@ -51,12 +55,13 @@ def log(
     start: int,
     ms: int | None = None,
     legacy: bool = False,
+    per_entry: int = 1,
 ) -> None:
-    """XADD the rows as the service would (explicit ms ids when `ms` is given, 1 row per ms), or
-    as a service before the one-field entry did (`legacy`)."""
-    pipe = client.pipeline(transaction=False)
-    for i, (_, row) in enumerate(rows.iterrows()):
-        rec = c.PredictionRecord(
+    """XADD the rows as the service does, `per_entry` records an entry (explicit ms ids when
+    `ms` is given, 1 row per ms), or one per entry as services before did: one JSON field, or
+    field by field (`legacy`)."""
+    records = [
+        c.PredictionRecord(
             MANIFEST.version,
             row[c.PREDICTED_LABEL_COLUMN],
             float(row[c.CONFIDENCE_COLUMN]),
@@ -65,7 +70,15 @@ def log(
             int(row[c.TEXT_LENGTH_COLUMN]),
             id=f"p{start + i}",
         )
-        fields = legacy_fields(rec) if legacy else rec.to_fields()
+        for i, (_, row) in enumerate(rows.iterrows())
+    ]
+    pipe = client.pipeline(transaction=False)
+    for i in range(0, len(records), per_entry):
+        if per_entry > 1:
+            [(payload, n)] = encode_batches(records[i : i + per_entry])
+            fields = {BATCH_FIELD: payload, ROWS_FIELD: n}
+        else:
+            fields = legacy_fields(records[i]) if legacy else records[i].to_fields()
         pipe.xadd(c.PREDICTIONS_STREAM, fields, id=f"{ms + i}-0" if ms else "*")
     pipe.execute()
 
@@ -77,29 +90,34 @@ def same(kept: pd.DataFrame, fresh: pd.DataFrame, reference: pd.DataFrame) -> No
     assert [r.as_dict() for r in a.values()] == [r.as_dict() for r in b.values()]
 
 
-def test_kept_window_by_size_equals_a_fresh_read(redis_server) -> None:
+@pytest.mark.parametrize("per_entry", [1, 7])
+def test_kept_window_by_size_equals_a_fresh_read(redis_server, per_entry: int) -> None:
     client = redis.Redis.from_url(redis_server.url)
     reference = profile(3000, 0)
-    window = Window(MANIFEST, size=400, batch=64)
+    window = Window(MANIFEST, size=400, batch=16)
     assert window.refresh(client).empty  # empty log
-    log(client, profile(300, 1), 0)
+    log(client, profile(300, 1), 0, per_entry=per_entry)
     client.xadd(c.PREDICTIONS_STREAM, {"id": "broken"})  # an entry that does not parse
-    log(client, profile(200, 2, shift=0.4), 300)
-    same(window.refresh(client), read_window(client, MANIFEST, 400), reference)
+    client.xadd(c.PREDICTIONS_STREAM, {BATCH_FIELD: b"junk", ROWS_FIELD: 3})  # nor does this
+    log(client, profile(200, 2, shift=0.4), 300, per_entry=per_entry)
+    fresh = read_window(client, MANIFEST, 400)
+    same(window.refresh(client), fresh, reference)
+    assert fresh["id"].iloc[0] == f"p{500 - 400 + 4}"  # 4 of the 400 logged did not parse
     reads = window.full_reads
-    for step in range(3):  # appends that push the oldest rows (and the broken entry) out
-        log(client, profile(90, 10 + step, shift=0.4), 1000 + 100 * step)
+    for step in range(3):  # appends that push the oldest rows (and the broken entries) out
+        log(client, profile(90, 10 + step, shift=0.4), 1000 + 100 * step, per_entry=per_entry)
         kept = window.refresh(client)
-        assert window.full_reads == reads and window.last_read == 90  # read only the new ones
+        assert window.full_reads == reads  # read only the new entries
+        assert window.last_read == math.ceil(90 / per_entry)
         same(kept, read_window(client, MANIFEST, 400), reference)
     assert len(kept) == 400 and kept["id"].iloc[-1] == "p1289"
     # a trim of entries the window holds
-    client.xtrim(c.PREDICTIONS_STREAM, maxlen=250, approximate=False)
-    log(client, profile(10, 20), 2000)
+    client.xtrim(c.PREDICTIONS_STREAM, maxlen=250 // per_entry, approximate=False)
+    log(client, profile(10, 20), 2000, per_entry=per_entry)
     kept = window.refresh(client)
-    assert window.full_reads == reads and len(kept) == 260
+    assert window.full_reads == reads and len(kept) == logged_count(client) < 400
     same(kept, read_window(client, MANIFEST, 400), reference)
-    log(client, profile(500, 21), 3000)  # more new entries than the window holds
+    log(client, profile(500, 21), 3000, per_entry=per_entry)  # more new rows than the window
     same(window.refresh(client), read_window(client, MANIFEST, 400), reference)
     assert window.full_reads == reads + 1
 
@@ -113,9 +131,9 @@ def test_a_stream_an_upgrade_wrote_in_both_formats_reads_whole(redis_server) -> 
     assert window.refresh(client)["id"].tolist() == [f"p{i}" for i in range(150)]
     log(client, new.iloc[:100], 150)
     log(client, old.iloc[:20], 250, legacy=True)  # a second replica not yet upgraded
-    log(client, new.iloc[100:], 270)
+    log(client, new.iloc[100:], 270, per_entry=9)  # the service of now: many per entry
     kept = window.refresh(client)
-    assert window.full_reads == 1 and window.last_read == 170
+    assert window.full_reads == 1 and window.last_read == 100 + 20 + 6
     assert kept["id"].tolist() == [f"p{i}" for i in range(320)]
     pd.testing.assert_frame_equal(kept, read_window(client, MANIFEST, 1000, batch=50))
     both = pd.concat([old, new.iloc[:100], old.iloc[:20], new.iloc[100:]], ignore_index=True)
@@ -135,14 +153,15 @@ def test_a_replaced_stream_is_read_anew(redis_server) -> None:
     assert window.full_reads == 2 and kept["id"].tolist() == [f"p{i}" for i in range(500, 530)]
 
 
-def test_kept_window_by_minutes_evicts_by_entry_time(redis_server) -> None:
+@pytest.mark.parametrize("per_entry", [1, 10])
+def test_kept_window_by_minutes_evicts_by_entry_time(redis_server, per_entry: int) -> None:
     client = redis.Redis.from_url(redis_server.url)
     t0 = 1_700_000_000_000  # ms
-    log(client, profile(200, 1), 0, ms=t0)  # one entry per ms: t0 .. t0+199
+    log(client, profile(200, 1), 0, ms=t0, per_entry=per_entry)  # t0 + the first row's number
     window = Window(MANIFEST, minutes=0.1, batch=32)  # 6 s = 6000 ms
     now = (t0 + 5000) / 1000
     assert len(window.refresh(client, now=now)) == 200
-    log(client, profile(100, 2), 200, ms=t0 + 6100)  # 6.1 s later
+    log(client, profile(100, 2), 200, ms=t0 + 6100, per_entry=per_entry)  # 6.1 s later
     now = (t0 + 6150) / 1000  # the window starts at t0+150 ms
     kept = window.refresh(client, now=now)
     assert window.full_reads == 1 and len(kept) == 50 + 100

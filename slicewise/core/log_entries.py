@@ -140,6 +140,8 @@ def decode_batches(payloads: Sequence[bytes]) -> list[LoggedBatch | None]:
         batches: list[LoggedBatch | None] = list(_MANY.decode(joined))
     except (msgspec.DecodeError, TypeError):
         batches = []
+    if len(batches) != len(payloads):  # one did not parse: each alone
+        batches = []
         for p in payloads:
             try:
                 batches.append(decode_batch(p))
@@ -201,6 +203,8 @@ def entry_rows(fields: Mapping | list) -> int:
     read without building a dict).
     """
     if isinstance(fields, list):
+        if len(fields) == 2:  # [r, json]: one prediction
+            return 1
         if len(fields) == 4 and fields[2] in (b"n", "n"):
             n = fields[3]
         else:

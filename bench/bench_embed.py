@@ -167,9 +167,7 @@ for seed in range(args.seeds):
             cfg, "moa", p.splits["train"], p.splits["validation"], seed=seed, progress=False
         )
         m_int8 = head_slice_metrics(cfg, res.head, served)
-        m_fp32 = head_slice_metrics(
-            cfg, res.head, p.splits["test"] if rt == "onnx" else emb["onnx"].splits["test"]
-        )
+        m_fp32 = head_slice_metrics(cfg, res.head, emb["fp32"].splits["test"])
         quality[rt].append(
             {
                 "seed": seed,

@@ -337,11 +337,12 @@ class Window:
         if not still_there:  # trimmed past the last entry seen, or a new stream
             return self._full(client, now)
         limit = None if self.minutes is not None else self.size
-        new, logged = [], 0
-        for chunk in _pages(self._raw, "(" + last, self.batch, limit=limit):
-            logged += sum(entry_rows(fields) for _, fields in chunk)
-            new.append(_Block.parse(chunk, self.manifest))
+        new = [
+            _Block.parse(chunk, self.manifest)
+            for chunk in _pages(self._raw, "(" + last, self.batch, limit=limit)
+        ]
         self.last_read = sum(len(b.ids) for b in new)
+        logged = sum(int(b.logged.sum()) for b in new)  # predictions the new entries logged
         if limit is not None and logged > limit:  # the whole window is new: read only it
             return self._full(client, now)
         first_id = _stream_id(first[0][0])

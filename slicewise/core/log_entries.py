@@ -217,39 +217,41 @@ def entry_rows(fields: Mapping | list) -> int:
         return 1
 
 
+def _entries(client: redis.Redis, newest_first: bool, page: int = 1000) -> Iterator[Mapping]:
+    """The fields of every entry of the prediction stream, read a page at a time."""
+    cursor = "+" if newest_first else "-"
+    while True:
+        if newest_first:
+            chunk = client.xrevrange(PREDICTIONS_STREAM, max=cursor, min="-", count=page)
+        else:
+            chunk = client.xrange(PREDICTIONS_STREAM, min=cursor, max="+", count=page)
+        yield from (fields for _, fields in chunk)
+        if len(chunk) < page:
+            return
+        last = chunk[-1][0]
+        cursor = "(" + (last.decode() if isinstance(last, bytes) else last)
+
+
 def logged_records(client: redis.Redis, count: int | None = None) -> Iterator[PredictionRecord]:
     """The newest `count` logged predictions (all when None), newest first; entries that do not
     parse are skipped.
     """
-    seen, cursor = 0, "+"
-    while count is None or seen < count:
-        page = client.xrevrange(PREDICTIONS_STREAM, max=cursor, min="-", count=1000)
-        for _, fields in page:
-            try:
-                records = entry_records(fields)
-            except (KeyError, ValueError):
-                continue
-            for rec in reversed(records):
-                if count is not None and seen >= count:
-                    return
-                seen += 1
-                yield rec
-        if len(page) < 1000:
-            return
-        last = page[-1][0]
-        cursor = "(" + (last.decode() if isinstance(last, bytes) else last)
+    seen = 0
+    for fields in _entries(client, newest_first=True):
+        try:
+            records = entry_records(fields)
+        except (KeyError, ValueError):
+            continue
+        for rec in reversed(records):
+            if count is not None and seen >= count:
+                return
+            seen += 1
+            yield rec
 
 
 def logged_count(client: redis.Redis) -> int:
     """How many predictions the stream holds (entries read one by one: for tests and tools)."""
-    total, cursor = 0, "-"
-    while True:
-        page = client.xrange(PREDICTIONS_STREAM, min=cursor, max="+", count=1000)
-        total += sum(entry_rows(fields) for _, fields in page)
-        if len(page) < 1000:
-            return total
-        last = page[-1][0]
-        cursor = "(" + (last.decode() if isinstance(last, bytes) else last)
+    return sum(map(entry_rows, _entries(client, newest_first=False)))
 
 
 # KEYS: stream, rows counter. ARGV: payload, record count, most predictions kept.

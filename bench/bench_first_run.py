@@ -101,7 +101,7 @@ STAGES = [  # (module or class, function, stage name)
     (prepared, "split_dataset", "split"),
     (prepared, "slice_membership", "slice (evaluate the slice rules)"),
     (prepared, "embed_texts", "embed every split"),
-    (backbone, "encoder_onnx", "export the encoder for embedding (ONNX fp32 + int8)"),
+    (backbone, "encoder_onnx", "export the encoder for embedding (ONNX, the served precision)"),
     (train, "train_head", "train the head"),
     (train, "load_encoder", "load the torch encoder for the export"),
     (train, "save_checkpoint", "save the checkpoint"),
@@ -139,22 +139,17 @@ n = len(prepared.load_dataset.__wrapped__(cfg))
 # call at a time (the layout before issue 19) vs one single-threaded call per core at once
 import statistics  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 frames = prepared.split_dataset.__wrapped__(
     prepared.load_dataset.__wrapped__(cfg), cfg.dataset.split
 )
 sample = list(dict.fromkeys(frames.train["text"].tolist()))[: args.layout_texts]
-order = np.argsort([len(x) for x in sample], kind="stable")
 cache = work / cfg.train.cache_dir
 layouts = {"1 call × all cores": 1, "1 single-thread call per core": None}
 layout_runs: dict[str, list[float]] = {k: [] for k in layouts}
 for _ in range(args.layout_rounds):
     for name, calls in layouts.items():
         t = time.perf_counter()
-        backbone._embed_onnx(
-            cfg.backbone, sample, order, cfg.train.embed_batch_size, cache, False, calls
-        )
+        backbone._embed_onnx(cfg.backbone, sample, cfg.train.embed_batch_size, cache, False, calls)
         layout_runs[name].append(len(sample) / (time.perf_counter() - t))
 layout_tps = {k: statistics.median(v) for k, v in layout_runs.items() if v}
 

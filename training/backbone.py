@@ -17,7 +17,7 @@ import importlib.metadata
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -128,9 +128,10 @@ def _pooled_encoder(encoder: PreTrainedModel) -> torch.nn.Module:
 def encoder_onnx(cfg: BackboneConfig, cache_dir: Path, int8: bool, opset: int = 17) -> Path:
     """The backbone + mean pooling as ONNX (fused fp32, or int8 like the bundle), cached.
 
-    Exported once per backbone into `cache_dir` (next to the embedding cache); the int8 file is
-    quantised from the unfused graph with the bundle's settings (training.onnx_ops.quantize_onnx),
-    so training embeds with the encoder the int8 bundle serves.
+    Exported once per backbone and precision into `cache_dir` (next to the embedding cache);
+    only the file asked for is made. The int8 file is quantised from the unfused graph with the
+    bundle's settings (training.onnx_ops.quantize_onnx), so training embeds with the encoder the
+    int8 bundle serves.
     """
     import warnings
 
@@ -166,10 +167,11 @@ def encoder_onnx(cfg: BackboneConfig, cache_dir: Path, int8: bool, opset: int = 
                 opset_version=opset,
                 dynamo=False,
             )
-        optimize_onnx(raw, tmp / "fp32.onnx", encoder.config)
-        quantize_onnx(raw, tmp / "int8.onnx")
-        for name in ("fp32", "int8"):
-            (tmp / f"{name}.onnx").replace(Path(cache_dir) / f"{stem}.{name}.onnx")
+        if int8:
+            quantize_onnx(raw, tmp / "out.onnx")
+        else:
+            optimize_onnx(raw, tmp / "out.onnx", encoder.config)
+        (tmp / "out.onnx").replace(want)
     finally:
         import shutil
 
@@ -177,36 +179,32 @@ def encoder_onnx(cfg: BackboneConfig, cache_dir: Path, int8: bool, opset: int = 
     return want
 
 
-def _batches(
-    cfg: BackboneConfig,
-    texts: list[str],
-    order: np.ndarray,
-    batch_size: int,
-    progress: bool,
-    tensors: str,
-) -> Iterator[tuple[np.ndarray, Any]]:
-    """`(indices, tokenised batch)` in `order` (length-sorted: less padding), `tensors` np/pt."""
-    from tqdm.auto import tqdm
+def token_batches(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int, batch_size: int
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """`(indices, {"input_ids", "attention_mask"})` over `texts`, in batches of like token count.
 
-    tokenizer = load_tokenizer(cfg)
-    for start in tqdm(
-        range(0, len(texts), batch_size), desc="embedding", unit="batch", disable=not progress
-    ):
+    Every text is tokenised up front and the batches follow the token counts, so a batch pads
+    to within a token or so of its texts. On the demo's 37k distinct tweets, batches of 128 in
+    character order were 56% padding (1.91M tokens run for 1.23M real ones); in token order 0.2%.
+    """
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    order = np.argsort(np.fromiter(map(len, ids), np.int64, len(ids)), kind="stable")
+    for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
-        enc = tokenizer(
-            [texts[i] for i in idx],
-            padding=True,
-            truncation=True,
-            max_length=cfg.max_length,
-            return_tensors=tensors,
-        )
-        yield idx, enc
+        enc = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="np")
+        yield idx, {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+
+
+def _batches(
+    cfg: BackboneConfig, texts: list[str], batch_size: int
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    return token_batches(load_tokenizer(cfg), texts, cfg.max_length, batch_size)
 
 
 def _embed_onnx(
     cfg: BackboneConfig,
     texts: list[str],
-    order: np.ndarray,
     batch_size: int,
     cache_dir: Path,
     progress: bool,
@@ -236,14 +234,13 @@ def _embed_onnx(
         total=-(-len(texts) // batch_size), desc="embedding", unit="batch", disable=not progress
     )
 
-    def run(batch: tuple[np.ndarray, Any]) -> None:
-        idx, enc = batch
-        feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    def run(batch: tuple[np.ndarray, dict[str, np.ndarray]]) -> None:
+        idx, feeds = batch
         out[idx] = session.run(None, feeds)[0]
         bar.update()  # batches done, not batches tokenised
 
     with bar, ThreadPoolExecutor(calls) as pool:
-        list(pool.map(run, _batches(cfg, texts, order, batch_size, False, "np")))
+        list(pool.map(run, _batches(cfg, texts, batch_size)))
     return out
 
 
@@ -256,8 +253,8 @@ def embed_texts(
 ) -> np.ndarray:
     """Frozen mean-pooled embeddings `[N, d]` (float32), cached on disk when `cache_dir` is set.
 
-    Each distinct text is embedded once, in length-sorted batches (less padding), then put back
-    in input order.
+    Each distinct text is embedded once, in batches of like token count (less padding), then
+    put back in input order.
     `cfg.embed_runtime` says what computes them: ONNX Runtime on the exported encoder (int8 or
     fp32, exported once into `cache_dir`, or a temporary folder without one) or torch eager.
     """
@@ -271,16 +268,15 @@ def embed_texts(
     first: dict[str, int] = {}  # each distinct text is embedded once
     where = np.fromiter((first.setdefault(t, len(first)) for t in texts), np.int64, len(texts))
     distinct = list(first)
-    order = np.argsort([len(t) for t in distinct], kind="stable")
     if _runtime(cfg) != "torch":
         if cache_dir is None:
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:
-                return _embed_onnx(cfg, distinct, order, batch_size, Path(tmp), progress)[where]
-        out = _embed_onnx(cfg, distinct, order, batch_size, Path(cache_dir), progress)[where]
+                return _embed_onnx(cfg, distinct, batch_size, Path(tmp), progress)[where]
+        out = _embed_onnx(cfg, distinct, batch_size, Path(cache_dir), progress)[where]
     else:
-        out = _embed_torch(cfg, distinct, order, batch_size, progress)[where]
+        out = _embed_torch(cfg, distinct, batch_size, progress)[where]
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
@@ -290,14 +286,23 @@ def embed_texts(
 
 
 def _embed_torch(
-    cfg: BackboneConfig, texts: list[str], order: np.ndarray, batch_size: int, progress: bool
+    cfg: BackboneConfig, texts: list[str], batch_size: int, progress: bool
 ) -> np.ndarray:
     import torch
+    from tqdm.auto import tqdm
 
     encoder = load_encoder(cfg).eval()
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+    batches = tqdm(
+        _batches(cfg, texts, batch_size),
+        total=-(-len(texts) // batch_size),
+        desc="embedding",
+        unit="batch",
+        disable=not progress,
+    )
     with torch.inference_mode():
-        for idx, enc in _batches(cfg, texts, order, batch_size, progress, "pt"):
+        for idx, feeds in batches:
+            enc = {k: torch.from_numpy(v) for k, v in feeds.items()}
             hidden = encoder(**enc).last_hidden_state
             out[idx] = mean_pool(hidden, enc["attention_mask"]).numpy()
     return out

@@ -95,8 +95,31 @@ def test_onnx_embedding_layouts_agree(tiny_backbone_dir, tmp_path) -> None:
 
     cfg = BackboneConfig(path=tiny_backbone_dir, max_length=16, embed_runtime="onnx")
     texts = [f"text number {i} " + "word " * (i % 7) for i in range(40)]
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    one = _embed_onnx(cfg, texts, order, 8, tmp_path, False, calls=1)
-    many = _embed_onnx(cfg, texts, order, 8, tmp_path, False, calls=3)
+    one = _embed_onnx(cfg, texts, 8, tmp_path, False, calls=1)
+    many = _embed_onnx(cfg, texts, 8, tmp_path, False, calls=3)
     np.testing.assert_allclose(one, many, atol=1e-5)
     assert np.abs(one).sum(1).min() > 0  # every row written
+
+
+def test_batches_group_texts_by_token_count_not_characters(tiny_backbone_dir) -> None:
+    """Long words are few tokens and short codes many: batches follow the tokens, so each pads
+    only to its own longest text, and every text comes once, truncated at `max_length`."""
+    from training.backbone import _batches, load_tokenizer
+
+    cfg = BackboneConfig(path=tiny_backbone_dir, max_length=12)
+    texts = ["x1 y2 z3 q4 w5", "hello", "a b c d e f g h i j k l m n o p", "hi", "x9 y8 z7 q6"]
+    tokens = [
+        len(ids) for ids in load_tokenizer(cfg)(texts, truncation=True, max_length=12)["input_ids"]
+    ]
+    seen: list[int] = []
+    for idx, feeds in _batches(cfg, texts, 2):
+        assert (
+            feeds["input_ids"].dtype == np.int64
+            and feeds["input_ids"].shape == feeds["attention_mask"].shape
+        )
+        assert feeds["input_ids"].shape[1] == max(tokens[i] for i in idx)  # no padding beyond
+        assert feeds["attention_mask"].sum(1).tolist() == [tokens[i] for i in idx]
+        seen.extend(idx.tolist())
+    assert sorted(seen) == list(range(len(texts)))
+    assert [tokens[i] for i in seen] == sorted(tokens)  # shortest in tokens first
+    assert max(tokens) == 12

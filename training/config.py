@@ -207,6 +207,12 @@ class TrainConfig(_Section):
         "membership of rule-evaluated slices (an extra input of the exported model)",
     )
     embed_batch_size: int = Field(128, gt=0)
+    threads: int = Field(
+        0,
+        ge=0,
+        description="torch threads for a head on frozen embeddings: 0 = every core while "
+        "they are idle, else one (training.fit.head_threads)",
+    )
     cache_dir: Path = Path(".slicewise/cache")
     checkpoint_dir: Path = Path(".slicewise/checkpoints")
 

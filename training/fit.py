@@ -11,6 +11,7 @@ epoch. `new_head` builds a head from the config's hyper-parameters.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,17 +38,36 @@ class FitResult:
 
 
 @contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread in the block: a head on frozen embeddings is small ops, where the
-    second thread's hand-offs cost more than they save. On the 2 shared cores (load ~6), two
-    epochs of the demo's SBL head took 55-60 s on 2 threads and 11-12 s on one.
-    """
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch on `n` threads in the block; the caller's setting comes back after it."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def head_threads(configured: int = 0, sample_s: float = 0.2) -> int:
+    """Torch threads for training a head on frozen embeddings (`train.threads`).
+
+    `configured` > 0 is taken as it is. 0 (auto): every core this process may use while those
+    cores are idle (measured over `sample_s`), one thread when other work holds them.
+    Threads that wait for each other lose their turn on a busy machine. On the demo's SBL head
+    (2 cores, batch 512), a step took 47 ms on one thread and 28 on two with the cores idle;
+    with two busy loops beside it, 76 ms on one and 145 on two. Results with one and two
+    threads differ in the last float bits (the products split their sums differently).
+    """
+    if configured > 0:
+        return configured
+    import psutil
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) == 1:
+        return 1
+    busy = psutil.cpu_percent(interval=sample_s, percpu=True)  # per CPU of the machine
+    idle = sum(100.0 - busy[c] for c in cores if c < len(busy)) / 100.0
+    return len(cores) if idle >= len(cores) - 0.5 else 1
 
 
 def set_seed(seed: int) -> torch.Generator:

@@ -21,7 +21,7 @@ from slicewise.core.contracts import new_version
 from training.backbone import load_encoder
 from training.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from training.config import Kind, ProjectConfig
-from training.fit import fit, macro_f1, new_head, set_seed, single_thread
+from training.fit import fit, head_threads, macro_f1, new_head, set_seed, torch_threads
 from training.model import SliceAwareClassifier, SliceAwareHead, head_loss
 from training.prepared import SPLITS, EncodedSplit, PreparedData, label_ids, prepare_data
 
@@ -108,7 +108,7 @@ def train_head(
             "val_macro_f1": macro_f1(validation.labels, val_probs.argmax(1), len(cfg.labels)),
         }
 
-    with single_thread():
+    with torch_threads(head_threads(t.threads)):
         res = fit(
             head,
             opt,

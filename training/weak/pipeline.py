@@ -158,7 +158,7 @@ def interactive_loop(
 
     import torch
 
-    from training.fit import fit, new_head, single_thread
+    from training.fit import fit, new_head, torch_threads
     from training.model import head_loss
 
     timings: dict[str, float] = {}
@@ -205,7 +205,7 @@ def interactive_loop(
     xs = z[torch.from_numpy(covered)]
     ys = torch.from_numpy(probs[covered].astype(np.float32))
     ms = torch.from_numpy(np.asarray(membership)[covered])
-    with single_thread():  # a tiny head: thread hand-offs cost more than they save
+    with torch_threads(1):  # a tiny head: thread hand-offs cost more than they save
         fit(
             head,
             opt,

@@ -313,8 +313,10 @@ def _train_and_gate(
     else:
         test = prepared.splits["test"]
         assert test.texts is not None
-        runner = OnnxRunner.open(
-            production.model_file(), load_tokenizer(cfg.backbone), production.manifest.max_length
+        runner = OnnxRunner.open(  # the file it serves on CPU, as the candidate's eval.json
+            production.model_file(prefer_int8=cfg.export.quantize),
+            load_tokenizer(cfg.backbone),
+            production.manifest.max_length,
         )
         prod_pred = runner.run(test.texts)["probabilities"].argmax(1)
         report.production_metrics = slice_metrics(

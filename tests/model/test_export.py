@@ -40,6 +40,9 @@ def test_bundle_has_every_file_and_a_valid_manifest(tiny_bundle, tiny_config) ->
     assert max(m.evaluation["parity_max_abs_diff"].values()) <= 1e-4
     ev = json.loads((tiny_bundle / "eval.json").read_text())
     assert ev["slices"]["overall"]["size"] == 60 and "negation" in ev["slices"]
+    # the evaluation is of the file served on CPU, which the retrain gate runs for production
+    assert ev["runtime"] == "onnxruntime model.int8.onnx"
+    assert m.evaluation["evaluated_file"] == "model.int8.onnx"
 
 
 def test_onnx_io_names_and_dynamic_axes(tiny_bundle) -> None:
@@ -212,6 +215,11 @@ def test_served_outputs_come_from_the_training_embeddings_and_match_the_int8_fil
     probs = ref[[c.prob_column(x) for x in tiny_config.labels]].to_numpy()
     assert np.abs(probs - int8).mean() <= 0.02
     assert (probs.argmax(1) == int8.argmax(1)).mean() > 0.95
+    test = tiny_prepared.splits["test"]
+    on_test = OnnxRunner.open(tiny_bundle / c.MODEL_INT8_ONNX, tok, 16).run(test.texts)
+    accuracy = (on_test["probabilities"].argmax(1) == test.labels).mean()
+    evaluated = json.loads((tiny_bundle / "eval.json").read_text())["slices"]["overall"]
+    assert abs(evaluated["accuracy"] - accuracy) <= 0.05  # eval.json is the int8 file's
 
 
 def test_served_outputs_fall_back_to_the_file_when_the_head_is_off(

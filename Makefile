@@ -13,12 +13,9 @@ export TOKENIZERS_PARALLELISM := false
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first: `torch==2.13.0` resolves to the CPU wheel on disk here (a looser pin pulls CUDA).
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,demo,bench]"
+$(STAMP): pyproject.toml constraints.txt scripts/install.py
+	# uv with pip's own settings (seconds), pip if uv fails; torch pinned first (see the script)
+	$(PYTHON) scripts/install.py --venv $(VENV)
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install everything
@@ -26,8 +23,8 @@ setup: $(STAMP)  ## create .venv and install everything
 system-deps:  ## install the Debian packages the tests need (prometheus, alertmanager, kubectl) when missing
 	scripts/system-deps.sh
 
-run: setup  ## train the demo model, then serve and monitor it (see README)
-	$(VENV)/bin/slicewise demo-run
+run: setup  ## train the demo model, then serve and monitor it (see README; RUN_ARGS="--port 3001" passes options)
+	$(VENV)/bin/slicewise demo-run $(RUN_ARGS)
 
 test: setup system-deps  ## run the whole test suite (unit, model, service, integration, promtool)
 	$(PY) -m pytest -q --timeout=900

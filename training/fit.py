@@ -48,23 +48,30 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def head_threads(configured: int = 0, sample_s: float = 0.2) -> int:
+SMALL_STEP = 10_000_000  # multiply-adds of a step below which a head trains on one thread
+
+
+def head_threads(
+    configured: int = 0, step_macs: float = float("inf"), sample_s: float = 0.2
+) -> int:
     """Torch threads for training a head on frozen embeddings (`train.threads`).
 
-    `configured` > 0 is taken as it is. 0 (auto): every core this process may use while those
-    cores are idle (measured over `sample_s`), one thread when other work holds them.
-    Threads that wait for each other lose their turn on a busy machine. On the demo's SBL head
-    (2 cores, batch 512), a step took 47 ms on one thread and 28 on two with the cores idle;
-    with two busy loops beside it, 76 ms on one and 145 on two. Results with one and two
-    threads differ in the last float bits (the products split their sums differently).
+    `configured` > 0 is taken as it is. 0 (auto): one thread for a step of fewer than
+    `SMALL_STEP` multiply-adds (`step_macs`: small products, where handing work between threads
+    costs more than it saves); otherwise every core this process may use while those cores are
+    idle (measured over `sample_s`), one thread when other work holds them. Threads that wait
+    for each other lose their turn on a busy machine. On the demo's SBL head (2 cores, batch
+    512, 0.5G multiply-adds a step), a step took 47 ms on one thread and 28 on two with the
+    cores idle; with two busy loops beside it, 76 ms on one and 145 on two. Results with one
+    and two threads differ in the last float bits (the products split their sums differently).
     """
     if configured > 0:
         return configured
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) == 1 or step_macs < SMALL_STEP:
+        return 1
     import psutil
 
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) == 1:
-        return 1
     busy = psutil.cpu_percent(interval=sample_s, percpu=True)  # per CPU of the machine
     idle = sum(100.0 - busy[c] for c in cores if c < len(busy)) / 100.0
     return len(cores) if idle >= len(cores) - 0.5 else 1

@@ -108,7 +108,9 @@ def train_head(
             "val_macro_f1": macro_f1(validation.labels, val_probs.argmax(1), len(cfg.labels)),
         }
 
-    with torch_threads(head_threads(t.threads)):
+    d, experts = train.embeddings.shape[1], train.membership.shape[1] + 1
+    step_macs = min(t.batch_size, len(x)) * d * d * experts  # the slice experts' product
+    with torch_threads(head_threads(t.threads, step_macs)):
         res = fit(
             head,
             opt,

@@ -29,7 +29,14 @@ def test_torch_threads_restores_the_thread_count_even_on_error() -> None:
 
 def test_a_configured_thread_count_is_taken_as_it_is() -> None:
     assert head_threads(3) == 3
-    assert head_threads(1) == 1
+    assert head_threads(1, step_macs=1e12) == 1
+
+
+def test_a_small_head_trains_on_one_thread_without_looking_at_the_machine(monkeypatch) -> None:
+    import psutil
+
+    monkeypatch.setattr(psutil, "cpu_percent", lambda *a, **k: pytest.fail("sampled the CPUs"))
+    assert head_threads(0, step_macs=64 * 32 * 32 * 4) == 1
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
@@ -44,7 +51,7 @@ def test_auto_takes_one_thread_while_other_work_holds_the_cores() -> None:
     ]
     try:
         time.sleep(0.3)
-        assert head_threads(0, sample_s=0.5) == 1
+        assert head_threads(0, step_macs=5e8, sample_s=0.5) == 1
     finally:
         for p in loops:
             p.kill()

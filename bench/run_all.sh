@@ -11,7 +11,7 @@ SW=${SW:-.venv/bin/slicewise}
 LOG=bench/results/run_all.log
 ALL=(bundle bundle-baseline onnx service service_tuning reliability membership demo_shift drift
      salience slices quality tune_heads membership_quality label_model label_scale epoxy
-     snorkel_anchor commentary embed monitor_scale first_run scenario readme)
+     snorkel_anchor commentary embed buckets monitor_scale first_run fresh_clone scenario readme)
 steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=("${ALL[@]}")
 
 run_step() {

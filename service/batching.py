@@ -7,9 +7,8 @@ idle takes only its share of what is waiting (the texts over the idle workers an
 a burst is split over the cores instead of going whole into one call while the others wait.
 The batch size adapts to the load without a waiting window: an idle service answers one
 request at a time, while under load the requests that arrive during one model call form the
-next batch. With two workers one batch is tokenised and
-post-processed while the other is in ONNX Runtime (on 2 cores: 19% more requests served than
-one worker; README, "Serving").
+next batch. With two workers one batch is tokenised and post-processed while the other is in
+ONNX Runtime (on 2 cores: 19% more requests served than one worker; README, "Serving").
 
 Why not BentoML's batchable API: it needs the model in a second BentoML service, so every
 request crosses a second HTTP hop with BentoML's middleware on both sides. On 2 CPU cores that

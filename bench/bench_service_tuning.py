@@ -41,10 +41,6 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "no-tracing": ("spans off, access log on", {"SLICEWISE_ACCESS_LOG": "1"}),
     "no-gc-freeze": ("defaults without gc.freeze", {"SLICEWISE_GC_FREEZE": "0"}),
     "default": ("the shipped defaults", {}),
-    "no-share": (
-        "defaults, a waking worker takes everything waiting (no share for idle workers)",
-        {"SLICEWISE_BATCH_SHARE": "0"},
-    ),
     "1-worker": ("defaults, 1 model worker × 2 ORT threads", {"SLICEWISE_MODEL_WORKERS": "1"}),
     "3-workers": ("defaults, 3 model workers × 1 ORT thread", {"SLICEWISE_MODEL_WORKERS": "3"}),
 }

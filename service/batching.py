@@ -2,13 +2,11 @@
 
 Requests queue up; each of `workers` tasks takes everything waiting (up to `max_batch_size`
 items; a larger single request runs alone), runs the model once in a worker thread, and hands
-each request its slice of the outputs. With `share`, a worker that wakes while others are
-idle takes only its share of what is waiting (the texts over the idle workers and itself), so
-a burst is split over the cores instead of going whole into one call while the others wait.
-The batch size adapts to the load without a waiting window: an idle service answers one
-request at a time, while under load the requests that arrive during one model call form the
-next batch. With two workers one batch is tokenised and post-processed while the other is in
-ONNX Runtime (on 2 cores: 19% more requests served than one worker; README, "Serving").
+each request its slice of the outputs. The batch size adapts to the load without a waiting
+window: an idle service answers one request at a time, while under load the requests that
+arrive during one model call form the next batch. With two workers one batch is tokenised and
+post-processed while the other is in ONNX Runtime (on 2 cores: 19% more requests served than
+one worker; README, "Serving").
 
 Why not BentoML's batchable API: it needs the model in a second BentoML service, so every
 request crosses a second HTTP hop with BentoML's middleware on both sides. On 2 CPU cores that
@@ -31,22 +29,15 @@ class AdaptiveBatcher(Generic[T]):
     """Merge concurrent `submit(items)` calls into calls of `fn(all_items) -> results`."""
 
     def __init__(
-        self,
-        fn: Callable[[list[Any]], list[T]],
-        max_batch_size: int = 64,
-        workers: int = 1,
-        share: bool = True,
+        self, fn: Callable[[list[Any]], list[T]], max_batch_size: int = 64, workers: int = 1
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.fn = fn
         self.max_batch_size = max_batch_size
         self.workers = workers
-        self.share = share
         self._queue: asyncio.Queue[tuple[list[Any], asyncio.Future[list[T]]]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._queued = 0  # items in the queue
-        self._idle = 0  # workers waiting for the queue
 
     async def submit(self, items: list[Any]) -> list[T]:
         """Results for `items`, computed in a batch with whatever else is waiting."""
@@ -54,34 +45,18 @@ class AdaptiveBatcher(Generic[T]):
             self._queue = asyncio.Queue()
             self._tasks = [asyncio.create_task(self._run()) for _ in range(self.workers)]
         future: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
-        self._queued += len(items)
         await self._queue.put((items, future))
         return await future
-
-    def _take(self) -> tuple[list[Any], asyncio.Future[list[T]]]:
-        assert self._queue is not None
-        entry = self._queue.get_nowait()
-        self._queued -= len(entry[0])
-        return entry
 
     async def _run(self) -> None:
         assert self._queue is not None
         carried: tuple[list[Any], asyncio.Future[list[T]]] | None = None  # did not fit last time
         while True:
-            if carried is None:
-                self._idle += 1
-                try:
-                    carried = await self._queue.get()
-                finally:
-                    self._idle -= 1
-                self._queued -= len(carried[0])
-            waiting, size = [carried], len(carried[0])
-            carried, limit = None, self.max_batch_size
-            if self.share and self._idle:  # leave the idle workers their share
-                limit = min(limit, max(size, -(-(size + self._queued) // (self._idle + 1))))
-            while size < limit and not self._queue.empty():
-                nxt = self._take()
-                if size + len(nxt[0]) > limit:
+            waiting = [carried or await self._queue.get()]
+            carried, size = None, len(waiting[0][0])
+            while not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if size + len(nxt[0]) > self.max_batch_size:
                     carried = nxt
                     break
                 waiting.append(nxt)
@@ -110,7 +85,7 @@ class AdaptiveBatcher(Generic[T]):
             task.cancel()
         self._tasks = []
         while self._queue is not None and not self._queue.empty():
-            _fail([self._take()], Unavailable(SHUTTING_DOWN))
+            _fail([self._queue.get_nowait()], Unavailable(SHUTTING_DOWN))
 
 
 def _fail(waiting: list[tuple[list[Any], asyncio.Future[Any]]], exc: BaseException) -> None:

@@ -97,10 +97,7 @@ class Slicewise:
             self.error = f"model not loaded: {exc}"
             log.error("slicewise is NOT ready: %s", self.error)
         self.batcher: AdaptiveBatcher[dict[str, Any]] = AdaptiveBatcher(
-            self._infer_batch,
-            MAX_BATCH_SIZE,
-            workers=self.settings.model_workers,
-            share=self.settings.batch_share,
+            self._infer_batch, MAX_BATCH_SIZE, workers=self.settings.model_workers
         )
         self.embedded_redis = None
         redis_url = self.settings.redis_url

@@ -40,9 +40,6 @@ class Settings:
     max_feedback_labels: int = 100_000  # SLICEWISE_FEEDBACK_MAX_LABELS: the oldest go past it
     hotswap_interval: float = 2.0  # SLICEWISE_HOTSWAP_INTERVAL seconds between version polls
     model_workers: int = 2  # SLICEWISE_MODEL_WORKERS: batches in the model at once
-    # SLICEWISE_BATCH_SHARE: a worker that wakes while others are idle takes only its share of
-    # the waiting texts (service/batching.py), so a burst runs on every core
-    batch_share: bool = True
     slice_rules: bool = True  # SLICEWISE_SLICE_RULES: evaluate rule slices exactly (0: learned)
     # SLICEWISE_ACCESS_LOG: BentoML's access log, one line per request (off: at 300 req/s it was
     # 7% of the event loop's time; /metrics counts requests by status and endpoint either way)
@@ -92,7 +89,6 @@ class Settings:
             max_feedback_labels=num("SLICEWISE_FEEDBACK_MAX_LABELS", cls.max_feedback_labels),
             hotswap_interval=num("SLICEWISE_HOTSWAP_INTERVAL", cls.hotswap_interval, float),
             model_workers=num("SLICEWISE_MODEL_WORKERS", cls.model_workers),
-            batch_share=_flag("SLICEWISE_BATCH_SHARE", cls.batch_share),
             slice_rules=_flag("SLICEWISE_SLICE_RULES", cls.slice_rules),
             access_log=_flag("SLICEWISE_ACCESS_LOG", cls.access_log),
             tracing=_flag("SLICEWISE_TRACING", cls.tracing),

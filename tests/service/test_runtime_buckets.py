@@ -18,6 +18,13 @@ def test_length_buckets_cover_every_row_once_shortest_first() -> None:
     assert length_buckets(np.array([3]))[0].tolist() == [0]
 
 
+def test_a_batch_of_eight_splits_by_default() -> None:
+    """Under load the batcher forms batches of about 8: they bucket (groups of >= 4 rows)."""
+    lengths = np.array([40, 5, 31, 6, 5, 45, 6, 30])
+    groups = length_buckets(lengths)
+    assert [sorted(g.tolist()) for g in groups] == [[1, 3, 4, 6], [0, 2, 5, 7]]
+
+
 def test_bucketed_predictions_equal_each_text_alone(tiny_bundle) -> None:
     rt = ModelRuntime.load(c.Bundle.load(tiny_bundle), prefer_int8=False)
     texts = ["ok", "not good at all", "x " * 30, "is this great?", "table", "a b c d e f g h"] * 4

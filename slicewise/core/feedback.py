@@ -13,6 +13,7 @@ corrections can be counted and audited. Readers (retraining, the monitor) call
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 
@@ -118,7 +119,7 @@ def _read_all(client: redis.Redis, count: int) -> tuple[dict[str, str], set[str]
     """`read_feedback_labels`, and the ids whose label came from the hash."""
     labels: dict[str, str] = {}
     for _, fields in reversed(client.xrevrange(FEEDBACK_STREAM, count=count)):
-        f = {_text(k): _text(v) for k, v in fields.items()}
+        f = _fields(fields)
         if "id" in f and "label" in f and f.get("stored") != HASH_EVENT:
             labels[f["id"]] = f["label"]
     in_hash = {_text(k): _text(v) for k, v in client.hgetall(FEEDBACK_LABELS_KEY).items()}
@@ -128,6 +129,10 @@ def _read_all(client: redis.Redis, count: int) -> tuple[dict[str, str], set[str]
 
 def _text(x: str | bytes) -> str:
     return x.decode() if isinstance(x, bytes) else x
+
+
+def _fields(fields: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in fields.items()}
 
 
 class FeedbackLabels:
@@ -150,7 +155,7 @@ class FeedbackLabels:
         self.count, self.batch = count, batch
         self.labels: dict[str, str] | None = None
         self._in_hash: set[str] = set()  # ids whose label is (or was) in the hash
-        self._last: str | None = None
+        self._last: tuple[str, dict[str, str]] | None = None  # the event seen last: id, fields
         self.whole_reads = 0
 
     def read(self, client: redis.Redis) -> dict[str, str]:
@@ -159,28 +164,37 @@ class FeedbackLabels:
         Raises:
             redis.RedisError: Redis cannot be read.
         """
-        last = self._last
         if (
             self.labels is not None
-            and last is not None
-            and client.xrange(FEEDBACK_STREAM, min=last, max=last)
+            and self._last is not None
+            and self._still_there(client, *self._last)
             and client.hlen(FEEDBACK_LABELS_KEY) >= len(self._in_hash)  # nothing trimmed
         ):
+            last = self._last[0]
             while True:
                 chunk = client.xrange(FEEDBACK_STREAM, min="(" + last, max="+", count=self.batch)
                 for entry_id, fields in chunk:
-                    f = {_text(k): _text(v) for k, v in fields.items()}
+                    f = _fields(fields)
                     if "id" in f and "label" in f:
                         self.labels[f["id"]] = f["label"]
                         if f.get("stored") == HASH_EVENT:
                             self._in_hash.add(f["id"])
-                    last = self._last = _text(entry_id)
+                    last = _text(entry_id)
+                    self._last = (last, f)
                 if len(chunk) < self.batch:
                     if client.hlen(FEEDBACK_LABELS_KEY) >= len(self._in_hash):
                         return self.labels
                     break  # a trim since the last read: read everything again
         newest = client.xrevrange(FEEDBACK_STREAM, count=1)  # before the read: none is missed
         self.labels, self._in_hash = _read_all(client, self.count)
-        self._last = _text(newest[0][0]) if newest else None
+        self._last = (_text(newest[0][0]), _fields(newest[0][1])) if newest else None
         self.whole_reads += 1
         return self.labels
+
+    @staticmethod
+    def _still_there(client: redis.Redis, entry_id: str, fields: dict[str, str]) -> bool:
+        """Whether the stream still holds the event seen last: its id with its fields (a stream
+        deleted and written again within the same millisecond can reuse the id).
+        """
+        got = client.xrange(FEEDBACK_STREAM, min=entry_id, max=entry_id)
+        return bool(got) and _fields(got[0][1]) == fields

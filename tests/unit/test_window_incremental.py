@@ -197,6 +197,23 @@ def test_monitor_passes_on_a_kept_window_equal_fresh_passes(redis_server, tmp_pa
     assert kept["window_rows"] == 1500 and "a" in kept["drifted_slices"]
 
 
+def test_kept_feedback_labels_see_a_new_stream_that_reuses_the_last_id(redis_server) -> None:
+    """A stream deleted and written again within one millisecond can give its first event the
+    id of the event read last; the kept labels must still notice the new stream.
+    """
+    from slicewise.core.feedback import FeedbackLabels, read_feedback_labels
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.delete(c.FEEDBACK_STREAM, c.FEEDBACK_LABELS_KEY)
+    kept = FeedbackLabels()
+    client.xadd(c.FEEDBACK_STREAM, {"id": "a", "label": "negative"}, id="1000-0")
+    assert kept.read(client) == {"a": "negative"}
+    client.delete(c.FEEDBACK_STREAM)
+    client.xadd(c.FEEDBACK_STREAM, {"id": "b", "label": "positive"}, id="1000-0")  # same id
+    assert kept.read(client) == read_feedback_labels(client) == {"b": "positive"}
+    assert kept.whole_reads == 2
+
+
 def test_kept_feedback_labels_equal_a_whole_read(redis_server) -> None:
     from slicewise.core.feedback import FeedbackLabels, read_feedback_labels, record_feedback
 

@@ -30,18 +30,19 @@ class Recorder:
         return [2 * x for x in items]
 
 
-async def _submit_all(batcher: AdaptiveBatcher, requests: list[list[int]]) -> list:
-    tasks = []
-    for r in requests:
-        tasks.append(asyncio.create_task(batcher.submit(r)))
-        await asyncio.sleep(0)  # the first request starts alone; the rest queue behind it
+async def _submit_all(batcher: AdaptiveBatcher, requests: list[list[int]], fn: Recorder) -> list:
+    """The first request alone; the rest once its batch is in the model (so they queue behind it)."""
+    tasks = [asyncio.create_task(batcher.submit(requests[0]))]
+    while not fn.batches:
+        await asyncio.sleep(0.001)
+    tasks += [asyncio.create_task(batcher.submit(r)) for r in requests[1:]]
     return await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def test_concurrent_requests_share_model_calls_and_get_their_own_results() -> None:
     fn = Recorder()
     requests = [[i, 100 + i] for i in range(10)]
-    results = asyncio.run(_submit_all(AdaptiveBatcher(fn, max_batch_size=64), requests))
+    results = asyncio.run(_submit_all(AdaptiveBatcher(fn, max_batch_size=64), requests, fn))
     assert results == [[2 * a, 2 * b] for a, b in requests]
     assert len(fn.batches) == 2  # one alone, then the nine that waited meanwhile
     assert sorted(x for b in fn.batches for x in b) == sorted(x for r in requests for x in r)
@@ -50,7 +51,7 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_results() -> No
 def test_batches_respect_the_size_cap() -> None:
     fn = Recorder()
     requests = [[i, i, i] for i in range(12)]
-    results = asyncio.run(_submit_all(AdaptiveBatcher(fn, max_batch_size=8), requests))
+    results = asyncio.run(_submit_all(AdaptiveBatcher(fn, max_batch_size=8), requests, fn))
     assert results == [[2 * i] * 3 for i in range(12)]
     assert all(len(b) <= 8 for b in fn.batches) and len(fn.batches) >= 5
 
@@ -60,7 +61,7 @@ def test_an_error_reaches_every_request_of_its_batch_and_serving_goes_on() -> No
 
     async def scenario() -> tuple[list, list[int]]:
         batcher = AdaptiveBatcher(fn, max_batch_size=64)
-        first = await _submit_all(batcher, [[1], [5], [7], [9]])
+        first = await _submit_all(batcher, [[1], [5], [7], [9]], fn)
         return first, await batcher.submit([3])
 
     first, after = asyncio.run(scenario())
@@ -113,25 +114,27 @@ def test_workers_must_be_positive() -> None:
 
 def test_close_stops_the_workers_and_fails_what_is_left() -> None:
     release = threading.Event()
+    calls: list[list[int]] = []
 
     def fn(items: list[int]) -> list[int]:
+        calls.append(items)
         release.wait(5)
         return items
 
-    async def scenario() -> tuple[list, list[bool]]:
+    async def scenario() -> tuple[list, list]:
         batcher = AdaptiveBatcher(fn, max_batch_size=1)
         requests = [asyncio.create_task(batcher.submit([i])) for i in range(3)]
-        while (
-            batcher._queue is None or batcher._queue.qsize() > 1
-        ):  # 0 in the model, 1 carried, 2 queued
+        while not calls:  # one request in the model, two waiting
             await asyncio.sleep(0.001)
-        workers = list(batcher._tasks)
         batcher.close()
-        results = await asyncio.gather(*requests, return_exceptions=True)
-        release.set()
-        await asyncio.sleep(0)
-        return results, [w.done() for w in workers]
+        queued = await asyncio.gather(*requests[1:], return_exceptions=True)  # at once
+        release.set()  # the batch in the model ends; its request gets the error too
+        in_model = await asyncio.gather(requests[0], return_exceptions=True)
+        for t in batcher._threads:
+            t.join(5)
+        late = await asyncio.gather(batcher.submit([9]), return_exceptions=True)
+        return [*in_model, *queued, *late], [t.is_alive() for t in batcher._threads]
 
-    results, workers_done = asyncio.run(scenario())
+    results, alive = asyncio.run(scenario())
     assert all(isinstance(r, RuntimeError) and "shutting down" in str(r) for r in results)
-    assert workers_done == [True]
+    assert len(results) == 4 and alive == [False]

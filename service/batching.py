@@ -5,8 +5,8 @@ Requests queue up; each of `workers` model threads takes everything waiting (up 
 request its slice of the outputs. The batch size adapts to the load without a waiting window: an
 idle service answers one request at a time, while under load the requests that arrive during one
 model call form the next batch. With two workers one batch is tokenised and post-processed while
-the other is in ONNX Runtime (on 2 cores: 19% more requests served than one worker; README,
-"Serving").
+the other is in ONNX Runtime (on 2 cores: 19% more requests served than one worker;
+bench/README.md, "Serving").
 
 The model threads are the batcher's own and take the next batch themselves, so a thread whose
 batch is done starts the next one without waiting for the event loop, which only queues requests
@@ -16,7 +16,7 @@ request, in two side-by-side runs (bench/results/service_tuning_faster_machine.m
 
 Why not BentoML's batchable API: it needs the model in a second BentoML service, so every
 request crosses a second HTTP hop with BentoML's middleware on both sides. On 2 CPU cores that
-hop, not the model, capped throughput (README, "Serving": measured both ways).
+hop, not the model, capped throughput (bench/README.md, "Serving": measured both ways).
 """
 
 from __future__ import annotations

@@ -323,6 +323,16 @@ class Window:
         self.last_read = len(block.ids)
         return block
 
+    def _read_last(self, block: _Block, entry: list) -> bool:
+        """Whether `entry`, the stream's entry at the block's last id, is the one the block read
+        last: a stream deleted and written again within one millisecond can reuse the id.
+        """
+        now, n = _Block.parse(entry, self.manifest), int(block.rows[-1])
+        if now.logged[0] != block.logged[-1] or now.rows[0] != n:
+            return False
+        tail = block.frame["id"].to_numpy()[len(block.frame) - n :]  # the predictions it logged
+        return bool(np.array_equal(now.frame["id"].to_numpy(), tail))
+
     def _update(self, client: redis.Redis, now: float) -> _Block:
         block = self._block
         if block is None or not len(block.ids):
@@ -334,8 +344,8 @@ class Window:
         pipe.xrange(c.PREDICTIONS_STREAM, min=last, max=last)
         pipe.xrange(c.PREDICTIONS_STREAM, min="-", max="+", count=1)
         still_there, first = pipe.execute()
-        if not still_there:  # trimmed past the last entry seen, or a new stream
-            return self._full(client, now)
+        if not still_there or not self._read_last(block, still_there):  # trimmed past it, or
+            return self._full(client, now)  # a new stream
         limit = None if self.minutes is not None else self.size
         new = [
             _Block.parse(chunk, self.manifest)

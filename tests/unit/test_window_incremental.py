@@ -153,6 +153,19 @@ def test_a_replaced_stream_is_read_anew(redis_server) -> None:
     assert window.full_reads == 2 and kept["id"].tolist() == [f"p{i}" for i in range(500, 530)]
 
 
+def test_a_new_stream_that_reuses_the_last_id_is_read_anew(redis_server) -> None:
+    """A stream deleted and written again within one millisecond can give an entry the id of
+    the entry read last; the window must still notice the new stream.
+    """
+    client = redis.Redis.from_url(redis_server.url)
+    window = Window(MANIFEST, size=100)
+    log(client, profile(1, 1), 0, ms=1000)  # id 1000-0
+    assert window.refresh(client)["id"].tolist() == ["p0"]
+    client.delete(c.PREDICTIONS_STREAM)
+    log(client, profile(1, 2), 7, ms=1000)  # the same id, another prediction
+    assert window.refresh(client)["id"].tolist() == ["p7"] and window.full_reads == 2
+
+
 @pytest.mark.parametrize("per_entry", [1, 10])
 def test_kept_window_by_minutes_evicts_by_entry_time(redis_server, per_entry: int) -> None:
     client = redis.Redis.from_url(redis_server.url)

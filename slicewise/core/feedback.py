@@ -122,7 +122,7 @@ def _read_all(client: redis.Redis, count: int) -> tuple[dict[str, str], set[str]
         f = _fields(fields)
         if "id" in f and "label" in f and f.get("stored") != HASH_EVENT:
             labels[f["id"]] = f["label"]
-    in_hash = {_text(k): _text(v) for k, v in client.hgetall(FEEDBACK_LABELS_KEY).items()}
+    in_hash = _fields(client.hgetall(FEEDBACK_LABELS_KEY))
     labels.update(in_hash)
     return labels, set(in_hash)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,15 +10,35 @@ import numpy as np
 from slicewise.core.contracts import Manifest
 
 
-def build_predictions(
-    outputs: dict[str, np.ndarray], manifest: Manifest, cuts: np.ndarray | None = None
-) -> list[dict[str, Any]]:
-    """Label, confidence, probabilities, slice membership, learned slice scores and active
-    slices per text (no ids).
+@dataclass(frozen=True)
+class Batch:
+    """One model call's outputs with its decisions: the label per text and the active slices."""
 
-    `outputs["slices"]` is the membership (exact 0/1 for rule slices, learned otherwise; when
-    absent, the learned `slice_membership`); a slice is active when its membership is at or
-    above its cut (`cuts`, default: the manifest's thresholds).
+    labels: list[str]
+    slice_names: list[str]
+    probabilities: np.ndarray  # (texts, labels)
+    scores: np.ndarray  # learned slice scores (texts, slices)
+    membership: np.ndarray  # exact 0/1 for rule slices, the learned score otherwise
+    active: np.ndarray  # membership at or above the slice's cut
+    best: np.ndarray  # label index per text
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """The probability of each text's label, as the response gives it."""
+        return self.rounded(self.probabilities[np.arange(len(self.best)), self.best])
+
+    @staticmethod
+    def rounded(values: np.ndarray) -> np.ndarray:
+        """`values` as the response gives them: float64, 6 decimals."""
+        return np.round(values.astype(np.float64), 6)
+
+
+def decide(
+    outputs: dict[str, np.ndarray], manifest: Manifest, cuts: np.ndarray | None = None
+) -> Batch:
+    """The `Batch` of `outputs`: `outputs["slices"]` is the membership (when absent, the learned
+    `slice_membership`); a slice is active when its membership is at or above its cut (`cuts`,
+    default: the manifest's thresholds).
     """
     probs = outputs["probabilities"]
     scores = outputs["slice_membership"]
@@ -25,20 +46,38 @@ def build_predictions(
     names = manifest.slice_names
     if cuts is None:
         cuts = np.array([manifest.thresholds[n] for n in names], dtype=np.float32)
-    active = member >= cuts[None, :]
-    best = probs.argmax(axis=1)
+    return Batch(
+        manifest.labels, names, probs, scores, member, member >= cuts[None, :], probs.argmax(axis=1)
+    )
+
+
+def predictions(batch: Batch) -> list[dict[str, Any]]:
+    """Label, confidence, probabilities, slice membership, learned slice scores and active
+    slices per text (no ids).
+    """
+    labels, names, probs = batch.labels, batch.slice_names, batch.probabilities
+    confidence = batch.confidence.tolist()
     out = []
     for i in range(len(probs)):
         out.append(
             {
-                "label": manifest.labels[int(best[i])],
-                "confidence": round(float(probs[i, best[i]]), 6),
+                "label": labels[int(batch.best[i])],
+                "confidence": confidence[i],
                 "probabilities": {
-                    lab: round(float(probs[i, k]), 6) for k, lab in enumerate(manifest.labels)
+                    lab: round(float(probs[i, k]), 6) for k, lab in enumerate(labels)
                 },
-                "slices": {n: round(float(member[i, j]), 6) for j, n in enumerate(names)},
-                "slice_scores": {n: round(float(scores[i, j]), 6) for j, n in enumerate(names)},
-                "active_slices": [n for j, n in enumerate(names) if active[i, j]],
+                "slices": {n: round(float(batch.membership[i, j]), 6) for j, n in enumerate(names)},
+                "slice_scores": {
+                    n: round(float(batch.scores[i, j]), 6) for j, n in enumerate(names)
+                },
+                "active_slices": [n for j, n in enumerate(names) if batch.active[i, j]],
             }
         )
     return out
+
+
+def build_predictions(
+    outputs: dict[str, np.ndarray], manifest: Manifest, cuts: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """`predictions(decide(outputs, manifest, cuts))`."""
+    return predictions(decide(outputs, manifest, cuts))

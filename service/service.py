@@ -29,7 +29,7 @@ from service.hardened import HardenedService
 from service.hotswap import HotSwapWatcher
 from service.http_guard import ApiGuard, error_response, install_log_filter
 from service.prediction_log import PredictionLog
-from service.responses import build_predictions
+from service.responses import decide, predictions
 from service.runtime import ModelRuntime
 from service.schemas import FeedbackResponse, PredictResponse
 from service.settings import Settings
@@ -196,7 +196,9 @@ class Slicewise:
         metrics.INFERENCE_SECONDS.labels("infer").observe(took.infer)
         metrics.INFERENCE_SECONDS.labels("rules").observe(took.rules)
         metrics.BATCH_SIZE.observe(len(texts))
-        preds = build_predictions(outputs, runtime.bundle.manifest, runtime.membership.cuts)
+        batch = decide(outputs, runtime.bundle.manifest, runtime.membership.cuts)
+        metrics.observe_batch(batch, runtime.version)
+        preds = predictions(batch)
         learned = runtime.membership.learned_slices(outputs["rule_failed"])
         for p, fell_back in zip(preds, learned, strict=True):
             p["model_version"] = runtime.version
@@ -244,7 +246,6 @@ class Slicewise:
                 )
             )
         self.log.append(records)
-        metrics.observe_predictions(preds, version)
         metrics.INFERENCE_SECONDS.labels("postprocess").observe(time.perf_counter() - t0)
         return PredictResponse.model_validate(
             {"model_version": version, "membership": membership, "predictions": preds}

@@ -39,6 +39,7 @@ ORIGINAL_PATH = "slicewise.original_path"  # scope key: the path before RouteGua
 MAX_MESSAGE_CHARS = 300  # an error message never grows past this, whatever the input was
 MAX_ERROR_BODY = 64 * 1024  # larger error bodies (none are expected) pass through unchanged
 JSON_MEDIA_TYPES = frozenset({"application/json"})
+CLIENT_ERROR_LINE = "client error %d on %s: %s"  # the one log line of a refused request
 
 
 def clip(text: str, limit: int = 80) -> str:
@@ -82,6 +83,20 @@ def _loc(parts: Iterable[Any]) -> str:
     return out
 
 
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    """One message for pydantic's errors (`ValidationError.errors()`): where and what, the
+    first three.
+    """
+    parts = [f"{_loc(d.get('loc', ())) or 'body'}: {d.get('msg', 'invalid')}" for d in errors[:3]]
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def log_client_error(status: int, where: str, message: str) -> None:
+    """The one INFO line of a refused request (what `ClientErrorLogFilter` makes of BentoML's)."""
+    log.info(CLIENT_ERROR_LINE, status, where, clip(message))
+
+
 def error_message(status: int, body: bytes, path: str) -> str:
     """One message for an error response body in any of the shapes BentoML or Starlette send."""
     try:
@@ -93,11 +108,7 @@ def error_message(status: int, body: bytes, path: str) -> str:
     if isinstance(data, dict):
         detail = data.get("detail")
         if isinstance(detail, list) and detail and all(isinstance(d, dict) for d in detail):
-            parts = [
-                f"{_loc(d.get('loc', ())) or 'body'}: {d.get('msg', 'invalid')}" for d in detail[:3]
-            ]
-            more = f" (and {len(detail) - 3} more)" if len(detail) > 3 else ""
-            return "; ".join(parts) + more
+            return validation_message(detail)
         if isinstance(data.get("error"), str) and data["error"]:
             return data["error"]
         if isinstance(detail, str) and detail:  # Starlette's HTTPException
@@ -289,7 +300,7 @@ class ClientErrorLogFilter(logging.Filter):
         where = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         record.levelno, record.levelname = logging.INFO, "INFO"
-        record.msg, record.args = "client error %d on %s: %s", (status, where, clip(first_line))
+        record.msg, record.args = CLIENT_ERROR_LINE, (status, where, clip(first_line))
         record.exc_info, record.exc_text = None, None
         return True
 

@@ -21,13 +21,21 @@ from typing import Annotated, Any
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from service import diagnostics, metrics
 from service.batching import AdaptiveBatcher
 from service.hardened import HardenedService
 from service.hotswap import HotSwapWatcher
-from service.http_guard import ApiGuard, error_response, install_log_filter
+from service.http_guard import (
+    ApiGuard,
+    error_response,
+    install_log_filter,
+    json_error,
+    log_client_error,
+    validation_message,
+)
+from service.predict_route import PredictRoute
 from service.prediction_log import PredictionLog
 from service.responses import decide, predictions
 from service.runtime import ModelRuntime
@@ -220,13 +228,32 @@ class Slicewise:
         -d '{"texts": ["I would not fly with them again."]}'`
         """
         try:
-            validate_texts(texts, self.settings.max_texts, self.settings.max_text_chars)
+            return await self._predict(texts)
         except RequestError as exc:
             raise InvalidArgument(str(exc)) from None
-        try:
-            preds = await self.batcher.submit(texts)
         except Unavailable as exc:
             return self._unavailable(exc)
+
+    async def predict_body(self, body: bytes) -> tuple[int, bytes]:
+        """`/predict` from its raw JSON body, as `PredictRoute` calls it (service/predict_route.py):
+        the API's own input model, the same function, the same errors; `(status, JSON body)`.
+        """
+        try:
+            texts = Slicewise.apis["predict"].input_spec.model_validate_json(body or b"{}").texts
+        except ValidationError as exc:
+            return _client_error(validation_message(exc.errors(include_context=False)))
+        try:
+            return 200, (await self._predict(texts)).model_dump_json().encode()
+        except RequestError as exc:
+            return _client_error(str(exc))
+        except Unavailable as exc:
+            log.warning("503: %s", exc)
+            return 503, json_error(503, str(exc))[1]
+
+    async def _predict(self, texts: list[str]) -> PredictResponse:
+        """Validate, batch and log one request's texts (raises RequestError, Unavailable)."""
+        validate_texts(texts, self.settings.max_texts, self.settings.max_text_chars)
+        preds = await self.batcher.submit(texts)
         t0 = time.perf_counter()
         version, membership = preds[0]["model_version"], preds[0]["membership"]
         records = []
@@ -301,6 +328,11 @@ class Slicewise:
         return FeedbackResponse(id=id, label=label, stored=True, replaced=replaced)
 
 
+def _client_error(message: str) -> tuple[int, bytes]:
+    log_client_error(400, "/predict", message)
+    return 400, json_error(400, message)[1]
+
+
 def _duration(seconds: float) -> str:
     """`seconds` in the largest whole unit (7 days, 36 hours, 90 s)."""
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
@@ -315,3 +347,5 @@ Slicewise.add_asgi_middleware(
     token=LIMITS.api_token,
     max_body_bytes=LIMITS.max_body_bytes,
 )
+# inside ApiGuard: POST /predict after auth, Content-Type and size checks
+Slicewise.add_asgi_middleware(PredictRoute, path="/predict", enabled=LIMITS.fast_predict)

@@ -51,6 +51,9 @@ class Settings:
     # permanent generation (gc.freeze): a full collection over the ~100k start-up objects took
     # ~190 ms on 2 busy cores, a pause every request in flight waited for
     gc_freeze: bool = True
+    # SLICEWISE_FAST_PREDICT: POST /predict below BentoML's router, same validation and responses
+    # (service/predict_route.py; 0: through BentoML's router and IO descriptors)
+    fast_predict: bool = True
     ort_cpu_arena: bool = True  # SLICEWISE_ORT_CPU_ARENA: ONNX Runtime's CPU memory arena
     ort_mem_pattern: bool = True  # SLICEWISE_ORT_MEM_PATTERN: its per-shape memory patterns
     ort_arena_same: bool = False  # SLICEWISE_ORT_ARENA_SAME_AS_REQUESTED: grow it, not double it
@@ -93,6 +96,7 @@ class Settings:
             access_log=_flag("SLICEWISE_ACCESS_LOG", cls.access_log),
             tracing=_flag("SLICEWISE_TRACING", cls.tracing),
             gc_freeze=_flag("SLICEWISE_GC_FREEZE", cls.gc_freeze),
+            fast_predict=_flag("SLICEWISE_FAST_PREDICT", cls.fast_predict),
             ort_cpu_arena=_flag("SLICEWISE_ORT_CPU_ARENA", cls.ort_cpu_arena),
             ort_mem_pattern=_flag("SLICEWISE_ORT_MEM_PATTERN", cls.ort_mem_pattern),
             ort_arena_same=_flag("SLICEWISE_ORT_ARENA_SAME_AS_REQUESTED", cls.ort_arena_same),

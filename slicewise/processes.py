@@ -79,22 +79,19 @@ class BentoServer:
         """Base URL of the server."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 120.0, wait_for: str = "/readyz") -> BentoServer:
-        """Start the server and wait until `wait_for` (`/readyz`, or `/livez`) answers 200."""
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+    def command(self) -> list[str]:
+        """The server's command line."""
         script = Path(sys.executable).with_name("bentoml")
         # `python -m bentoml` where the script is elsewhere (a `pip install --target` on the GPU box)
         bentoml = [str(script)] if script.exists() else [sys.executable, "-m", "bentoml"]
+        serve = ["serve", "service.service:Slicewise", "--host", "127.0.0.1"]
+        return [*bentoml, *serve, "--port", str(self.port)]
+
+    def start(self, timeout: float = 120.0, wait_for: str = "/readyz") -> BentoServer:
+        """Start the server and wait until `wait_for` (`/readyz`, or `/livez`) answers 200."""
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [
-                *bentoml,
-                "serve",
-                "service.service:Slicewise",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            self.command(),
             cwd=REPO,
             env=self.env,
             stdout=out,

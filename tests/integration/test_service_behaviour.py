@@ -329,3 +329,30 @@ def test_plugin_slices_are_evaluated_and_an_unimportable_one_stays_learned(
     logged = list(logged_records(client))[::-1]
     assert [r.id for r in logged] == [p["id"] for p in body["predictions"]]
     assert [r.learned_slices for r in logged] == [["question"]] * 3
+
+
+def test_cors_configuration_keeps_its_headers_on_predict(
+    tiny_bundle, bentoml_home, module_redis, tmp_path
+) -> None:
+    """BentoML's CORS middleware sits below `PredictRoute`, so with CORS on /predict goes
+    through BentoML's router and gets the CORS headers (service/predict_route.py)."""
+    cors = "services.slicewise.http.cors"
+    env = {
+        "SLICEWISE_MODEL_DIR": str(tiny_bundle),
+        "REDIS_URL": module_redis.url,
+        "BENTOML_HOME": str(bentoml_home),
+        "BENTOML_CONFIG_OPTIONS": f'{cors}.enabled=true {cors}.access_control_allow_origins=["*"]',
+    }
+    with BentoServer(env, log_file=tmp_path / "serve.log").start() as srv:
+        r = httpx.post(
+            srv.url + "/predict",
+            json={"texts": ["fine"]},
+            headers={"Origin": "https://app.example"},
+            timeout=30,
+        )
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 1
+        assert r.headers["access-control-allow-origin"] == "*"
+    assert (
+        "BentoML's CORS is on: /predict goes through BentoML's router"
+        in (tmp_path / "serve.log").read_text()
+    )

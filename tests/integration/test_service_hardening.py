@@ -370,3 +370,56 @@ def test_fuzz_from_the_openapi_document(server, api_schema, path, mode) -> None:
         assert statuses.count(200) >= 5 and set(statuses) <= {200, 400}, statuses
     else:  # random well-formed ids were never served
         assert set(statuses) <= {400, 404}, statuses
+
+
+PARITY_BODIES = [
+    b'{"texts": ["I would not fly with them again.", "Is my flight delayed?", "ok"]}',
+    b'{"texts": ["fine"], "extra": 1}',
+    b"",
+    b"{}",
+    b'{"texts": [',
+    b"[" * 5000 + b"]" * 5000,
+    b'["a"]',
+    b'{"texts": null}',
+    b'{"texts": "one string"}',
+    b'{"texts": []}',
+    b'{"texts": [3]}',
+    b'{"texts": ["\\u0000"]}',
+    b'{"texts": ["\\u200b", "fine"]}',
+    b'{"texts": ["\\ud800"]}',
+    json.dumps({"texts": ["x"] * (MAX_TEXTS + 1)}).encode(),
+    json.dumps({"texts": ["x" * (MAX_CHARS + 1)]}).encode(),
+]
+
+
+def test_fast_predict_route_answers_exactly_as_bentomls_route(
+    server, tiny_bundle, bentoml_home, module_redis, tmp_path
+) -> None:
+    """`PredictRoute` (service/predict_route.py) against `SLICEWISE_FAST_PREDICT=0`, the same
+    service through BentoML's router: the same status and body for every body, good or bad
+    (prediction ids aside: they are random)."""
+    env = {
+        "SLICEWISE_MODEL_DIR": str(tiny_bundle),
+        "REDIS_URL": module_redis.url,
+        "BENTOML_HOME": str(bentoml_home),
+        "SLICEWISE_API_TOKEN": TOKEN,
+        "SLICEWISE_MAX_BODY_BYTES": str(MAX_BODY),
+        "SLICEWISE_MAX_TEXTS": str(MAX_TEXTS),
+        "SLICEWISE_MAX_TEXT_CHARS": str(MAX_CHARS),
+        "SLICEWISE_PREFER_INT8": "0",
+        "SLICEWISE_FAST_PREDICT": "0",
+    }
+    headers = {**AUTH, "content-type": "application/json"}
+    with BentoServer(env, log_file=tmp_path / "serve.log").start() as routed:
+        for body in PARITY_BODIES:
+            fast = httpx.post(server.url + "/predict", content=body, headers=headers, timeout=30)
+            slow = httpx.post(routed.url + "/predict", content=body, headers=headers, timeout=30)
+            assert fast.status_code == slow.status_code, (body[:60], fast.text, slow.text)
+            a, b = fast.json(), slow.json()
+            for p in [*a.get("predictions", []), *b.get("predictions", [])]:
+                assert re.fullmatch(c.PREDICTION_ID_PATTERN, p.pop("id"))
+            assert a == b, body[:60]
+            # how the two paths tell themselves apart: BentoML's route adds its Server header
+            assert "server" not in fast.headers
+            assert slow.headers["server"] == "BentoML Service/slicewise"
+    assert fast.json() == {"error": f"texts[0]: String should have at most {MAX_CHARS} characters"}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 
 import httpx
@@ -41,6 +42,15 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "no-tracing": ("spans off, access log on", {"SLICEWISE_ACCESS_LOG": "1"}),
     "no-gc-freeze": ("defaults without gc.freeze", {"SLICEWISE_GC_FREEZE": "0"}),
     "default": ("the shipped defaults", {}),
+    "bentoml-route": (
+        "defaults, /predict through BentoML's router and IO descriptors (before PredictRoute)",
+        {"SLICEWISE_FAST_PREDICT": "0"},
+    ),
+    "bare-asgi": (
+        "the floor: uvicorn and a bare ASGI app around the same batcher and runtime, no BentoML, "
+        "no validation, ids, prediction log or metrics (bench/bare_asgi.py)",
+        {},
+    ),
     "1-worker": ("defaults, 1 model worker × 2 ORT threads", {"SLICEWISE_MODEL_WORKERS": "1"}),
     "3-workers": ("defaults, 3 model workers × 1 ORT thread", {"SLICEWISE_MODEL_WORKERS": "3"}),
 }
@@ -53,7 +63,9 @@ LAYOUTS = {  # name: (batch, calls at once, intra-op threads per call)
 
 parser = argparse.ArgumentParser()
 parser.add_argument(
-    "--variants", default="before,default", help="comma-separated: " + ",".join(VARIANTS)
+    "--variants",
+    default="before,bentoml-route,default,bare-asgi",
+    help="comma-separated: " + ",".join(VARIANTS),
 )
 parser.add_argument("--seconds", type=float, default=15.0, help="one round at concurrency 32")
 parser.add_argument("--solo-seconds", type=float, default=6.0, help="one round at concurrency 1")
@@ -69,6 +81,19 @@ bundle = c.Bundle.load(ROOT / ".slicewise" / "bundle")
 model_file = bundle.model_file(prefer_int8=True)
 texts = split_dataset(load_dataset(cfg), cfg.dataset.split).test["text"].tolist()
 tok = load_tokenizer(cfg.backbone)
+
+
+class BareServer(BentoServer):
+    """bench/bare_asgi.py instead of `bentoml serve`."""
+
+    def command(self) -> list[str]:
+        """uvicorn and the bare app on this server's port."""
+        return [
+            sys.executable,
+            str(ROOT / "bench" / "bare_asgi.py"),
+            str(bundle.path),
+            str(self.port),
+        ]
 
 
 def tree(server: BentoServer) -> list[psutil.Process]:
@@ -109,7 +134,7 @@ try:
         # at start, which would wipe the metrics of the servers started before it
         home = tempfile.mkdtemp(prefix=f"bentoml-{name}-")
         env = {"SLICEWISE_MODEL_DIR": str(bundle.path), "REDIS_URL": rds.url, "BENTOML_HOME": home}
-        servers[name] = BentoServer(
+        servers[name] = (BareServer if name == "bare-asgi" else BentoServer)(
             {**env, **VARIANTS[name][1]},
             log_file=ROOT / f".slicewise/bench_tuning_{name}.log",
         ).start()

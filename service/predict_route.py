@@ -6,10 +6,10 @@ max-concurrency middlewares and `ApiGuard` (auth, Content-Type, body size). For 
 BentoML would then set up its request context, run Starlette's router and exception middleware,
 parse the body through the API's IO descriptor, bind the arguments to the function's signature
 and serialise the return value: on 2 cores at 32 concurrent one-text requests, that Python work on
-the event loop held the GIL the model threads wait for (70% of the loop's GIL time). The
-service served 64.9% of the raw ONNX Runtime ceiling where a bare ASGI app around the same
-batcher served 90.9%, and this layer 74.4–97.6% in five runs (bench/README.md, "Serving, tuned
-side by side"). This layer hands the body straight to
+the event loop held the GIL the model threads wait for (70% of the loop's GIL time). Through
+that path the service served 64.9–82.4% of the raw ONNX Runtime ceiling in six runs, with this
+layer 74.4–97.6% (median 86.3%); a bare ASGI app around the same batcher 90.9% and 100.2%
+(bench/README.md, "Serving, tuned side by side"). This layer hands the body straight to
 `Slicewise.predict_body`, which validates it with the pydantic input model BentoML built from the
 API's signature (the same 400 messages) and runs the same function as the API route. The OpenAPI
 document and BentoML's `bentoml_service_request_*` metrics are unchanged.

@@ -47,19 +47,28 @@ def clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def json_error(status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> tuple:
-    """The ASGI start message and body of an error response in the API's one error shape."""
-    body = json.dumps({"error": clip(message, MAX_MESSAGE_CHARS)}).encode()
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *headers,
-        ],
-    }
-    return start, body
+def error_body(message: str) -> bytes:
+    """The body of an error response in the API's one error shape."""
+    return json.dumps({"error": clip(message, MAX_MESSAGE_CHARS)}).encode()
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Send a complete `application/json` response."""
+    length = str(len(body)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", length),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def error_response(status: int, message: str) -> Any:
@@ -71,9 +80,7 @@ def error_response(status: int, message: str) -> Any:
 
 async def send_error(send: Send, status: int, message: str, close: bool = False) -> None:
     """Send a complete error response; `close` asks the client to drop the connection."""
-    start, body = json_error(status, message, [(b"connection", b"close")] if close else [])
-    await send(start)
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_json(send, status, error_body(message), [(b"connection", b"close")] if close else [])
 
 
 def _loc(parts: Iterable[Any]) -> str:
@@ -173,9 +180,7 @@ class RouteGuard:
                         for k, v in start.get("headers", [])
                         if k.lower() not in {b"content-type", b"content-length"}
                     ]
-                    new_start, body = json_error(start["status"], msg, keep)
-                    await send(new_start)
-                    await send({"type": "http.response.body", "body": body, "more_body": False})
+                    await send_json(send, start["status"], error_body(msg), keep)
                     return
                 await send(start)  # too large to rewrite: pass it on as it is
                 await send({**message, "body": body})

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from service.http_guard import ASGIApp, Receive, Scope, Send
+from service.http_guard import ASGIApp, Receive, Scope, Send, send_json
 
 log = logging.getLogger("slicewise.service")
 
@@ -82,15 +82,4 @@ class PredictRoute:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        status, payload = await service.predict_body(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        await send_json(send, *await service.predict_body(body))

@@ -29,9 +29,9 @@ from service.hardened import HardenedService
 from service.hotswap import HotSwapWatcher
 from service.http_guard import (
     ApiGuard,
+    error_body,
     error_response,
     install_log_filter,
-    json_error,
     log_client_error,
     validation_message,
 )
@@ -248,7 +248,7 @@ class Slicewise:
             return _client_error(str(exc))
         except Unavailable as exc:
             log.warning("503: %s", exc)
-            return 503, json_error(503, str(exc))[1]
+            return 503, error_body(str(exc))
 
     async def _predict(self, texts: list[str]) -> PredictResponse:
         """Validate, batch and log one request's texts (raises RequestError, Unavailable)."""
@@ -330,7 +330,7 @@ class Slicewise:
 
 def _client_error(message: str) -> tuple[int, bytes]:
     log_client_error(400, "/predict", message)
-    return 400, json_error(400, message)[1]
+    return 400, error_body(message)
 
 
 def _duration(seconds: float) -> str:

@@ -53,31 +53,22 @@ def decide(
 
 def predictions(batch: Batch) -> list[dict[str, Any]]:
     """Label, confidence, probabilities, slice membership, learned slice scores and active
-    slices per text (no ids).
+    slices per text (no ids), rounded as `Batch.rounded` rounds them.
     """
-    labels, names, probs = batch.labels, batch.slice_names, batch.probabilities
-    confidence = batch.confidence.tolist()
+    labels, names = batch.labels, batch.slice_names
+    probs = batch.rounded(batch.probabilities).tolist()
+    member = batch.rounded(batch.membership).tolist()
+    scores = batch.rounded(batch.scores).tolist()
     out = []
-    for i in range(len(probs)):
+    for i, best in enumerate(batch.best.tolist()):
         out.append(
             {
-                "label": labels[int(batch.best[i])],
-                "confidence": confidence[i],
-                "probabilities": {
-                    lab: round(float(probs[i, k]), 6) for k, lab in enumerate(labels)
-                },
-                "slices": {n: round(float(batch.membership[i, j]), 6) for j, n in enumerate(names)},
-                "slice_scores": {
-                    n: round(float(batch.scores[i, j]), 6) for j, n in enumerate(names)
-                },
+                "label": labels[best],
+                "confidence": probs[i][best],
+                "probabilities": dict(zip(labels, probs[i], strict=True)),
+                "slices": dict(zip(names, member[i], strict=True)),
+                "slice_scores": dict(zip(names, scores[i], strict=True)),
                 "active_slices": [n for j, n in enumerate(names) if batch.active[i, j]],
             }
         )
     return out
-
-
-def build_predictions(
-    outputs: dict[str, np.ndarray], manifest: Manifest, cuts: np.ndarray | None = None
-) -> list[dict[str, Any]]:
-    """`predictions(decide(outputs, manifest, cuts))`."""
-    return predictions(decide(outputs, manifest, cuts))

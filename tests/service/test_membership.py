@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.membership import SliceMembership
-from service.responses import build_predictions
+from service.responses import decide, predictions
 from slicewise.core import contracts as c
 
 TEXTS = ["I do not like it", "is it ok?", "WOW what a day", "a boom", "plain words here ok"]
@@ -150,7 +150,7 @@ def test_predictions_carry_membership_scores_and_active_slices() -> None:
     probs = np.tile(np.array([[0.2, 0.3, 0.5]], dtype=np.float32), (len(TEXTS), 1))
     outputs = {"probabilities": probs, "slice_membership": SCORES}
     outputs["slices"] = m.apply(TEXTS, SCORES)
-    preds = build_predictions(outputs, man, m.cuts)
+    preds = predictions(decide(outputs, man, m.cuts))
     first = preds[0]
     assert first["slices"] == {
         "negation": 1.0,

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from service.prediction_log import PredictionLog
-from service.responses import build_predictions
+from service.responses import decide, predictions
 from service.validation import RequestError, check_feedback_label, validate_texts
 from slicewise.core.contracts import PredictionRecord
 from slicewise.core.log_entries import logged_count
@@ -53,12 +53,12 @@ _MANIFEST = SimpleNamespace(
 )
 
 
-def test_build_predictions_thresholds_and_labels() -> None:
+def test_predictions_thresholds_and_labels() -> None:
     outputs = {
         "probabilities": np.array([[0.1, 0.2, 0.7], [0.8, 0.1, 0.1]], dtype=np.float32),
         "slice_membership": np.array([[0.9, 0.6], [0.2, 0.75]], dtype=np.float32),
     }
-    preds = build_predictions(outputs, _MANIFEST)  # type: ignore[arg-type]
+    preds = predictions(decide(outputs, _MANIFEST))  # type: ignore[arg-type]
     assert [p["label"] for p in preds] == ["positive", "negative"]
     assert preds[0]["confidence"] == pytest.approx(0.7, abs=1e-6)
     assert preds[0]["active_slices"] == ["negation"]  # question 0.6 < 0.7
